@@ -1,0 +1,231 @@
+//! Jobs: what clients submit and read back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use time::OffsetDateTime;
+
+/// `POST /v1/jobs`: a batch of tasks submitted together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSubmit {
+    /// A name to find the job by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Default queue of the job's tasks (`default` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Free-form labels, filterable with `?label=k:v`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The tasks, 1 to 10000.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// One task of a submitted job. Only `kind` is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Handler name: `[a-z0-9][a-z0-9._-]{0,63}`.
+    pub kind: String,
+    /// Input handed to the handler (`null` when absent).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// A name for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Queue (the job's queue when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Higher runs first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Attempts before the task fails for good (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Run time limit of one attempt (default 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// Labels a worker must carry to run this task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requires: BTreeMap<String, String>,
+    /// Do not start before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub run_at: Option<OffsetDateTime>,
+}
+
+impl TaskSpec {
+    /// A task of `kind` with `input` and every other field defaulted.
+    pub fn new(kind: impl Into<String>, input: serde_json::Value) -> Self {
+        Self {
+            kind: kind.into(),
+            input,
+            name: None,
+            queue: None,
+            priority: None,
+            max_attempts: None,
+            timeout_ms: None,
+            backoff: None,
+            requires: BTreeMap::new(),
+            run_at: None,
+        }
+    }
+}
+
+/// Exponential retry backoff: `initial_ms * factor^(attempt-1)`, capped at `max_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Delay before the first retry.
+    #[serde(default = "Backoff::default_initial")]
+    pub initial_ms: u64,
+    /// Growth per attempt.
+    #[serde(default = "Backoff::default_factor")]
+    pub factor: f64,
+    /// Longest delay.
+    #[serde(default = "Backoff::default_max")]
+    pub max_ms: u64,
+    /// Spread retries randomly over [delay/2, delay].
+    #[serde(default = "Backoff::default_jitter")]
+    pub jitter: bool,
+}
+
+impl Backoff {
+    fn default_initial() -> u64 {
+        1000
+    }
+    fn default_factor() -> f64 {
+        2.0
+    }
+    fn default_max() -> u64 {
+        60_000
+    }
+    fn default_jitter() -> bool {
+        true
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial_ms: Self::default_initial(),
+            factor: Self::default_factor(),
+            max_ms: Self::default_max(),
+            jitter: Self::default_jitter(),
+        }
+    }
+}
+
+/// Job states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Nothing started yet.
+    Queued,
+    /// Some task started, not all finished.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// Finished, at least one task failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job is over.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+
+    /// Parse the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// How many of a job's tasks are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    /// All tasks.
+    pub total: u64,
+    /// Ready to run.
+    pub queued: u64,
+    /// Waiting for `run_at` or a retry.
+    pub scheduled: u64,
+    /// Leased to a worker.
+    pub running: u64,
+    /// Done, successfully.
+    pub succeeded: u64,
+    /// Done, failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl Progress {
+    /// Tasks that are over.
+    pub fn finished(&self) -> u64 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// Job id.
+    pub id: String,
+    /// Its name, if given.
+    pub name: Option<String>,
+    /// Default queue of its tasks.
+    pub queue: String,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Derived from its tasks' states.
+    pub state: JobState,
+    /// Counts per task state.
+    pub progress: Progress,
+    /// When it was submitted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When its first task started.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When its last task finished.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// First task start to last task end.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Submitted to finished.
+    #[serde(default)]
+    pub wall_ms: Option<u64>,
+    /// Ids of its tasks, in submission order (only in the reply to a submit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_ids: Option<Vec<String>>,
+}

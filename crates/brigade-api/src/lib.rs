@@ -1,0 +1,35 @@
+//! Wire types of the brigade HTTP API, version 1 (`shared/API.md`).
+//!
+//! Pure data: serde for the wire and utoipa schemas for the OpenAPI document.
+//! No I/O lives here, so the server, the client, the worker and the tests all
+//! speak exactly the same shapes.
+
+pub mod events;
+pub mod jobs;
+pub mod page;
+pub mod problem;
+pub mod queues;
+pub mod tasks;
+pub mod workers;
+
+pub use events::Event;
+pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec};
+pub use page::Page;
+pub use problem::{FieldError, Problem};
+pub use queues::QueueView;
+pub use tasks::{ErrorKind, HistoryEntry, TaskError, TaskState, TaskView};
+pub use workers::{
+    Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedTask, Load, Outcome, RejectedResult,
+    ResultsReply, ResultsRequest, TaskResult, WorkerJoin, WorkerJoined, WorkerState, WorkerView,
+};
+
+/// RFC 3339 timestamps in UTC, as the contract wants them.
+pub type Timestamp = time::OffsetDateTime;
+
+/// The version this build speaks and reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// serde helpers for optional RFC 3339 timestamps.
+pub mod rfc3339 {
+    pub use time::serde::rfc3339::*;
+}

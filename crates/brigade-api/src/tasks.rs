@@ -1,0 +1,172 @@
+//! Tasks as the API shows them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use time::OffsetDateTime;
+
+/// Task states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Ready to run.
+    Queued,
+    /// Waiting for `run_at` or a retry backoff.
+    Scheduled,
+    /// Leased to a worker.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Attempts exhausted or not retryable.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Queued,
+        TaskState::Scheduled,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    /// The wire name (also the stored one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Scheduled => "scheduled",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the task is over.
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Ran past `timeout_ms`.
+    Timeout,
+    /// The handler panicked or its process died.
+    Crash,
+    /// Its worker went silent.
+    Lost,
+    /// The handler returned an error.
+    Handler,
+    /// Cancelled by a user.
+    Cancelled,
+    /// No handler for the kind on the worker.
+    UnknownKind,
+    /// The input did not fit the handler.
+    BadInput,
+    /// Anything else.
+    #[serde(other)]
+    Other,
+}
+
+/// An attempt's error: `{"message": "...", "kind": "timeout|crash|lost|handler|cancelled|..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskError {
+    /// What went wrong.
+    pub message: String,
+    /// Its kind.
+    pub kind: ErrorKind,
+}
+
+impl TaskError {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Worker that ran it.
+    pub worker_id: Option<String>,
+    /// When it was leased.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ended.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// `running`, `succeeded`, `failed`, `lost`, `cancelled`, `timeout`...
+    pub outcome: String,
+    /// The attempt's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    /// Task id.
+    pub id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Handler name.
+    pub kind: String,
+    /// Name, if given.
+    pub name: Option<String>,
+    /// Queue.
+    pub queue: String,
+    /// State.
+    pub state: TaskState,
+    /// Current (or last) attempt; 0 before the first lease.
+    pub attempt: u32,
+    /// Attempt budget.
+    pub max_attempts: u32,
+    /// Priority.
+    pub priority: i32,
+    /// Attempt time limit.
+    pub timeout_ms: u64,
+    /// Labels a worker must carry.
+    #[serde(default)]
+    pub requires: BTreeMap<String, String>,
+    /// Input.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// Output once succeeded.
+    #[schema(value_type = Object)]
+    pub output: serde_json::Value,
+    /// Last error.
+    pub error: Option<TaskError>,
+    /// Worker running it or that ran it last.
+    pub worker_id: Option<String>,
+    /// Submitted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Not before (for scheduled tasks).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub run_at: Option<OffsetDateTime>,
+    /// Current attempt started.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// Finished.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Every attempt (only on `GET /v1/tasks/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEntry>>,
+}

@@ -1,0 +1,248 @@
+//! The worker protocol: join, lease, heartbeat, results, leave.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use time::OffsetDateTime;
+
+use crate::TaskError;
+
+/// `POST /v1/workers`: a worker joins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerJoin {
+    /// A name for humans (several workers may share one).
+    pub name: String,
+    /// Host it runs on.
+    #[serde(default)]
+    pub hostname: String,
+    /// Queues it serves (`["default"]` when empty).
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Task kinds it can run.
+    pub kinds: Vec<String>,
+    /// Labels matched against tasks' `requires`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Tasks it runs at once.
+    pub capacity: u32,
+    /// Its version.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Reply to a join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerJoined {
+    /// The worker's id for every later call.
+    pub id: String,
+    /// A lease not extended within this is lost.
+    pub lease_ttl_ms: u64,
+    /// Heartbeat period.
+    pub heartbeat_ms: u64,
+}
+
+/// `POST /v1/workers/{id}/lease`: ask for up to `max` tasks, waiting up to `wait_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseRequest {
+    /// Most tasks to hand out (1..=1000).
+    pub max: u32,
+    /// Longest wait for work (max 60000; default 30000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// Reply to a lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseResponse {
+    /// Leased tasks; empty when none came within `wait_ms`.
+    pub tasks: Vec<LeasedTask>,
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeasedTask {
+    /// Task id.
+    pub id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Handler name.
+    pub kind: String,
+    /// Handler input.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// This attempt's number; the result must carry it.
+    pub attempt: u32,
+    /// Run time limit.
+    pub timeout_ms: u64,
+    /// Lease end unless a heartbeat extends it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+}
+
+/// Load a worker reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Load {
+    /// CPU use of the host, 0..1.
+    #[serde(default)]
+    pub cpu: f64,
+    /// Memory use of the host, 0..1.
+    #[serde(default)]
+    pub memory: f64,
+    /// Tasks running.
+    #[serde(default)]
+    pub running: u32,
+    /// Slots.
+    #[serde(default)]
+    pub capacity: u32,
+}
+
+/// `POST /v1/workers/{id}/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Heartbeat {
+    /// Ids of the tasks it runs; their leases are extended.
+    #[serde(default)]
+    pub running: Vec<String>,
+    /// Current load.
+    #[serde(default)]
+    pub load: Load,
+}
+
+/// Reply to a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatReply {
+    /// Tasks to stop now.
+    pub cancel: Vec<String>,
+    /// Finish what runs, lease nothing more, leave.
+    pub drain: bool,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// With an output.
+    Succeeded,
+    /// With an error.
+    Failed,
+}
+
+/// One finished attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskResult {
+    /// Task id.
+    pub task_id: String,
+    /// The attempt it belongs to.
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Output when succeeded.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub output: serde_json::Value,
+    /// Error when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// Whether a failure may be retried (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// How long it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// `POST /v1/workers/{id}/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResultsRequest {
+    /// Finished attempts.
+    pub results: Vec<TaskResult>,
+}
+
+/// Reply to a results batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResultsReply {
+    /// Recorded.
+    pub accepted: Vec<String>,
+    /// Not recorded, with why.
+    pub rejected: Vec<RejectedResult>,
+}
+
+/// A result that was not recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RejectedResult {
+    /// Task id.
+    pub task_id: String,
+    /// Why: `stale attempt`, `unknown task`, `not leased to this worker`...
+    pub reason: String,
+}
+
+/// Worker states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Leasing and running.
+    Active,
+    /// Finishing what it runs, leasing nothing.
+    Draining,
+    /// Went silent.
+    Lost,
+    /// Left.
+    Left,
+}
+
+impl WorkerState {
+    /// The wire (and stored) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Active => "active",
+            WorkerState::Draining => "draining",
+            WorkerState::Lost => "lost",
+            WorkerState::Left => "left",
+        }
+    }
+
+    /// Parse the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => WorkerState::Active,
+            "draining" => WorkerState::Draining,
+            "lost" => WorkerState::Lost,
+            "left" => WorkerState::Left,
+            _ => return None,
+        })
+    }
+}
+
+/// A worker as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerView {
+    /// Worker id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Host.
+    pub hostname: String,
+    /// State.
+    pub state: WorkerState,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Kinds it runs.
+    pub kinds: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Slots.
+    pub capacity: u32,
+    /// Tasks leased to it now.
+    pub running: u32,
+    /// Last reported load.
+    pub load: Load,
+    /// Its version.
+    pub version: String,
+    /// Joined.
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+    /// Last heard from.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+}

@@ -1,0 +1,241 @@
+//! Turning a submitted job into a valid one, or naming every field at fault.
+
+use std::collections::BTreeMap;
+
+use brigade_api::{Backoff, FieldError, JobSubmit};
+
+use crate::clock::to_ms;
+
+/// Bounds on what a submission may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Tasks per job.
+    pub max_tasks_per_job: usize,
+    /// Bytes of one task's input as JSON.
+    pub max_input_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_tasks_per_job: 10_000, max_input_bytes: 1 << 20 }
+    }
+}
+
+/// Default attempt budget.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default run time limit of one attempt.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// Longest run time limit accepted (one day).
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// Largest attempt budget accepted.
+pub const MAX_ATTEMPTS: u32 = 1000;
+/// The queue when none is named.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A job that passed validation, every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// Name.
+    pub name: Option<String>,
+    /// Default queue.
+    pub queue: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Tasks in submission order.
+    pub tasks: Vec<NewTask>,
+}
+
+/// A task that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Handler name.
+    pub kind: String,
+    /// Input as JSON text.
+    pub input: String,
+    /// Name.
+    pub name: Option<String>,
+    /// Queue.
+    pub queue: String,
+    /// Priority.
+    pub priority: i32,
+    /// Attempt budget.
+    pub max_attempts: u32,
+    /// Attempt time limit.
+    pub timeout_ms: u64,
+    /// Retry backoff.
+    pub backoff: Backoff,
+    /// Labels a worker must carry.
+    pub requires: BTreeMap<String, String>,
+    /// Not before (ms since epoch).
+    pub run_at: Option<i64>,
+}
+
+/// Whether `s` is a valid task kind: `[a-z0-9][a-z0-9._-]{0,63}`.
+pub fn is_valid_kind(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Whether `s` is a valid queue name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+pub fn is_valid_queue(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+fn check_labels(field: &str, labels: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+    if labels.len() > 64 {
+        errors.push(FieldError::new(field, "at most 64 labels"));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 64 {
+            errors.push(FieldError::new(format!("{field}.{k}"), "label keys are 1 to 64 bytes"));
+        }
+        if v.len() > 256 {
+            errors.push(FieldError::new(format!("{field}.{k}"), "label values are at most 256 bytes"));
+        }
+    }
+}
+
+/// Validate a submission, filling in defaults, or list every field at fault.
+pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let queue = job.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+    if !is_valid_queue(&queue) {
+        errors.push(FieldError::new("queue", "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"));
+    }
+    if job.name.as_ref().is_some_and(|n| n.len() > 256) {
+        errors.push(FieldError::new("name", "at most 256 bytes"));
+    }
+    check_labels("labels", &job.labels, &mut errors);
+    if job.tasks.is_empty() {
+        errors.push(FieldError::new("tasks", "a job needs at least one task"));
+    } else if job.tasks.len() > limits.max_tasks_per_job {
+        errors.push(FieldError::new(
+            "tasks",
+            format!("at most {} tasks per job (got {})", limits.max_tasks_per_job, job.tasks.len()),
+        ));
+        return Err(errors);
+    }
+
+    let mut tasks = Vec::with_capacity(job.tasks.len());
+    for (i, t) in job.tasks.into_iter().enumerate() {
+        let at = |f: &str| format!("tasks[{i}].{f}");
+        if !is_valid_kind(&t.kind) {
+            errors.push(FieldError::new(at("kind"), "must match [a-z0-9][a-z0-9._-]{0,63}"));
+        }
+        let task_queue = t.queue.unwrap_or_else(|| queue.clone());
+        if !is_valid_queue(&task_queue) {
+            errors.push(FieldError::new(at("queue"), "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"));
+        }
+        if t.name.as_ref().is_some_and(|n| n.len() > 256) {
+            errors.push(FieldError::new(at("name"), "at most 256 bytes"));
+        }
+        let max_attempts = t.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+            errors.push(FieldError::new(at("max_attempts"), format!("must be 1 to {MAX_ATTEMPTS}")));
+        }
+        let timeout_ms = t.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+            errors.push(FieldError::new(at("timeout_ms"), format!("must be 1 to {MAX_TIMEOUT_MS}")));
+        }
+        let backoff = t.backoff.unwrap_or_default();
+        if !(backoff.factor.is_finite() && (1.0..=100.0).contains(&backoff.factor)) {
+            errors.push(FieldError::new(at("backoff.factor"), "must be 1.0 to 100.0"));
+        }
+        if backoff.max_ms > MAX_TIMEOUT_MS {
+            errors.push(FieldError::new(at("backoff.max_ms"), format!("at most {MAX_TIMEOUT_MS}")));
+        }
+        if backoff.initial_ms > backoff.max_ms {
+            errors.push(FieldError::new(at("backoff.initial_ms"), "must not exceed backoff.max_ms"));
+        }
+        check_labels(&at("requires"), &t.requires, &mut errors);
+        let input = t.input.to_string();
+        if input.len() > limits.max_input_bytes {
+            errors.push(FieldError::new(
+                at("input"),
+                format!("{} bytes is more than the {} allowed", input.len(), limits.max_input_bytes),
+            ));
+        }
+        tasks.push(NewTask {
+            kind: t.kind,
+            input,
+            name: t.name,
+            queue: task_queue,
+            priority: t.priority.unwrap_or(0),
+            max_attempts,
+            timeout_ms,
+            backoff,
+            requires: t.requires,
+            run_at: t.run_at.map(to_ms),
+        });
+        if errors.len() > 100 {
+            break;
+        }
+    }
+    if errors.is_empty() {
+        Ok(NewJob { name: job.name, queue, labels: job.labels, tasks })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brigade_api::TaskSpec;
+
+    use super::*;
+
+    fn job(tasks: Vec<TaskSpec>) -> JobSubmit {
+        JobSubmit { name: None, queue: None, labels: BTreeMap::new(), tasks }
+    }
+
+    #[test]
+    fn fills_in_defaults() {
+        let ok = validate_job(job(vec![TaskSpec::new("noop", serde_json::Value::Null)]), &Limits::default());
+        let ok = ok.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(ok.queue, "default");
+        let t = &ok.tasks[0];
+        assert_eq!((t.max_attempts, t.timeout_ms, t.priority, t.input.as_str()), (3, 60_000, 0, "null"));
+        assert_eq!(t.queue, "default");
+    }
+
+    #[test]
+    fn names_every_bad_field() {
+        let mut bad = TaskSpec::new("Bad Kind", serde_json::Value::Null);
+        bad.max_attempts = Some(0);
+        let good = TaskSpec::new("echo", serde_json::json!({"x": 1}));
+        let mut bad2 = TaskSpec::new("ok", serde_json::Value::Null);
+        bad2.timeout_ms = Some(0);
+        bad2.queue = Some("no spaces".into());
+        let errs = validate_job(job(vec![bad, good, bad2]), &Limits::default()).err().unwrap_or_default();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["tasks[0].kind", "tasks[0].max_attempts", "tasks[2].queue", "tasks[2].timeout_ms"]);
+    }
+
+    #[test]
+    fn rejects_empty_and_oversized_jobs() {
+        let errs = validate_job(job(vec![]), &Limits::default()).err().unwrap_or_default();
+        assert_eq!(errs[0].field, "tasks");
+        let limits = Limits { max_tasks_per_job: 2, max_input_bytes: 8 };
+        let many = vec![TaskSpec::new("noop", serde_json::Value::Null); 3];
+        assert_eq!(validate_job(job(many), &limits).err().unwrap_or_default()[0].field, "tasks");
+        let big = TaskSpec::new("echo", serde_json::json!("0123456789"));
+        assert_eq!(validate_job(job(vec![big]), &limits).err().unwrap_or_default()[0].field, "tasks[0].input");
+    }
+
+    #[test]
+    fn kinds_follow_the_contract_pattern() {
+        for ok in ["noop", "a", "0x", "my.kind_v2-x"] {
+            assert!(is_valid_kind(ok), "{ok}");
+        }
+        for bad in ["", "Noop", "-x", ".x", "a b", &"x".repeat(65)] {
+            assert!(!is_valid_kind(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Values the store takes and returns besides the wire types.
+
+use brigade_api::{Event, JobView, TaskView};
+
+/// An `Idempotency-Key` and a hash of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the request body, hex.
+    pub hash: String,
+}
+
+/// Outcome of a submit.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The job, with `task_ids`.
+    pub job: JobView,
+    /// `false` when an earlier submit with the same idempotency key is returned.
+    pub created: bool,
+    /// What happened.
+    pub changes: Changes,
+}
+
+/// What a state change did, for live events and wake-ups.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Events to publish, in order.
+    pub events: Vec<Event>,
+    /// Some task became `queued`: waiting workers should look.
+    pub ready: bool,
+    /// Some task became `scheduled`: the promoter should recompute its next wake-up.
+    pub scheduled: bool,
+}
+
+impl Changes {
+    /// Append another change.
+    pub fn merge(&mut self, other: Changes) {
+        self.events.extend(other.events);
+        self.ready |= other.ready;
+        self.scheduled |= other.scheduled;
+    }
+}
+
+/// Filters of `GET /v1/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<brigade_api::JobState>,
+    /// Only jobs of this name.
+    pub name: Option<String>,
+    /// Only jobs carrying this label.
+    pub label: Option<(String, String)>,
+    /// Only jobs of this owner (clients see their own).
+    pub owner: Option<String>,
+}
+
+/// Outcome of deleting a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Gone.
+    Deleted,
+    /// No such job.
+    NotFound,
+    /// The job still has unfinished tasks.
+    Unfinished,
+}
+
+/// Outcome of retrying a task.
+#[derive(Debug, Clone)]
+pub enum RetryOutcome {
+    /// Back in the queue.
+    Retried(Box<TaskView>, Changes),
+    /// No such task.
+    NotFound,
+    /// Only failed or cancelled tasks can be retried.
+    NotRetryable(brigade_api::TaskState),
+}

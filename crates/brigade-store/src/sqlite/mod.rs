@@ -1,0 +1,180 @@
+//! The SQLite engine: one file, WAL, synchronous commits, one group-committing writer.
+
+mod read;
+mod rows;
+mod write;
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brigade_api::{
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult, TaskState, TaskView,
+    WorkerJoin, WorkerView,
+};
+use brigade_core::NewJob;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::model::{Changes, DeleteOutcome, Idempotency, JobFilter, RetryOutcome, Submitted};
+use crate::{Result, Store, StoreError};
+use writer::Writer;
+
+/// Migrations of the SQLite engine, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Brigade's state in one SQLite file.
+pub struct SqliteStore {
+    writer: Writer,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating when needed) the database at `url`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(format!("{url}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A 201 means the fsync happened.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory")
+            .log_statements(tracing::log::LevelFilter::Trace);
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            }
+        }
+        let mut conn = options.connect().await?;
+        MIGRATOR.run(&mut conn).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options.clone().read_only(true))
+            .await?;
+        Ok(Self { writer: Writer::start(conn), read })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        let mut c = self.read.acquire().await?;
+        c.ping().await?;
+        Ok(())
+    }
+
+    async fn submit(&self, owner: &str, job: NewJob, idem: Option<Idempotency>, now: i64) -> Result<Submitted> {
+        let owner = owner.to_owned();
+        self.writer.write(move |c| Box::pin(write::submit(c, owner, job, idem, now))).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobView>> {
+        read::job(&mut *self.read.acquire().await?, id).await
+    }
+
+    async fn jobs(&self, filter: &JobFilter, limit: u32, cursor: Option<&str>) -> Result<Page<JobView>> {
+        read::jobs(&mut *self.read.acquire().await?, filter, limit, cursor).await
+    }
+
+    async fn job_tasks(
+        &self,
+        job_id: &str,
+        state: Option<TaskState>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Option<Page<TaskView>>> {
+        read::job_tasks(&mut *self.read.acquire().await?, job_id, state, limit, cursor).await
+    }
+
+    async fn job_owner(&self, id: &str) -> Result<Option<String>> {
+        read::job_owner(&mut *self.read.acquire().await?, id).await
+    }
+
+    async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
+        let id = id.to_owned();
+        self.writer.write(move |c| Box::pin(write::cancel_job(c, id, now))).await
+    }
+
+    async fn delete_job(&self, id: &str) -> Result<DeleteOutcome> {
+        let id = id.to_owned();
+        self.writer.write(move |c| Box::pin(write::delete_job(c, id))).await
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskView>> {
+        read::task(&mut *self.read.acquire().await?, id).await
+    }
+
+    async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
+        let id = id.to_owned();
+        self.writer.write(move |c| Box::pin(write::cancel_task(c, id, now))).await
+    }
+
+    async fn retry_task(&self, id: &str) -> Result<RetryOutcome> {
+        let id = id.to_owned();
+        self.writer.write(move |c| Box::pin(write::retry_task(c, id))).await
+    }
+
+    async fn join_worker(&self, owner: &str, join: WorkerJoin, now: i64) -> Result<(WorkerView, Changes)> {
+        let owner = owner.to_owned();
+        self.writer.write(move |c| Box::pin(write::join_worker(c, owner, join, now))).await
+    }
+
+    async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
+        read::worker(&mut *self.read.acquire().await?, id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerView>> {
+        read::workers(&mut *self.read.acquire().await?).await
+    }
+
+    async fn lease(&self, worker_id: &str, max: u32, now: i64, ttl: i64) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
+        let id = worker_id.to_owned();
+        self.writer.write(move |c| Box::pin(write::lease(c, id, max, now, ttl))).await
+    }
+
+    async fn heartbeat(&self, worker_id: &str, hb: Heartbeat, now: i64, ttl: i64) -> Result<Option<HeartbeatReply>> {
+        let id = worker_id.to_owned();
+        self.writer.write(move |c| Box::pin(write::heartbeat(c, id, hb, now, ttl))).await
+    }
+
+    async fn report(
+        &self,
+        worker_id: &str,
+        results: Vec<TaskResult>,
+        now: i64,
+    ) -> Result<Option<(ResultsReply, Changes)>> {
+        let id = worker_id.to_owned();
+        self.writer.write(move |c| Box::pin(write::report(c, id, results, now))).await
+    }
+
+    async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
+        let id = worker_id.to_owned();
+        self.writer.write(move |c| Box::pin(write::leave(c, id, now))).await
+    }
+
+    async fn drain_worker(&self, worker_id: &str) -> Result<Option<WorkerView>> {
+        let id = worker_id.to_owned();
+        self.writer.write(move |c| Box::pin(write::drain_worker(c, id))).await
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueView>> {
+        read::queues(&mut *self.read.acquire().await?).await
+    }
+
+    async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {
+        let name = name.to_owned();
+        self.writer.write(move |c| Box::pin(write::set_queue_paused(c, name, paused))).await
+    }
+
+    async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)> {
+        self.writer.write(move |c| Box::pin(write::promote_due(c, now))).await
+    }
+
+    async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
+        self.writer.write(move |c| Box::pin(write::reap(c, now, ttl))).await
+    }
+}
