@@ -19,8 +19,9 @@ pub use problem::{FieldError, Problem};
 pub use queues::QueueView;
 pub use tasks::{ErrorKind, HistoryEntry, TaskError, TaskState, TaskView};
 pub use workers::{
-    Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedTask, Load, Outcome, RejectedResult,
-    ResultsReply, ResultsRequest, TaskResult, WorkerJoin, WorkerJoined, WorkerState, WorkerView,
+    Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedTask, Load, Outcome,
+    RejectedResult, ResultsReply, ResultsRequest, TaskResult, WorkerJoin, WorkerJoined,
+    WorkerState, WorkerView,
 };
 
 /// RFC 3339 timestamps in UTC, as the contract wants them.

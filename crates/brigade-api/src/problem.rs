@@ -35,6 +35,9 @@ pub struct FieldError {
 impl FieldError {
     /// A field error at `field` saying `message`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }

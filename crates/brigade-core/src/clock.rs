@@ -25,7 +25,8 @@ pub fn to_ms(t: OffsetDateTime) -> i64 {
 
 /// Milliseconds since the Unix epoch as a UTC timestamp (clamped to the representable range).
 pub fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]

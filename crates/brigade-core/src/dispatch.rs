@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 ///
 /// Every required label must be present; a worker's value may be a comma list
 /// meaning "any of these" (`lang = "python,c"` satisfies `lang = "c"`).
-pub fn requires_match(requires: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn requires_match(
+    requires: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     requires.iter().all(|(key, want)| {
         labels
             .get(key)
@@ -18,7 +21,11 @@ pub fn requires_match(requires: &BTreeMap<String, String>, labels: &BTreeMap<Str
 ///
 /// Load is running/capacity, then the CPU it reported; ties keep arrival order.
 pub fn load_key(running: u32, capacity: u32, cpu: f64) -> (u64, u64) {
-    let ratio = if capacity == 0 { 1.0 } else { f64::from(running) / f64::from(capacity) };
+    let ratio = if capacity == 0 {
+        1.0
+    } else {
+        f64::from(running) / f64::from(capacity)
+    };
     // Scaled to integers so the key is totally ordered.
     ((ratio * 1e6) as u64, (cpu.clamp(0.0, 1.0) * 1e6) as u64)
 }
@@ -28,7 +35,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -40,7 +50,10 @@ mod tests {
     fn comma_list_means_any_of() {
         let labels = map(&[("lang", "python,c, java"), ("zone", "eu")]);
         assert!(requires_match(&map(&[("lang", "java")]), &labels));
-        assert!(requires_match(&map(&[("lang", "c"), ("zone", "eu")]), &labels));
+        assert!(requires_match(
+            &map(&[("lang", "c"), ("zone", "eu")]),
+            &labels
+        ));
         assert!(!requires_match(&map(&[("lang", "rust")]), &labels));
         assert!(!requires_match(&map(&[("gpu", "yes")]), &labels));
     }

@@ -22,10 +22,18 @@ pub enum Failure {
 /// `[delay/2, delay]` chosen by `unit` (a number in `[0, 1)`).
 pub fn backoff_delay_ms(backoff: &Backoff, attempt: u32, unit: f64) -> u64 {
     let exp = attempt.saturating_sub(1).min(64) as i32;
-    let factor = if backoff.factor.is_finite() && backoff.factor >= 1.0 { backoff.factor } else { 1.0 };
+    let factor = if backoff.factor.is_finite() && backoff.factor >= 1.0 {
+        backoff.factor
+    } else {
+        1.0
+    };
     let raw = backoff.initial_ms as f64 * factor.powi(exp);
     let capped = raw.min(backoff.max_ms as f64).max(0.0);
-    let delay = if backoff.jitter { capped * (0.5 + 0.5 * unit.clamp(0.0, 1.0)) } else { capped };
+    let delay = if backoff.jitter {
+        capped * (0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    } else {
+        capped
+    };
     delay as u64
 }
 
@@ -48,7 +56,9 @@ pub fn on_failure(
     if lost {
         return Failure::Requeue;
     }
-    Failure::Retry { run_at: now_ms + backoff_delay_ms(backoff, attempt, unit) as i64 }
+    Failure::Retry {
+        run_at: now_ms + backoff_delay_ms(backoff, attempt, unit) as i64,
+    }
 }
 
 /// A job's state from its tasks' counts and whether a user cancelled it.
@@ -75,17 +85,27 @@ pub fn job_state(p: &Progress, cancel_requested: bool) -> JobState {
 mod tests {
     use super::*;
 
-    const NO_JITTER: Backoff = Backoff { initial_ms: 1000, factor: 2.0, max_ms: 5000, jitter: false };
+    const NO_JITTER: Backoff = Backoff {
+        initial_ms: 1000,
+        factor: 2.0,
+        max_ms: 5000,
+        jitter: false,
+    };
 
     #[test]
     fn backoff_grows_exponentially_and_caps() {
-        let d: Vec<u64> = (1..=5).map(|a| backoff_delay_ms(&NO_JITTER, a, 0.0)).collect();
+        let d: Vec<u64> = (1..=5)
+            .map(|a| backoff_delay_ms(&NO_JITTER, a, 0.0))
+            .collect();
         assert_eq!(d, vec![1000, 2000, 4000, 5000, 5000]);
     }
 
     #[test]
     fn jitter_stays_within_half_to_full_delay() {
-        let b = Backoff { jitter: true, ..NO_JITTER };
+        let b = Backoff {
+            jitter: true,
+            ..NO_JITTER
+        };
         assert_eq!(backoff_delay_ms(&b, 2, 0.0), 1000);
         assert_eq!(backoff_delay_ms(&b, 2, 1.0), 2000);
         let mid = backoff_delay_ms(&b, 2, 0.5);
@@ -94,35 +114,92 @@ mod tests {
 
     #[test]
     fn a_silly_factor_does_not_shrink_or_explode() {
-        let b = Backoff { factor: f64::NAN, ..NO_JITTER };
+        let b = Backoff {
+            factor: f64::NAN,
+            ..NO_JITTER
+        };
         assert_eq!(backoff_delay_ms(&b, 9, 0.0), 1000);
-        let b = Backoff { factor: 1e300, max_ms: 60_000, ..NO_JITTER };
+        let b = Backoff {
+            factor: 1e300,
+            max_ms: 60_000,
+            ..NO_JITTER
+        };
         assert_eq!(backoff_delay_ms(&b, 200, 0.0), 60_000);
     }
 
     #[test]
     fn failures_retry_until_the_budget_is_spent() {
-        assert_eq!(on_failure(1, 3, true, false, &NO_JITTER, 10, 0.0), Failure::Retry { run_at: 1010 });
-        assert_eq!(on_failure(2, 3, true, false, &NO_JITTER, 10, 0.0), Failure::Retry { run_at: 2010 });
-        assert_eq!(on_failure(3, 3, true, false, &NO_JITTER, 10, 0.0), Failure::Fail);
-        assert_eq!(on_failure(1, 3, false, false, &NO_JITTER, 10, 0.0), Failure::Fail);
-        assert_eq!(on_failure(1, 3, true, true, &NO_JITTER, 10, 0.0), Failure::Requeue);
-        assert_eq!(on_failure(3, 3, true, true, &NO_JITTER, 10, 0.0), Failure::Fail);
+        assert_eq!(
+            on_failure(1, 3, true, false, &NO_JITTER, 10, 0.0),
+            Failure::Retry { run_at: 1010 }
+        );
+        assert_eq!(
+            on_failure(2, 3, true, false, &NO_JITTER, 10, 0.0),
+            Failure::Retry { run_at: 2010 }
+        );
+        assert_eq!(
+            on_failure(3, 3, true, false, &NO_JITTER, 10, 0.0),
+            Failure::Fail
+        );
+        assert_eq!(
+            on_failure(1, 3, false, false, &NO_JITTER, 10, 0.0),
+            Failure::Fail
+        );
+        assert_eq!(
+            on_failure(1, 3, true, true, &NO_JITTER, 10, 0.0),
+            Failure::Requeue
+        );
+        assert_eq!(
+            on_failure(3, 3, true, true, &NO_JITTER, 10, 0.0),
+            Failure::Fail
+        );
     }
 
     fn progress(q: u64, s: u64, r: u64, ok: u64, f: u64, c: u64) -> Progress {
-        Progress { total: q + s + r + ok + f + c, queued: q, scheduled: s, running: r, succeeded: ok, failed: f, cancelled: c }
+        Progress {
+            total: q + s + r + ok + f + c,
+            queued: q,
+            scheduled: s,
+            running: r,
+            succeeded: ok,
+            failed: f,
+            cancelled: c,
+        }
     }
 
     #[test]
     fn job_states_follow_their_tasks() {
-        assert_eq!(job_state(&progress(3, 0, 0, 0, 0, 0), false), JobState::Queued);
-        assert_eq!(job_state(&progress(0, 3, 0, 0, 0, 0), false), JobState::Queued);
-        assert_eq!(job_state(&progress(2, 0, 1, 0, 0, 0), false), JobState::Running);
-        assert_eq!(job_state(&progress(2, 0, 0, 1, 0, 0), false), JobState::Running);
-        assert_eq!(job_state(&progress(0, 0, 0, 3, 0, 0), false), JobState::Succeeded);
-        assert_eq!(job_state(&progress(0, 0, 0, 2, 1, 0), false), JobState::Failed);
-        assert_eq!(job_state(&progress(0, 0, 0, 2, 1, 1), true), JobState::Cancelled);
-        assert_eq!(job_state(&progress(0, 0, 0, 2, 0, 1), false), JobState::Cancelled);
+        assert_eq!(
+            job_state(&progress(3, 0, 0, 0, 0, 0), false),
+            JobState::Queued
+        );
+        assert_eq!(
+            job_state(&progress(0, 3, 0, 0, 0, 0), false),
+            JobState::Queued
+        );
+        assert_eq!(
+            job_state(&progress(2, 0, 1, 0, 0, 0), false),
+            JobState::Running
+        );
+        assert_eq!(
+            job_state(&progress(2, 0, 0, 1, 0, 0), false),
+            JobState::Running
+        );
+        assert_eq!(
+            job_state(&progress(0, 0, 0, 3, 0, 0), false),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            job_state(&progress(0, 0, 0, 2, 1, 0), false),
+            JobState::Failed
+        );
+        assert_eq!(
+            job_state(&progress(0, 0, 0, 2, 1, 1), true),
+            JobState::Cancelled
+        );
+        assert_eq!(
+            job_state(&progress(0, 0, 0, 2, 0, 1), false),
+            JobState::Cancelled
+        );
     }
 }

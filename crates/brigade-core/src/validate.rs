@@ -17,7 +17,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_tasks_per_job: 10_000, max_input_bytes: 1 << 20 }
+        Self {
+            max_tasks_per_job: 10_000,
+            max_input_bytes: 1 << 20,
+        }
     }
 }
 
@@ -76,7 +79,9 @@ pub fn is_valid_kind(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
 }
 
 /// Whether `s` is a valid queue name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
@@ -85,7 +90,8 @@ pub fn is_valid_queue(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 fn check_labels(field: &str, labels: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
@@ -94,10 +100,16 @@ fn check_labels(field: &str, labels: &BTreeMap<String, String>, errors: &mut Vec
     }
     for (k, v) in labels {
         if k.is_empty() || k.len() > 64 {
-            errors.push(FieldError::new(format!("{field}.{k}"), "label keys are 1 to 64 bytes"));
+            errors.push(FieldError::new(
+                format!("{field}.{k}"),
+                "label keys are 1 to 64 bytes",
+            ));
         }
         if v.len() > 256 {
-            errors.push(FieldError::new(format!("{field}.{k}"), "label values are at most 256 bytes"));
+            errors.push(FieldError::new(
+                format!("{field}.{k}"),
+                "label values are at most 256 bytes",
+            ));
         }
     }
 }
@@ -107,7 +119,10 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
     let mut errors = Vec::new();
     let queue = job.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
     if !is_valid_queue(&queue) {
-        errors.push(FieldError::new("queue", "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"));
+        errors.push(FieldError::new(
+            "queue",
+            "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+        ));
     }
     if job.name.as_ref().is_some_and(|n| n.len() > 256) {
         errors.push(FieldError::new("name", "at most 256 bytes"));
@@ -118,7 +133,11 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
     } else if job.tasks.len() > limits.max_tasks_per_job {
         errors.push(FieldError::new(
             "tasks",
-            format!("at most {} tasks per job (got {})", limits.max_tasks_per_job, job.tasks.len()),
+            format!(
+                "at most {} tasks per job (got {})",
+                limits.max_tasks_per_job,
+                job.tasks.len()
+            ),
         ));
         return Err(errors);
     }
@@ -127,39 +146,64 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
     for (i, t) in job.tasks.into_iter().enumerate() {
         let at = |f: &str| format!("tasks[{i}].{f}");
         if !is_valid_kind(&t.kind) {
-            errors.push(FieldError::new(at("kind"), "must match [a-z0-9][a-z0-9._-]{0,63}"));
+            errors.push(FieldError::new(
+                at("kind"),
+                "must match [a-z0-9][a-z0-9._-]{0,63}",
+            ));
         }
         let task_queue = t.queue.unwrap_or_else(|| queue.clone());
         if !is_valid_queue(&task_queue) {
-            errors.push(FieldError::new(at("queue"), "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"));
+            errors.push(FieldError::new(
+                at("queue"),
+                "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+            ));
         }
         if t.name.as_ref().is_some_and(|n| n.len() > 256) {
             errors.push(FieldError::new(at("name"), "at most 256 bytes"));
         }
         let max_attempts = t.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-            errors.push(FieldError::new(at("max_attempts"), format!("must be 1 to {MAX_ATTEMPTS}")));
+            errors.push(FieldError::new(
+                at("max_attempts"),
+                format!("must be 1 to {MAX_ATTEMPTS}"),
+            ));
         }
         let timeout_ms = t.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-            errors.push(FieldError::new(at("timeout_ms"), format!("must be 1 to {MAX_TIMEOUT_MS}")));
+            errors.push(FieldError::new(
+                at("timeout_ms"),
+                format!("must be 1 to {MAX_TIMEOUT_MS}"),
+            ));
         }
         let backoff = t.backoff.unwrap_or_default();
         if !(backoff.factor.is_finite() && (1.0..=100.0).contains(&backoff.factor)) {
-            errors.push(FieldError::new(at("backoff.factor"), "must be 1.0 to 100.0"));
+            errors.push(FieldError::new(
+                at("backoff.factor"),
+                "must be 1.0 to 100.0",
+            ));
         }
         if backoff.max_ms > MAX_TIMEOUT_MS {
-            errors.push(FieldError::new(at("backoff.max_ms"), format!("at most {MAX_TIMEOUT_MS}")));
+            errors.push(FieldError::new(
+                at("backoff.max_ms"),
+                format!("at most {MAX_TIMEOUT_MS}"),
+            ));
         }
         if backoff.initial_ms > backoff.max_ms {
-            errors.push(FieldError::new(at("backoff.initial_ms"), "must not exceed backoff.max_ms"));
+            errors.push(FieldError::new(
+                at("backoff.initial_ms"),
+                "must not exceed backoff.max_ms",
+            ));
         }
         check_labels(&at("requires"), &t.requires, &mut errors);
         let input = t.input.to_string();
         if input.len() > limits.max_input_bytes {
             errors.push(FieldError::new(
                 at("input"),
-                format!("{} bytes is more than the {} allowed", input.len(), limits.max_input_bytes),
+                format!(
+                    "{} bytes is more than the {} allowed",
+                    input.len(),
+                    limits.max_input_bytes
+                ),
             ));
         }
         tasks.push(NewTask {
@@ -179,7 +223,12 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
         }
     }
     if errors.is_empty() {
-        Ok(NewJob { name: job.name, queue, labels: job.labels, tasks })
+        Ok(NewJob {
+            name: job.name,
+            queue,
+            labels: job.labels,
+            tasks,
+        })
     } else {
         Err(errors)
     }
@@ -192,16 +241,27 @@ mod tests {
     use super::*;
 
     fn job(tasks: Vec<TaskSpec>) -> JobSubmit {
-        JobSubmit { name: None, queue: None, labels: BTreeMap::new(), tasks }
+        JobSubmit {
+            name: None,
+            queue: None,
+            labels: BTreeMap::new(),
+            tasks,
+        }
     }
 
     #[test]
     fn fills_in_defaults() {
-        let ok = validate_job(job(vec![TaskSpec::new("noop", serde_json::Value::Null)]), &Limits::default());
+        let ok = validate_job(
+            job(vec![TaskSpec::new("noop", serde_json::Value::Null)]),
+            &Limits::default(),
+        );
         let ok = ok.unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(ok.queue, "default");
         let t = &ok.tasks[0];
-        assert_eq!((t.max_attempts, t.timeout_ms, t.priority, t.input.as_str()), (3, 60_000, 0, "null"));
+        assert_eq!(
+            (t.max_attempts, t.timeout_ms, t.priority, t.input.as_str()),
+            (3, 60_000, 0, "null")
+        );
         assert_eq!(t.queue, "default");
     }
 
@@ -213,20 +273,44 @@ mod tests {
         let mut bad2 = TaskSpec::new("ok", serde_json::Value::Null);
         bad2.timeout_ms = Some(0);
         bad2.queue = Some("no spaces".into());
-        let errs = validate_job(job(vec![bad, good, bad2]), &Limits::default()).err().unwrap_or_default();
+        let errs = validate_job(job(vec![bad, good, bad2]), &Limits::default())
+            .err()
+            .unwrap_or_default();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, vec!["tasks[0].kind", "tasks[0].max_attempts", "tasks[2].queue", "tasks[2].timeout_ms"]);
+        assert_eq!(
+            fields,
+            vec![
+                "tasks[0].kind",
+                "tasks[0].max_attempts",
+                "tasks[2].queue",
+                "tasks[2].timeout_ms"
+            ]
+        );
     }
 
     #[test]
     fn rejects_empty_and_oversized_jobs() {
-        let errs = validate_job(job(vec![]), &Limits::default()).err().unwrap_or_default();
+        let errs = validate_job(job(vec![]), &Limits::default())
+            .err()
+            .unwrap_or_default();
         assert_eq!(errs[0].field, "tasks");
-        let limits = Limits { max_tasks_per_job: 2, max_input_bytes: 8 };
+        let limits = Limits {
+            max_tasks_per_job: 2,
+            max_input_bytes: 8,
+        };
         let many = vec![TaskSpec::new("noop", serde_json::Value::Null); 3];
-        assert_eq!(validate_job(job(many), &limits).err().unwrap_or_default()[0].field, "tasks");
+        assert_eq!(
+            validate_job(job(many), &limits).err().unwrap_or_default()[0].field,
+            "tasks"
+        );
         let big = TaskSpec::new("echo", serde_json::json!("0123456789"));
-        assert_eq!(validate_job(job(vec![big]), &limits).err().unwrap_or_default()[0].field, "tasks[0].input");
+        assert_eq!(
+            validate_job(job(vec![big]), &limits)
+                .err()
+                .unwrap_or_default()[0]
+                .field,
+            "tasks[0].input"
+        );
     }
 
     #[test]

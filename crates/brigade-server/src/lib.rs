@@ -1,1 +1,18 @@
-//! placeholder
+//! The brigade coordinator: the HTTP API over the store, the long-poll
+//! dispatcher, periodic duties, live events and metrics.
+
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod dispatcher;
+pub mod duties;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+pub use app::{RunningServer, StartError, start, start_with};
+pub use config::ServerConfig;

@@ -4,7 +4,14 @@ use brigade_api::{Event, JobState, TaskError};
 use brigade_core::from_ms;
 
 /// An event about a task.
-pub(crate) fn task(kind: &str, now: i64, job_id: &str, task_id: &str, worker_id: Option<&str>, attempt: u32) -> Event {
+pub(crate) fn task(
+    kind: &str,
+    now: i64,
+    job_id: &str,
+    task_id: &str,
+    worker_id: Option<&str>,
+    attempt: u32,
+) -> Event {
     let mut e = Event::new(kind, from_ms(now));
     e.job_id = Some(job_id.to_owned());
     e.task_id = Some(task_id.to_owned());
@@ -29,7 +36,13 @@ pub(crate) fn task_error(
 }
 
 /// An event about a job.
-pub(crate) fn job(kind: &str, now: i64, job_id: &str, state: JobState, name: Option<&str>) -> Event {
+pub(crate) fn job(
+    kind: &str,
+    now: i64,
+    job_id: &str,
+    state: JobState,
+    name: Option<&str>,
+) -> Event {
     let mut e = Event::new(kind, from_ms(now));
     e.job_id = Some(job_id.to_owned());
     e.state = Some(state);

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult, TaskState, TaskView,
-    WorkerJoin, WorkerView,
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult,
+    TaskState, TaskView, WorkerJoin, WorkerView,
 };
 use brigade_core::NewJob;
 
@@ -35,11 +35,22 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     /// Store a validated job and all its tasks in one transaction.
-    async fn submit(&self, owner: &str, job: NewJob, idem: Option<Idempotency>, now: i64) -> Result<Submitted>;
+    async fn submit(
+        &self,
+        owner: &str,
+        job: NewJob,
+        idem: Option<Idempotency>,
+        now: i64,
+    ) -> Result<Submitted>;
     /// One job, `None` when unknown.
     async fn job(&self, id: &str) -> Result<Option<JobView>>;
     /// Jobs, newest first.
-    async fn jobs(&self, filter: &JobFilter, limit: u32, cursor: Option<&str>) -> Result<Page<JobView>>;
+    async fn jobs(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<JobView>>;
     /// A job's tasks in submission order; `None` when the job is unknown.
     async fn job_tasks(
         &self,
@@ -63,7 +74,12 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_task(&self, id: &str) -> Result<RetryOutcome>;
 
     /// Register a worker.
-    async fn join_worker(&self, owner: &str, join: WorkerJoin, now: i64) -> Result<(WorkerView, Changes)>;
+    async fn join_worker(
+        &self,
+        owner: &str,
+        join: WorkerJoin,
+        now: i64,
+    ) -> Result<(WorkerView, Changes)>;
     /// One worker, `None` when unknown.
     async fn worker(&self, id: &str) -> Result<Option<WorkerView>>;
     /// All workers, most recently joined first.
@@ -71,9 +87,21 @@ pub trait Store: Send + Sync + 'static {
     /// Hand up to `max` runnable tasks to a worker, leased until `now + ttl`.
     /// `None` when the worker is unknown; an empty list when it may not lease
     /// (draining, left) or nothing matches.
-    async fn lease(&self, worker_id: &str, max: u32, now: i64, ttl: i64) -> Result<Option<(Vec<LeasedTask>, Changes)>>;
+    async fn lease(
+        &self,
+        worker_id: &str,
+        max: u32,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<(Vec<LeasedTask>, Changes)>>;
     /// Record a heartbeat: extend the leases of the tasks it names, say which to cancel.
-    async fn heartbeat(&self, worker_id: &str, hb: Heartbeat, now: i64, ttl: i64) -> Result<Option<HeartbeatReply>>;
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        hb: Heartbeat,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<HeartbeatReply>>;
     /// Apply a batch of results; each only for the task's current attempt on this worker.
     async fn report(
         &self,

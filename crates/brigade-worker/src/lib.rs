@@ -1,1 +1,8 @@
-//! placeholder
+//! The brigade worker runtime as a library: lease loop, handler registry,
+//! result batching, heartbeats and graceful shutdown. `brigade worker` is
+//! this runtime with the built-in kinds of [`executors`]; a program of your
+//! own registers its kinds in a [`Registry`] and runs the same loop.
+
+pub mod handler;
+
+pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskOutcome};

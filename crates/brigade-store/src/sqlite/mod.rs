@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult, TaskState, TaskView,
-    WorkerJoin, WorkerView,
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult,
+    TaskState, TaskView, WorkerJoin, WorkerView,
 };
 use brigade_core::NewJob;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::model::{Changes, DeleteOutcome, Idempotency, JobFilter, RetryOutcome, Submitted};
@@ -45,7 +47,8 @@ impl SqliteStore {
             .log_statements(tracing::log::LevelFilter::Trace);
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
             }
         }
         let mut conn = options.connect().await?;
@@ -55,7 +58,10 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(Self { writer: Writer::start(conn), read })
+        Ok(Self {
+            writer: Writer::start(conn),
+            read,
+        })
     }
 }
 
@@ -67,16 +73,29 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn submit(&self, owner: &str, job: NewJob, idem: Option<Idempotency>, now: i64) -> Result<Submitted> {
+    async fn submit(
+        &self,
+        owner: &str,
+        job: NewJob,
+        idem: Option<Idempotency>,
+        now: i64,
+    ) -> Result<Submitted> {
         let owner = owner.to_owned();
-        self.writer.write(move |c| Box::pin(write::submit(c, owner, job, idem, now))).await
+        self.writer
+            .write(move |c| Box::pin(write::submit(c, owner, job, idem, now)))
+            .await
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobView>> {
         read::job(&mut *self.read.acquire().await?, id).await
     }
 
-    async fn jobs(&self, filter: &JobFilter, limit: u32, cursor: Option<&str>) -> Result<Page<JobView>> {
+    async fn jobs(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<JobView>> {
         read::jobs(&mut *self.read.acquire().await?, filter, limit, cursor).await
     }
 
@@ -87,7 +106,14 @@ impl Store for SqliteStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Option<Page<TaskView>>> {
-        read::job_tasks(&mut *self.read.acquire().await?, job_id, state, limit, cursor).await
+        read::job_tasks(
+            &mut *self.read.acquire().await?,
+            job_id,
+            state,
+            limit,
+            cursor,
+        )
+        .await
     }
 
     async fn job_owner(&self, id: &str) -> Result<Option<String>> {
@@ -96,12 +122,16 @@ impl Store for SqliteStore {
 
     async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
         let id = id.to_owned();
-        self.writer.write(move |c| Box::pin(write::cancel_job(c, id, now))).await
+        self.writer
+            .write(move |c| Box::pin(write::cancel_job(c, id, now)))
+            .await
     }
 
     async fn delete_job(&self, id: &str) -> Result<DeleteOutcome> {
         let id = id.to_owned();
-        self.writer.write(move |c| Box::pin(write::delete_job(c, id))).await
+        self.writer
+            .write(move |c| Box::pin(write::delete_job(c, id)))
+            .await
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskView>> {
@@ -110,17 +140,28 @@ impl Store for SqliteStore {
 
     async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
         let id = id.to_owned();
-        self.writer.write(move |c| Box::pin(write::cancel_task(c, id, now))).await
+        self.writer
+            .write(move |c| Box::pin(write::cancel_task(c, id, now)))
+            .await
     }
 
     async fn retry_task(&self, id: &str) -> Result<RetryOutcome> {
         let id = id.to_owned();
-        self.writer.write(move |c| Box::pin(write::retry_task(c, id))).await
+        self.writer
+            .write(move |c| Box::pin(write::retry_task(c, id)))
+            .await
     }
 
-    async fn join_worker(&self, owner: &str, join: WorkerJoin, now: i64) -> Result<(WorkerView, Changes)> {
+    async fn join_worker(
+        &self,
+        owner: &str,
+        join: WorkerJoin,
+        now: i64,
+    ) -> Result<(WorkerView, Changes)> {
         let owner = owner.to_owned();
-        self.writer.write(move |c| Box::pin(write::join_worker(c, owner, join, now))).await
+        self.writer
+            .write(move |c| Box::pin(write::join_worker(c, owner, join, now)))
+            .await
     }
 
     async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
@@ -131,14 +172,30 @@ impl Store for SqliteStore {
         read::workers(&mut *self.read.acquire().await?).await
     }
 
-    async fn lease(&self, worker_id: &str, max: u32, now: i64, ttl: i64) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
+    async fn lease(
+        &self,
+        worker_id: &str,
+        max: u32,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
         let id = worker_id.to_owned();
-        self.writer.write(move |c| Box::pin(write::lease(c, id, max, now, ttl))).await
+        self.writer
+            .write(move |c| Box::pin(write::lease(c, id, max, now, ttl)))
+            .await
     }
 
-    async fn heartbeat(&self, worker_id: &str, hb: Heartbeat, now: i64, ttl: i64) -> Result<Option<HeartbeatReply>> {
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        hb: Heartbeat,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<HeartbeatReply>> {
         let id = worker_id.to_owned();
-        self.writer.write(move |c| Box::pin(write::heartbeat(c, id, hb, now, ttl))).await
+        self.writer
+            .write(move |c| Box::pin(write::heartbeat(c, id, hb, now, ttl)))
+            .await
     }
 
     async fn report(
@@ -148,17 +205,23 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>> {
         let id = worker_id.to_owned();
-        self.writer.write(move |c| Box::pin(write::report(c, id, results, now))).await
+        self.writer
+            .write(move |c| Box::pin(write::report(c, id, results, now)))
+            .await
     }
 
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
         let id = worker_id.to_owned();
-        self.writer.write(move |c| Box::pin(write::leave(c, id, now))).await
+        self.writer
+            .write(move |c| Box::pin(write::leave(c, id, now)))
+            .await
     }
 
     async fn drain_worker(&self, worker_id: &str) -> Result<Option<WorkerView>> {
         let id = worker_id.to_owned();
-        self.writer.write(move |c| Box::pin(write::drain_worker(c, id))).await
+        self.writer
+            .write(move |c| Box::pin(write::drain_worker(c, id)))
+            .await
     }
 
     async fn queues(&self) -> Result<Vec<QueueView>> {
@@ -167,14 +230,20 @@ impl Store for SqliteStore {
 
     async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {
         let name = name.to_owned();
-        self.writer.write(move |c| Box::pin(write::set_queue_paused(c, name, paused))).await
+        self.writer
+            .write(move |c| Box::pin(write::set_queue_paused(c, name, paused)))
+            .await
     }
 
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)> {
-        self.writer.write(move |c| Box::pin(write::promote_due(c, now))).await
+        self.writer
+            .write(move |c| Box::pin(write::promote_due(c, now)))
+            .await
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        self.writer.write(move |c| Box::pin(write::reap(c, now, ttl))).await
+        self.writer
+            .write(move |c| Box::pin(write::reap(c, now, ttl)))
+            .await
     }
 }

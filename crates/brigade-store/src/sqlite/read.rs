@@ -12,19 +12,27 @@ use crate::{Result, StoreError};
 fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, StoreError> {
     match cursor {
         None | Some("") => Ok(None),
-        Some(c) => c.parse::<i64>().map(Some).map_err(|_| StoreError::Corrupt(format!("bad cursor {c:?}"))),
+        Some(c) => c
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("bad cursor {c:?}"))),
     }
 }
 
 /// Task counts of a job by state.
 pub(crate) async fn progress(conn: &mut SqliteConnection, job_id: &str) -> Result<Progress> {
-    let counts = sqlx::query("SELECT state, count(*) AS n FROM tasks WHERE job_id = ? GROUP BY state")
-        .bind(job_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let counts =
+        sqlx::query("SELECT state, count(*) AS n FROM tasks WHERE job_id = ? GROUP BY state")
+            .bind(job_id)
+            .fetch_all(&mut *conn)
+            .await?;
     let mut p = Progress::default();
     for row in counts {
-        rows::add_count(&mut p, &row.try_get::<String, _>("state")?, row.try_get("n")?)?;
+        rows::add_count(
+            &mut p,
+            &row.try_get::<String, _>("state")?,
+            row.try_get("n")?,
+        )?;
     }
     Ok(p)
 }
@@ -40,7 +48,10 @@ pub(crate) async fn job(conn: &mut SqliteConnection, id: &str) -> Result<Option<
 }
 
 pub(crate) async fn job_owner(conn: &mut SqliteConnection, id: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT owner FROM jobs WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_scalar("SELECT owner FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 pub(crate) async fn jobs(
@@ -49,7 +60,8 @@ pub(crate) async fn jobs(
     limit: u32,
     cursor: Option<&str>,
 ) -> Result<Page<JobView>> {
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
     if let Some(c) = parse_cursor(cursor)? {
         qb.push(" AND seq < ").push_bind(c);
     }
@@ -70,11 +82,16 @@ pub(crate) async fn jobs(
             .push_bind(v.clone())
             .push(")");
     }
-    qb.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(limit) + 1);
+    qb.push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
     let mut found = qb.build().fetch_all(&mut *conn).await?;
     let next = if found.len() > limit as usize {
         found.truncate(limit as usize);
-        found.last().map(|r| r.try_get::<i64, _>("seq")).transpose()?.map(|s| s.to_string())
+        found
+            .last()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .transpose()?
+            .map(|s| s.to_string())
     } else {
         None
     };
@@ -84,7 +101,10 @@ pub(crate) async fn jobs(
         let p = progress(conn, &id).await?;
         items.push(rows::job_view(row, p)?);
     }
-    Ok(Page { items, next_cursor: next })
+    Ok(Page {
+        items,
+        next_cursor: next,
+    })
 }
 
 pub(crate) async fn job_tasks(
@@ -94,12 +114,15 @@ pub(crate) async fn job_tasks(
     limit: u32,
     cursor: Option<&str>,
 ) -> Result<Option<Page<TaskView>>> {
-    let exists: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?").bind(job_id).fetch_optional(&mut *conn).await?;
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     if exists.is_none() {
         return Ok(None);
     }
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = "));
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = "));
     qb.push_bind(job_id.to_owned());
     if let Some(c) = parse_cursor(cursor)? {
         qb.push(" AND seq > ").push_bind(c);
@@ -107,16 +130,27 @@ pub(crate) async fn job_tasks(
     if let Some(s) = state {
         qb.push(" AND state = ").push_bind(s.as_str());
     }
-    qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit) + 1);
+    qb.push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::from(limit) + 1);
     let mut found = qb.build().fetch_all(&mut *conn).await?;
     let next = if found.len() > limit as usize {
         found.truncate(limit as usize);
-        found.last().map(|r| r.try_get::<i64, _>("seq")).transpose()?.map(|s| s.to_string())
+        found
+            .last()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .transpose()?
+            .map(|s| s.to_string())
     } else {
         None
     };
-    let items = found.iter().map(rows::task_view).collect::<Result<Vec<_>>>()?;
-    Ok(Some(Page { items, next_cursor: next }))
+    let items = found
+        .iter()
+        .map(rows::task_view)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Page {
+        items,
+        next_cursor: next,
+    }))
 }
 
 pub(crate) async fn task(conn: &mut SqliteConnection, id: &str) -> Result<Option<TaskView>> {
@@ -133,7 +167,12 @@ pub(crate) async fn task(conn: &mut SqliteConnection, id: &str) -> Result<Option
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
-    view.history = Some(history.iter().map(rows::history_entry).collect::<Result<Vec<_>>>()?);
+    view.history = Some(
+        history
+            .iter()
+            .map(rows::history_entry)
+            .collect::<Result<Vec<_>>>()?,
+    );
     Ok(Some(view))
 }
 
@@ -155,23 +194,28 @@ async fn running_counts(conn: &mut SqliteConnection) -> Result<HashMap<String, u
 }
 
 pub(crate) async fn worker(conn: &mut SqliteConnection, id: &str) -> Result<Option<WorkerView>> {
-    let row = sqlx::query(&format!("SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else { return Ok(None) };
-    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE worker_id = ? AND state = 'running'")
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE worker_id = ? AND state = 'running'")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(Some(rows::worker_view(&row, running as u32)?))
 }
 
 pub(crate) async fn workers(conn: &mut SqliteConnection) -> Result<Vec<WorkerView>> {
     let running = running_counts(conn).await?;
-    let found = sqlx::query(&format!("SELECT {WORKER_COLUMNS} FROM workers ORDER BY joined_at DESC LIMIT 1000"))
-        .fetch_all(&mut *conn)
-        .await?;
+    let found = sqlx::query(&format!(
+        "SELECT {WORKER_COLUMNS} FROM workers ORDER BY joined_at DESC LIMIT 1000"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
     found
         .iter()
         .map(|row| {
@@ -197,7 +241,11 @@ pub(crate) async fn queues(conn: &mut SqliteConnection) -> Result<Vec<QueueView>
             })
         })
         .collect::<Result<_>>()?;
-    for (state, index) in [("queued", "tasks_ready"), ("scheduled", "tasks_due"), ("running", "tasks_leases")] {
+    for (state, index) in [
+        ("queued", "tasks_ready"),
+        ("scheduled", "tasks_due"),
+        ("running", "tasks_leases"),
+    ] {
         let counts = sqlx::query(&format!(
             "SELECT queue, count(*) AS n FROM tasks INDEXED BY {index} WHERE state = '{state}' GROUP BY queue"
         ))

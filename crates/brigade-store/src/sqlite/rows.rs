@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use brigade_api::{HistoryEntry, JobState, JobView, Load, Progress, TaskError, TaskState, TaskView, WorkerState, WorkerView};
+use brigade_api::{
+    HistoryEntry, JobState, JobView, Load, Progress, TaskError, TaskState, TaskView, WorkerState,
+    WorkerView,
+};
 use brigade_core::from_ms;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -14,12 +17,10 @@ pub(crate) const TASK_COLUMNS: &str = "seq, id, job_id, kind, name, queue, state
      timeout_ms, requires, input, output, error, worker_id, created_at, run_at, started_at, finished_at";
 
 /// Columns [`job_view`] reads.
-pub(crate) const JOB_COLUMNS: &str =
-    "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested";
+pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested";
 
 /// Columns [`worker_view`] reads.
-pub(crate) const WORKER_COLUMNS: &str =
-    "id, name, hostname, queues, kinds, labels, capacity, version, state, load, joined_at, last_seen_at";
+pub(crate) const WORKER_COLUMNS: &str = "id, name, hostname, queues, kinds, labels, capacity, version, state, load, joined_at, last_seen_at";
 
 pub(crate) fn json_or<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> Result<T> {
     match s {
@@ -90,10 +91,15 @@ pub(crate) fn history_entry(row: &SqliteRow) -> Result<HistoryEntry> {
 /// A job row with the progress counted from its tasks.
 pub(crate) fn job_view(row: &SqliteRow, progress: Progress) -> Result<JobView> {
     let state: String = row.try_get("state")?;
-    let stored = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
+    let stored = JobState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
     let cancel_requested = row.try_get::<i64, _>("cancel_requested")? != 0;
     // Finished jobs keep their recorded state; others are derived from live counts.
-    let state = if stored.is_finished() { stored } else { brigade_core::job_state(&progress, cancel_requested) };
+    let state = if stored.is_finished() {
+        stored
+    } else {
+        brigade_core::job_state(&progress, cancel_requested)
+    };
     let created: i64 = row.try_get("created_at")?;
     let started: Option<i64> = row.try_get("started_at")?;
     let finished: Option<i64> = row.try_get("finished_at")?;
@@ -122,7 +128,8 @@ pub(crate) fn worker_view(row: &SqliteRow, running: u32) -> Result<WorkerView> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         hostname: row.try_get("hostname")?,
-        state: WorkerState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("worker state {state:?}")))?,
+        state: WorkerState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("worker state {state:?}")))?,
         queues: json_or(row.try_get("queues")?)?,
         kinds: json_or(row.try_get("kinds")?)?,
         labels: json_or(row.try_get("labels")?)?,

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use brigade_api::{
-    Backoff, ErrorKind, Heartbeat, HeartbeatReply, JobState, LeasedTask, Outcome, Progress, RejectedResult,
-    ResultsReply, TaskError, TaskResult, TaskView, WorkerJoin, WorkerState, WorkerView,
+    Backoff, ErrorKind, Heartbeat, HeartbeatReply, JobState, LeasedTask, Outcome, Progress,
+    RejectedResult, ResultsReply, TaskError, TaskResult, TaskView, WorkerJoin, WorkerState,
+    WorkerView,
 };
 use brigade_core::lifecycle::{Failure, on_failure};
 use brigade_core::{NewJob, from_ms, ids::new_id};
@@ -43,13 +44,21 @@ pub(crate) async fn submit(
                 return Err(StoreError::IdempotencyConflict);
             }
             let id: String = row.try_get("id")?;
-            let mut view = read::job(&mut *conn, &id).await?.ok_or_else(|| StoreError::Corrupt("job vanished".into()))?;
-            let ids = sqlx::query_scalar::<_, String>("SELECT id FROM tasks WHERE job_id = ? ORDER BY seq")
-                .bind(&id)
-                .fetch_all(&mut *conn)
-                .await?;
+            let mut view = read::job(&mut *conn, &id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("job vanished".into()))?;
+            let ids = sqlx::query_scalar::<_, String>(
+                "SELECT id FROM tasks WHERE job_id = ? ORDER BY seq",
+            )
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?;
             view.task_ids = Some(ids);
-            return Ok(Submitted { job: view, created: false, changes: Changes::default() });
+            return Ok(Submitted {
+                job: view,
+                created: false,
+                changes: Changes::default(),
+            });
         }
     }
 
@@ -73,11 +82,17 @@ pub(crate) async fn submit(
 
     let queues: BTreeSet<&str> = job.tasks.iter().map(|t| t.queue.as_str()).collect();
     for q in queues {
-        sqlx::query("INSERT OR IGNORE INTO queues (name) VALUES (?)").bind(q).execute(&mut *conn).await?;
+        sqlx::query("INSERT OR IGNORE INTO queues (name) VALUES (?)")
+            .bind(q)
+            .execute(&mut *conn)
+            .await?;
     }
 
     let mut ids = Vec::with_capacity(total);
-    let mut progress = Progress { total: total as u64, ..Progress::default() };
+    let mut progress = Progress {
+        total: total as u64,
+        ..Progress::default()
+    };
     for chunk in job.tasks.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, timeout_ms, \
@@ -91,25 +106,32 @@ pub(crate) async fn submit(
             } else {
                 progress.queued += 1;
             }
-            let requires = if t.requires.is_empty() { None } else { Some(json(&t.requires)?) };
+            let requires = if t.requires.is_empty() {
+                None
+            } else {
+                Some(json(&t.requires)?)
+            };
             prepared.push((new_id(), t, scheduled, json(&t.backoff)?, requires));
         }
-        qb.push_values(prepared.iter(), |mut b, (id, t, scheduled, backoff, requires)| {
-            b.push_bind(id.as_str())
-                .push_bind(job_id.as_str())
-                .push_bind(t.kind.as_str())
-                .push_bind(t.name.as_deref())
-                .push_bind(t.queue.as_str())
-                .push_bind(t.priority)
-                .push_bind(if *scheduled { "scheduled" } else { "queued" })
-                .push_bind(t.input.as_str())
-                .push_bind(i64::from(t.max_attempts))
-                .push_bind(t.timeout_ms as i64)
-                .push_bind(backoff.as_str())
-                .push_bind(requires.as_deref())
-                .push_bind(if *scheduled { t.run_at } else { None })
-                .push_bind(now);
-        });
+        qb.push_values(
+            prepared.iter(),
+            |mut b, (id, t, scheduled, backoff, requires)| {
+                b.push_bind(id.as_str())
+                    .push_bind(job_id.as_str())
+                    .push_bind(t.kind.as_str())
+                    .push_bind(t.name.as_deref())
+                    .push_bind(t.queue.as_str())
+                    .push_bind(t.priority)
+                    .push_bind(if *scheduled { "scheduled" } else { "queued" })
+                    .push_bind(t.input.as_str())
+                    .push_bind(i64::from(t.max_attempts))
+                    .push_bind(t.timeout_ms as i64)
+                    .push_bind(backoff.as_str())
+                    .push_bind(requires.as_deref())
+                    .push_bind(if *scheduled { t.run_at } else { None })
+                    .push_bind(now);
+            },
+        );
         qb.build().execute(&mut *conn).await?;
         ids.extend(prepared.into_iter().map(|(id, ..)| id));
     }
@@ -129,11 +151,21 @@ pub(crate) async fn submit(
         task_ids: Some(ids),
     };
     let changes = Changes {
-        events: vec![events::job("job.created", now, &job_id, JobState::Queued, job.name.as_deref())],
+        events: vec![events::job(
+            "job.created",
+            now,
+            &job_id,
+            JobState::Queued,
+            job.name.as_deref(),
+        )],
         ready: progress.queued > 0,
         scheduled: progress.scheduled > 0,
     };
-    Ok(Submitted { job: view, created: true, changes })
+    Ok(Submitted {
+        job: view,
+        created: true,
+        changes,
+    })
 }
 
 /// After tasks of `jobs` finished: record the jobs that are now over.
@@ -144,11 +176,12 @@ pub(crate) async fn finish_jobs(
     changes: &mut Changes,
 ) -> Result<()> {
     for job_id in jobs {
-        let open: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT 1 FROM tasks WHERE job_id = ? AND state IN {UNFINISHED} LIMIT 1"))
-                .bind(job_id)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let open: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM tasks WHERE job_id = ? AND state IN {UNFINISHED} LIMIT 1"
+        ))
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
         if open.is_some() {
             continue;
         }
@@ -161,11 +194,13 @@ pub(crate) async fn finish_jobs(
             continue;
         }
         let progress = read::progress(&mut *conn, job_id).await?;
-        let state = brigade_core::job_state(&progress, row.try_get::<i64, _>("cancel_requested")? != 0);
-        let last_end: Option<i64> = sqlx::query_scalar("SELECT max(finished_at) FROM tasks WHERE job_id = ?")
-            .bind(job_id)
-            .fetch_one(&mut *conn)
-            .await?;
+        let state =
+            brigade_core::job_state(&progress, row.try_get::<i64, _>("cancel_requested")? != 0);
+        let last_end: Option<i64> =
+            sqlx::query_scalar("SELECT max(finished_at) FROM tasks WHERE job_id = ?")
+                .bind(job_id)
+                .fetch_one(&mut *conn)
+                .await?;
         sqlx::query("UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?")
             .bind(state.as_str())
             .bind(last_end.unwrap_or(now).max(0))
@@ -173,7 +208,13 @@ pub(crate) async fn finish_jobs(
             .execute(&mut *conn)
             .await?;
         let name: Option<String> = row.try_get("name")?;
-        changes.events.push(events::job("job.finished", now, job_id, state, name.as_deref()));
+        changes.events.push(events::job(
+            "job.finished",
+            now,
+            job_id,
+            state,
+            name.as_deref(),
+        ));
     }
     Ok(())
 }
@@ -203,8 +244,10 @@ pub(crate) async fn lease(
         return Ok(Some((Vec::new(), Changes::default())));
     }
     // A worker label "lang=python,c" offers lang=python and lang=c.
-    let offered: Vec<String> =
-        labels.iter().flat_map(|(k, v)| v.split(',').map(move |one| format!("{k}={}", one.trim()))).collect();
+    let offered: Vec<String> = labels
+        .iter()
+        .flat_map(|(k, v)| v.split(',').map(move |one| format!("{k}={}", one.trim())))
+        .collect();
 
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "SELECT seq, id, job_id, kind, input, attempt, timeout_ms FROM tasks INDEXED BY tasks_ready \
@@ -259,7 +302,14 @@ pub(crate) async fn lease(
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        changes.events.push(events::task("task.started", now, &job_id, &id, Some(&worker_id), attempt));
+        changes.events.push(events::task(
+            "task.started",
+            now,
+            &job_id,
+            &id,
+            Some(&worker_id),
+            attempt,
+        ));
         let input: String = row.try_get("input")?;
         leased.push(LeasedTask {
             id,
@@ -273,11 +323,13 @@ pub(crate) async fn lease(
         jobs.insert(job_id);
     }
     for job_id in &jobs {
-        sqlx::query("UPDATE jobs SET started_at = ?, state = 'running' WHERE id = ? AND started_at IS NULL")
-            .bind(now)
-            .bind(job_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET started_at = ?, state = 'running' WHERE id = ? AND started_at IS NULL",
+        )
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(Some((leased, changes)))
 }
@@ -329,7 +381,15 @@ async fn fail_attempt(
     changes: &mut Changes,
 ) -> Result<()> {
     let counted = task.attempt.saturating_sub(task.attempt_base);
-    let decision = on_failure(counted, task.max_attempts, retryable, lost, &task.backoff, now, rand::random::<f64>());
+    let decision = on_failure(
+        counted,
+        task.max_attempts,
+        retryable,
+        lost,
+        &task.backoff,
+        now,
+        rand::random::<f64>(),
+    );
     let error_json = json(error)?;
     let (state, run_at, finished, event) = match decision {
         Failure::Retry { run_at } => ("scheduled", Some(run_at), None, "task.retrying"),
@@ -389,8 +449,10 @@ pub(crate) async fn report(
     results: Vec<TaskResult>,
     now: i64,
 ) -> Result<Option<(ResultsReply, Changes)>> {
-    let known: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM workers WHERE id = ?").bind(&worker_id).fetch_optional(&mut *conn).await?;
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workers WHERE id = ?")
+        .bind(&worker_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     if known.is_none() {
         return Ok(None);
     }
@@ -398,21 +460,31 @@ pub(crate) async fn report(
     let mut changes = Changes::default();
     let mut jobs = BTreeSet::new();
     for r in results {
-        let reject = |reason: String| RejectedResult { task_id: r.task_id.clone(), reason };
+        let reject = |reason: String| RejectedResult {
+            task_id: r.task_id.clone(),
+            reason,
+        };
         let Some(task) = running_row(conn, &r.task_id).await? else {
             reply.rejected.push(reject("unknown task".into()));
             continue;
         };
         if task.attempt != r.attempt {
-            reply.rejected.push(reject(format!("stale attempt: the task is on attempt {}", task.attempt)));
+            reply.rejected.push(reject(format!(
+                "stale attempt: the task is on attempt {}",
+                task.attempt
+            )));
             continue;
         }
         if task.worker_id.as_deref() != Some(worker_id.as_str()) {
-            reply.rejected.push(reject("stale attempt: the task is not leased to this worker".into()));
+            reply.rejected.push(reject(
+                "stale attempt: the task is not leased to this worker".into(),
+            ));
             continue;
         }
         if task.state != "running" {
-            reply.rejected.push(reject(format!("the task is {}", task.state)));
+            reply
+                .rejected
+                .push(reject(format!("the task is {}", task.state)));
             continue;
         }
         match r.outcome {
@@ -437,14 +509,28 @@ pub(crate) async fn report(
                 ));
             }
             Outcome::Failed => {
-                let error = r.error.clone().unwrap_or_else(|| TaskError::new(ErrorKind::Handler, "failed"));
+                let error = r
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| TaskError::new(ErrorKind::Handler, "failed"));
                 let outcome = match error.kind {
                     ErrorKind::Timeout => "timeout",
                     ErrorKind::Crash => "crash",
                     _ => "failed",
                 };
                 let retryable = r.retryable.unwrap_or(true);
-                fail_attempt(conn, &r.task_id, &task, &error, retryable, false, outcome, now, &mut changes).await?;
+                fail_attempt(
+                    conn,
+                    &r.task_id,
+                    &task,
+                    &error,
+                    retryable,
+                    false,
+                    outcome,
+                    now,
+                    &mut changes,
+                )
+                .await?;
             }
         }
         reply.accepted.push(r.task_id);
@@ -490,7 +576,10 @@ pub(crate) async fn heartbeat(
             cancel.push(id);
         }
     }
-    Ok(Some(HeartbeatReply { cancel, drain: state == WorkerState::Draining.as_str() }))
+    Ok(Some(HeartbeatReply {
+        cancel,
+        drain: state == WorkerState::Draining.as_str(),
+    }))
 }
 
 pub(crate) async fn join_worker(
@@ -500,7 +589,11 @@ pub(crate) async fn join_worker(
     now: i64,
 ) -> Result<(WorkerView, Changes)> {
     let id = new_id();
-    let queues = if join.queues.is_empty() { vec![brigade_core::validate::DEFAULT_QUEUE.to_owned()] } else { join.queues };
+    let queues = if join.queues.is_empty() {
+        vec![brigade_core::validate::DEFAULT_QUEUE.to_owned()]
+    } else {
+        join.queues
+    };
     sqlx::query(
         "INSERT INTO workers (id, name, hostname, owner, queues, kinds, labels, capacity, version, state, \
          load, joined_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', '{}', ?, ?)",
@@ -519,7 +612,10 @@ pub(crate) async fn join_worker(
     .execute(&mut *conn)
     .await?;
     for q in &queues {
-        sqlx::query("INSERT OR IGNORE INTO queues (name) VALUES (?)").bind(q).execute(&mut *conn).await?;
+        sqlx::query("INSERT OR IGNORE INTO queues (name) VALUES (?)")
+            .bind(q)
+            .execute(&mut *conn)
+            .await?;
     }
     let view = WorkerView {
         id: id.clone(),
@@ -531,27 +627,47 @@ pub(crate) async fn join_worker(
         labels: join.labels,
         capacity: join.capacity,
         running: 0,
-        load: brigade_api::Load { capacity: join.capacity, ..Default::default() },
+        load: brigade_api::Load {
+            capacity: join.capacity,
+            ..Default::default()
+        },
         version: join.version,
         joined_at: from_ms(now),
         last_seen_at: from_ms(now),
     };
-    let changes = Changes { events: vec![events::worker("worker.joined", now, &id, &join.name)], ..Changes::default() };
+    let changes = Changes {
+        events: vec![events::worker("worker.joined", now, &id, &join.name)],
+        ..Changes::default()
+    };
     Ok((view, changes))
 }
 
 /// Give a worker's running tasks back to the queue without spending an attempt.
-async fn hand_back(conn: &mut SqliteConnection, worker_id: &str, now: i64, changes: &mut Changes) -> Result<()> {
-    let running = sqlx::query("SELECT id, job_id, attempt FROM tasks WHERE worker_id = ? AND state = 'running'")
-        .bind(worker_id)
-        .fetch_all(&mut *conn)
-        .await?;
+async fn hand_back(
+    conn: &mut SqliteConnection,
+    worker_id: &str,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<()> {
+    let running = sqlx::query(
+        "SELECT id, job_id, attempt FROM tasks WHERE worker_id = ? AND state = 'running'",
+    )
+    .bind(worker_id)
+    .fetch_all(&mut *conn)
+    .await?;
     for row in &running {
         let id: String = row.try_get("id")?;
         let attempt = row.try_get::<i64, _>("attempt")? as u32;
         end_attempt(conn, &id, attempt, "handed_back", None, now).await?;
         let job_id: String = row.try_get("job_id")?;
-        changes.events.push(events::task("task.retrying", now, &job_id, &id, Some(worker_id), attempt));
+        changes.events.push(events::task(
+            "task.retrying",
+            now,
+            &job_id,
+            &id,
+            Some(worker_id),
+            attempt,
+        ));
     }
     let moved = sqlx::query(
         "UPDATE tasks SET state = 'queued', attempt_base = attempt_base + 1, lease_expires_at = NULL \
@@ -564,7 +680,11 @@ async fn hand_back(conn: &mut SqliteConnection, worker_id: &str, now: i64, chang
     Ok(())
 }
 
-pub(crate) async fn leave(conn: &mut SqliteConnection, worker_id: String, now: i64) -> Result<Option<Changes>> {
+pub(crate) async fn leave(
+    conn: &mut SqliteConnection,
+    worker_id: String,
+    now: i64,
+) -> Result<Option<Changes>> {
     let name: Option<String> = sqlx::query_scalar("SELECT name FROM workers WHERE id = ?")
         .bind(&worker_id)
         .fetch_optional(&mut *conn)
@@ -577,11 +697,16 @@ pub(crate) async fn leave(conn: &mut SqliteConnection, worker_id: String, now: i
         .bind(&worker_id)
         .execute(&mut *conn)
         .await?;
-    changes.events.push(events::worker("worker.left", now, &worker_id, &name));
+    changes
+        .events
+        .push(events::worker("worker.left", now, &worker_id, &name));
     Ok(Some(changes))
 }
 
-pub(crate) async fn drain_worker(conn: &mut SqliteConnection, worker_id: String) -> Result<Option<WorkerView>> {
+pub(crate) async fn drain_worker(
+    conn: &mut SqliteConnection,
+    worker_id: String,
+) -> Result<Option<WorkerView>> {
     sqlx::query("UPDATE workers SET state = 'draining' WHERE id = ? AND state = 'active'")
         .bind(&worker_id)
         .execute(&mut *conn)
@@ -591,15 +716,22 @@ pub(crate) async fn drain_worker(conn: &mut SqliteConnection, worker_id: String)
 
 pub(crate) async fn reap(conn: &mut SqliteConnection, now: i64, ttl: i64) -> Result<Changes> {
     let mut changes = Changes::default();
-    let lost = sqlx::query("SELECT id, name FROM workers WHERE state IN ('active','draining') AND last_seen_at < ?")
-        .bind(now - ttl)
-        .fetch_all(&mut *conn)
-        .await?;
+    let lost = sqlx::query(
+        "SELECT id, name FROM workers WHERE state IN ('active','draining') AND last_seen_at < ?",
+    )
+    .bind(now - ttl)
+    .fetch_all(&mut *conn)
+    .await?;
     for row in &lost {
         let id: String = row.try_get("id")?;
         let name: String = row.try_get("name")?;
-        sqlx::query("UPDATE workers SET state = 'lost' WHERE id = ?").bind(&id).execute(&mut *conn).await?;
-        changes.events.push(events::worker("worker.lost", now, &id, &name));
+        sqlx::query("UPDATE workers SET state = 'lost' WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+        changes
+            .events
+            .push(events::worker("worker.lost", now, &id, &name));
     }
     // Tasks whose lease ran out: their worker is lost, or alive but no longer names them.
     let expired: Vec<String> = sqlx::query_scalar(
@@ -611,24 +743,44 @@ pub(crate) async fn reap(conn: &mut SqliteConnection, now: i64, ttl: i64) -> Res
     .await?;
     let mut jobs = BTreeSet::new();
     for id in expired {
-        let Some(task) = running_row(conn, &id).await? else { continue };
-        let error = TaskError::new(ErrorKind::Lost, "the worker stopped renewing the lease (lost or unreachable)");
-        fail_attempt(conn, &id, &task, &error, true, true, "lost", now, &mut changes).await?;
+        let Some(task) = running_row(conn, &id).await? else {
+            continue;
+        };
+        let error = TaskError::new(
+            ErrorKind::Lost,
+            "the worker stopped renewing the lease (lost or unreachable)",
+        );
+        fail_attempt(
+            conn,
+            &id,
+            &task,
+            &error,
+            true,
+            true,
+            "lost",
+            now,
+            &mut changes,
+        )
+        .await?;
         jobs.insert(task.job_id);
     }
     finish_jobs(conn, jobs.iter().map(String::as_str), now, &mut changes).await?;
     Ok(changes)
 }
 
-pub(crate) async fn promote_due(conn: &mut SqliteConnection, now: i64) -> Result<(u64, Option<i64>)> {
+pub(crate) async fn promote_due(
+    conn: &mut SqliteConnection,
+    now: i64,
+) -> Result<(u64, Option<i64>)> {
     let moved = sqlx::query("UPDATE tasks SET state = 'queued', run_at = NULL WHERE state = 'scheduled' AND run_at <= ?")
         .bind(now)
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let next: Option<i64> = sqlx::query_scalar("SELECT min(run_at) FROM tasks WHERE state = 'scheduled'")
-        .fetch_one(&mut *conn)
-        .await?;
+    let next: Option<i64> =
+        sqlx::query_scalar("SELECT min(run_at) FROM tasks WHERE state = 'scheduled'")
+            .fetch_one(&mut *conn)
+            .await?;
     Ok((moved, next))
 }
 
@@ -681,14 +833,21 @@ async fn cancel_where(
     Ok(jobs)
 }
 
-pub(crate) async fn cancel_job(conn: &mut SqliteConnection, id: String, now: i64) -> Result<Option<Changes>> {
-    let found = sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND finished_at IS NULL")
-        .bind(&id)
-        .execute(&mut *conn)
-        .await?;
+pub(crate) async fn cancel_job(
+    conn: &mut SqliteConnection,
+    id: String,
+    now: i64,
+) -> Result<Option<Changes>> {
+    let found =
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND finished_at IS NULL")
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
     if found.rows_affected() == 0 {
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?").bind(&id).fetch_optional(&mut *conn).await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
         // Cancelling a finished job changes nothing.
         return Ok(exists.map(|_| Changes::default()));
     }
@@ -698,9 +857,15 @@ pub(crate) async fn cancel_job(conn: &mut SqliteConnection, id: String, now: i64
     Ok(Some(changes))
 }
 
-pub(crate) async fn cancel_task(conn: &mut SqliteConnection, id: String, now: i64) -> Result<Option<Changes>> {
-    let exists: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = ?").bind(&id).fetch_optional(&mut *conn).await?;
+pub(crate) async fn cancel_task(
+    conn: &mut SqliteConnection,
+    id: String,
+    now: i64,
+) -> Result<Option<Changes>> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = ?")
+        .bind(&id)
+        .fetch_optional(&mut *conn)
+        .await?;
     if exists.is_none() {
         return Ok(None);
     }
@@ -711,8 +876,13 @@ pub(crate) async fn cancel_task(conn: &mut SqliteConnection, id: String, now: i6
 }
 
 pub(crate) async fn retry_task(conn: &mut SqliteConnection, id: String) -> Result<RetryOutcome> {
-    let Some(task) = read::task(conn, &id).await? else { return Ok(RetryOutcome::NotFound) };
-    if !matches!(task.state, brigade_api::TaskState::Failed | brigade_api::TaskState::Cancelled) {
+    let Some(task) = read::task(conn, &id).await? else {
+        return Ok(RetryOutcome::NotFound);
+    };
+    if !matches!(
+        task.state,
+        brigade_api::TaskState::Failed | brigade_api::TaskState::Cancelled
+    ) {
         return Ok(RetryOutcome::NotRetryable(task.state));
     }
     sqlx::query(
@@ -729,26 +899,40 @@ pub(crate) async fn retry_task(conn: &mut SqliteConnection, id: String) -> Resul
     .bind(&task.job_id)
     .execute(&mut *conn)
     .await?;
-    let view: TaskView = read::task(conn, &id).await?.ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;
-    let changes = Changes { ready: true, ..Changes::default() };
+    let view: TaskView = read::task(conn, &id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;
+    let changes = Changes {
+        ready: true,
+        ..Changes::default()
+    };
     Ok(RetryOutcome::Retried(Box::new(view), changes))
 }
 
 pub(crate) async fn delete_job(conn: &mut SqliteConnection, id: String) -> Result<DeleteOutcome> {
-    let finished: Option<Option<i64>> = sqlx::query_scalar("SELECT finished_at FROM jobs WHERE id = ?")
-        .bind(&id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let finished: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT finished_at FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
     match finished {
         None => Ok(DeleteOutcome::NotFound),
         Some(None) => Ok(DeleteOutcome::Unfinished),
         Some(Some(_)) => {
-            sqlx::query("DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)")
+            sqlx::query(
+                "DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
+            )
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM tasks WHERE job_id = ?")
                 .bind(&id)
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("DELETE FROM tasks WHERE job_id = ?").bind(&id).execute(&mut *conn).await?;
-            sqlx::query("DELETE FROM jobs WHERE id = ?").bind(&id).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM jobs WHERE id = ?")
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
             Ok(DeleteOutcome::Deleted)
         }
     }
@@ -765,5 +949,7 @@ pub(crate) async fn set_queue_paused(
         .execute(&mut *conn)
         .await?;
     let all = read::queues(conn).await?;
-    all.into_iter().find(|q| q.name == name).ok_or_else(|| StoreError::Corrupt("queue vanished".into()))
+    all.into_iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| StoreError::Corrupt("queue vanished".into()))
 }

@@ -16,7 +16,9 @@ use crate::{Result, StoreError};
 type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// One write request: runs against the writer's connection (or, when `run` is
 /// false, only fails), says whether it succeeded.
-type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+type Op = Box<
+    dyn for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)> + Send,
+>;
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 512;
@@ -29,7 +31,9 @@ pub(crate) struct Writer {
 
 fn op<F>(f: F) -> Op
 where
-    F: for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)> + Send + 'static,
+    F: for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)>
+        + Send
+        + 'static,
 {
     Box::new(f)
 }
@@ -54,12 +58,16 @@ impl Writer {
                 let result = if run {
                     f(conn).await
                 } else {
-                    Err(StoreError::Unavailable("the transaction could not start".into()))
+                    Err(StoreError::Unavailable(
+                        "the transaction could not start".into(),
+                    ))
                 };
                 let ok = result.is_ok();
                 let deliver: Deliver = Box::new(move |commit_error: Option<&StoreError>| {
                     let result = match (commit_error, result) {
-                        (Some(e), Ok(_)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+                        (Some(e), Ok(_)) => {
+                            Err(StoreError::Unavailable(format!("commit failed: {e}")))
+                        }
                         (_, r) => r,
                     };
                     let _ = reply.send(result);
@@ -67,8 +75,13 @@ impl Writer {
                 (ok, deliver)
             })
         });
-        self.tx.send(request).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("the writer dropped a request".into()))?
+        self.tx
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer dropped a request".into()))?
     }
 }
 
@@ -92,7 +105,11 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
 type GroupOutcome = std::result::Result<Vec<Deliver>, (Vec<Deliver>, StoreError)>;
 
 /// Fail every request left in `rest` without running it.
-async fn refuse(conn: &mut SqliteConnection, rest: impl Iterator<Item = Op> + Send, delivers: &mut Vec<Deliver>) {
+async fn refuse(
+    conn: &mut SqliteConnection,
+    rest: impl Iterator<Item = Op> + Send,
+    delivers: &mut Vec<Deliver>,
+) {
     for request in rest {
         let (_, deliver) = request(&mut *conn, false).await;
         delivers.push(deliver);
@@ -101,7 +118,10 @@ async fn refuse(conn: &mut SqliteConnection, rest: impl Iterator<Item = Op> + Se
 
 // Boxed so the spawned writer's future is provably Send (rustc cannot see
 // through sqlx's higher-ranked Executor bounds otherwise).
-fn commit_group<'a>(conn: &'a mut SqliteConnection, group: &'a mut Vec<Op>) -> BoxFuture<'a, GroupOutcome> {
+fn commit_group<'a>(
+    conn: &'a mut SqliteConnection,
+    group: &'a mut Vec<Op>,
+) -> BoxFuture<'a, GroupOutcome> {
     Box::pin(commit_group_inner(conn, group))
 }
 
@@ -128,7 +148,12 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
         while let Some(request) = requests.next() {
             if let Err(e) = sqlx::query("SAVEPOINT request").execute(&mut *conn).await {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                refuse(conn, std::iter::once(request).chain(requests), &mut delivers).await;
+                refuse(
+                    conn,
+                    std::iter::once(request).chain(requests),
+                    &mut delivers,
+                )
+                .await;
                 return Err((delivers, StoreError::Db(e)));
             }
             let (ok, deliver) = request(&mut *conn, true).await;

@@ -1,0 +1,181 @@
+//! Building the router and running the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use brigade_core::{Clock, Limits, SystemClock};
+use brigade_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::bus::Bus;
+use crate::config::ServerConfig;
+use crate::dispatcher::Dispatcher;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, track_http};
+use crate::openapi::ApiDoc;
+use crate::routes::{events, jobs, ops, queues, tasks, workers};
+use crate::state::{AppState, Publisher};
+
+/// Errors starting a server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] brigade_store::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A server that is running.
+pub struct RunningServer {
+    /// Where it listens (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Completes when the server stops.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// The router and the OpenAPI document it serves.
+pub fn router(state: AppState) -> Router {
+    let (api_router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::get, jobs::delete))
+        .routes(routes!(jobs::tasks))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::retry))
+        .routes(routes!(workers::join, workers::list))
+        .routes(routes!(workers::get, workers::leave))
+        .routes(routes!(workers::lease))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::results))
+        .routes(routes!(workers::drain))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(events::sse))
+        .routes(routes!(events::ws))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    let doc = openapi.clone();
+    let body_limit = state.config.max_body_bytes;
+    api_router
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json((*doc).clone()) }),
+        )
+        .merge(SwaggerUi::new("/docs"))
+        .route("/", get(index))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route; see /docs for the API",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method; see /docs",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(track_http))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .with_state(state)
+}
+
+async fn index() -> impl IntoResponse {
+    Html(
+        "<!doctype html><title>brigade</title><h1>brigade</h1><p>See <a href=\"/docs\">/docs</a>.</p>",
+    )
+}
+
+/// Open the store, bind, start the background duties and serve until `shutdown` completes.
+pub async fn start(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningServer, StartError> {
+    let store = brigade_store::open(&config.database_url).await?;
+    start_with(config, store, Arc::new(SystemClock), shutdown).await
+}
+
+/// Like [`start`], on a given store and clock.
+pub async fn start_with(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningServer, StartError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (dispatcher, inbox) = Dispatcher::channel();
+    let scheduled = Arc::new(Notify::new());
+    let publisher = Publisher {
+        bus: Bus::new(),
+        dispatcher,
+        scheduled: scheduled.clone(),
+        metrics: Metrics::install(),
+    };
+    let limits = Limits {
+        max_tasks_per_job: config.max_tasks_per_job,
+        max_input_bytes: config.max_input_bytes,
+    };
+    let state = AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+        config: Arc::new(config),
+        publisher,
+        limits,
+    };
+    Dispatcher::spawn(
+        inbox,
+        store,
+        clock,
+        state.config.lease_ttl_ms as i64,
+        state.publisher.clone(),
+    );
+    crate::duties::spawn(state.clone(), scheduled);
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    });
+    Ok(RunningServer { addr, task })
+}

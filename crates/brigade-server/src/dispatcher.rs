@@ -1,0 +1,236 @@
+//! Long-poll dispatch: workers wait here for work, and the least loaded is served first.
+//!
+//! One task owns every waiting lease request. When work may have arrived (a
+//! submit, a retry coming due, a requeue, a tick) it leases for the waiters in
+//! order of load — running/capacity, then reported CPU — so when several
+//! workers wait, the least loaded gets the task. A request that finds work at
+//! once returns at once; one that finds none waits until woken or its
+//! `wait_ms` ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brigade_api::{LeasedTask, Load};
+use brigade_core::Clock;
+use brigade_store::Store;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::state::Publisher;
+
+/// What a waiting lease request gets: tasks, or the reason there are none.
+pub type LeaseReply = Result<Vec<LeasedTask>, ApiError>;
+
+enum Command {
+    Wait(Waiter),
+    Wake,
+    Load(String, Load),
+    Forget(String),
+}
+
+struct Waiter {
+    worker_id: String,
+    max: u32,
+    deadline: Instant,
+    reply: oneshot::Sender<LeaseReply>,
+}
+
+/// Commands waiting for the dispatcher task.
+pub struct Inbox(mpsc::UnboundedReceiver<Command>);
+
+/// Handle to the dispatcher task.
+#[derive(Clone)]
+pub struct Dispatcher {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Dispatcher {
+    /// A handle and the inbox its task will read (handles can exist before the task runs).
+    pub fn channel() -> (Self, Inbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, Inbox(rx))
+    }
+
+    /// Start the dispatcher task on `inbox`.
+    pub fn spawn(
+        inbox: Inbox,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        lease_ttl_ms: i64,
+        publisher: Publisher,
+    ) {
+        let task = Task {
+            store,
+            clock,
+            ttl: lease_ttl_ms,
+            publisher,
+            waiters: Vec::new(),
+            loads: HashMap::new(),
+        };
+        tokio::spawn(task.run(inbox.0));
+    }
+
+    /// Lease up to `max` tasks for a worker, waiting up to `wait` for some.
+    pub async fn lease(&self, worker_id: String, max: u32, wait: Duration) -> LeaseReply {
+        let (reply, answer) = oneshot::channel();
+        let waiter = Waiter {
+            worker_id,
+            max,
+            deadline: Instant::now() + wait,
+            reply,
+        };
+        self.tx.send(Command::Wait(waiter)).map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            )
+        })?;
+        answer.await.map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            )
+        })?
+    }
+
+    /// Work may be available: let the waiters look.
+    pub fn wake(&self) {
+        let _ = self.tx.send(Command::Wake);
+    }
+
+    /// Remember a worker's latest load, to order the waiters.
+    pub fn note_load(&self, worker_id: &str, load: Load) {
+        let _ = self.tx.send(Command::Load(worker_id.to_owned(), load));
+    }
+
+    /// A worker left: drop what is known of it.
+    pub fn forget(&self, worker_id: &str) {
+        let _ = self.tx.send(Command::Forget(worker_id.to_owned()));
+    }
+}
+
+struct Task {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ttl: i64,
+    publisher: Publisher,
+    waiters: Vec<Waiter>,
+    loads: HashMap<String, Load>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        // A safety net: look for work now and then even when nobody said so
+        // (another server's submit, a clock that jumped).
+        let mut tick = tokio::time::interval(Duration::from_millis(1000));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next_deadline = self.waiters.iter().map(|w| w.deadline).min();
+            let mut woken = false;
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    woken |= self.handle(cmd).await;
+                    // Take everything else already queued before leasing for anyone.
+                    while let Ok(cmd) = rx.try_recv() {
+                        woken |= self.handle(cmd).await;
+                    }
+                }
+                _ = tick.tick() => woken = !self.waiters.is_empty(),
+                _ = sleep_until(next_deadline) => {}
+            }
+            self.expire();
+            if woken {
+                self.serve_waiters().await;
+            }
+        }
+    }
+
+    /// Apply one command; true when waiters should look for work.
+    async fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Wait(w) => {
+                // Try at once; wait only if there is nothing.
+                match self.try_lease(&w).await {
+                    Ok(tasks) if tasks.is_empty() => self.waiters.push(w),
+                    reply => {
+                        let _ = w.reply.send(reply);
+                    }
+                }
+                false
+            }
+            Command::Wake => true,
+            Command::Load(id, load) => {
+                self.loads.insert(id, load);
+                false
+            }
+            Command::Forget(id) => {
+                self.loads.remove(&id);
+                false
+            }
+        }
+    }
+
+    async fn try_lease(&self, w: &Waiter) -> LeaseReply {
+        if w.reply.is_closed() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now_ms();
+        match self.store.lease(&w.worker_id, w.max, now, self.ttl).await {
+            Ok(Some((tasks, changes))) => {
+                self.publisher.publish(changes);
+                Ok(tasks)
+            }
+            Ok(None) => Err(ApiError::not_found("worker", &w.worker_id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn load_key(&self, w: &Waiter) -> (u64, u64) {
+        let load = self.loads.get(&w.worker_id).copied().unwrap_or_default();
+        // The request itself says how many slots are free: capacity - max are busy.
+        let capacity = load.capacity.max(w.max);
+        brigade_core::dispatch::load_key(capacity - w.max, capacity, load.cpu)
+    }
+
+    async fn serve_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let mut waiting = std::mem::take(&mut self.waiters);
+        waiting.sort_by_key(|w| self.load_key(w));
+        for w in waiting {
+            if w.reply.is_closed() {
+                continue;
+            }
+            match self.try_lease(&w).await {
+                Ok(tasks) if tasks.is_empty() => self.waiters.push(w),
+                reply => {
+                    let _ = w.reply.send(reply);
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].deadline <= now || self.waiters[i].reply.is_closed() {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.reply.send(Ok(Vec::new()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,67 @@
+//! Periodic duties: scheduled tasks coming due, silent workers and expired leases.
+//!
+//! Each duty is one store transaction that is safe to run from any number of
+//! servers at once: it changes only rows still in the state it looks for, so
+//! two servers never requeue the same attempt twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::state::AppState;
+
+/// Longest sleep of the promoter between looks.
+const PROMOTER_MAX_SLEEP_MS: i64 = 1000;
+
+/// Start the promoter and the reaper.
+pub fn spawn(state: AppState, scheduled: Arc<Notify>) {
+    tokio::spawn(promoter(state.clone(), scheduled));
+    tokio::spawn(reaper(state));
+}
+
+/// Moves `scheduled` tasks whose time has come to `queued`, sleeping until the next is due.
+async fn promoter(state: AppState, scheduled: Arc<Notify>) {
+    loop {
+        let now = state.now();
+        let sleep_ms = match state.store.promote_due(now).await {
+            Ok((moved, next)) => {
+                if moved > 0 {
+                    state.dispatcher().wake();
+                }
+                next.map_or(PROMOTER_MAX_SLEEP_MS, |at| {
+                    (at - now).clamp(1, PROMOTER_MAX_SLEEP_MS)
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "promoting scheduled tasks failed");
+                PROMOTER_MAX_SLEEP_MS
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
+            _ = scheduled.notified() => {}
+        }
+    }
+}
+
+/// Marks silent workers lost and requeues tasks whose lease expired.
+async fn reaper(state: AppState) {
+    let ttl = state.config.lease_ttl_ms as i64;
+    // Look a few times per TTL so a lost task waits at most a fraction more than the TTL.
+    let period = Duration::from_millis((state.config.lease_ttl_ms / 4).clamp(50, 2000));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.reap(state.now(), ttl).await {
+            Ok(changes) => {
+                for e in changes.events.iter().filter(|e| e.kind == "worker.lost") {
+                    tracing::warn!(worker = ?e.worker_id, name = ?e.name, "worker lost: no heartbeat within the lease TTL");
+                }
+                state.publish(changes);
+            }
+            Err(e) => tracing::warn!(error = %e, "reaping expired leases failed"),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Request extractors whose every rejection is a problem+json naming the field.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body, parsed with the path of any field at fault.
+pub struct ApiJson<T>(pub T);
+
+/// Parse a JSON body: malformed JSON is 400, well-formed JSON of the wrong shape 422.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Data => {
+                    let msg = strip_position(&inner.to_string());
+                    Err(ApiError::field(field_path(&path, &msg), msg))
+                }
+                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::bad_request(
+                    format!("the body is not valid JSON: {inner}"),
+                )),
+            }
+        }
+    }
+}
+
+/// The full path of the field at fault: a missing or unknown field is named
+/// inside the object that lacks or holds it.
+fn field_path(path: &str, msg: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| msg.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(f)) => f.to_owned(),
+        (".", None) => "body".to_owned(),
+        (p, Some(f)) => format!("{p}.{f}"),
+        (p, None) => p.to_owned(),
+    }
+}
+
+/// serde_json appends " at line 1 column 42" to data errors; the field path says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Map a body that could not be read (too large, cut off) to its problem.
+pub fn body_rejection(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "the request body is larger than the server accepts")
+    } else {
+        ApiError::new(status, rejection.body_text())
+    }
+}
+
+fn check_content_type(req: &Request) -> Result<(), ApiError> {
+    match req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => Ok(()),
+        Some(ct) if ct.starts_with("application/json") || ct.contains("+json") => Ok(()),
+        Some(ct) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("expected Content-Type: application/json, got {ct}"),
+        )),
+    }
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        check_content_type(&req)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("a JSON body is required"));
+        }
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Raw body bytes with the same rejections as [`ApiJson`] (for hashing before parsing).
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        check_content_type(&req)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("a JSON body is required"));
+        }
+        Ok(JsonBytes(bytes))
+    }
+}
+
+/// Query parameters; a bad one is a 422 naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = e.body_text();
+                let msg = text
+                    .trim_start_matches("Failed to deserialize query string: ")
+                    .to_owned();
+                let field = msg
+                    .split(':')
+                    .next()
+                    .filter(|f| !f.contains(' '))
+                    .unwrap_or("query")
+                    .to_owned();
+                Err(ApiError::field(field, msg))
+            }
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        kind: String,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        tasks: Vec<Inner>,
+    }
+
+    #[test]
+    fn malformed_json_is_400() {
+        let e = parse_json::<Outer>(b"{\"tasks\": [")
+            .err()
+            .map(|e| e.status);
+        assert_eq!(e, Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn wrong_shape_names_the_field() {
+        let e = parse_json::<Outer>(br#"{"tasks": [{"kind": "a"}, {"kind": 5}]}"#).err();
+        let e = e.map(|e| (e.status, e.errors[0].field.clone()));
+        assert_eq!(
+            e,
+            Some((StatusCode::UNPROCESSABLE_ENTITY, "tasks[1].kind".to_owned()))
+        );
+        let e = parse_json::<Outer>(br#"{"tasks": [{}]}"#)
+            .err()
+            .map(|e| e.errors[0].field.clone());
+        assert_eq!(e.as_deref(), Some("tasks[0].kind"));
+    }
+}

@@ -1,0 +1,128 @@
+//! Prometheus metrics: counters on the hot path, gauges read from the store at scrape time.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use brigade_api::{Event, WorkerState};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+/// Metric names, in one place.
+pub mod names {
+    /// Tasks accepted by submits.
+    pub const TASKS_SUBMITTED: &str = "brigade_tasks_submitted_total";
+    /// Tasks handed to workers.
+    pub const TASKS_LEASED: &str = "brigade_tasks_leased_total";
+    /// Results received, by outcome and whether accepted.
+    pub const RESULTS: &str = "brigade_results_total";
+    /// Live events published, by type.
+    pub const EVENTS: &str = "brigade_events_total";
+    /// Tasks by state and queue (scrape time).
+    pub const TASKS: &str = "brigade_tasks";
+    /// Workers by state (scrape time).
+    pub const WORKERS: &str = "brigade_workers";
+    /// Load of each active worker (scrape time).
+    pub const WORKER_LOAD: &str = "brigade_worker_load";
+    /// HTTP request latency by route.
+    pub const HTTP_SECONDS: &str = "brigade_http_request_duration_seconds";
+}
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's metrics recorder.
+#[derive(Clone, Default)]
+pub struct Metrics;
+
+impl Metrics {
+    /// Install the Prometheus recorder (once per process).
+    pub fn install() -> Self {
+        HANDLE.get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        });
+        Metrics
+    }
+
+    /// Count an event.
+    pub fn event(&self, e: &Event) {
+        counter!(names::EVENTS, "type" => e.kind.clone()).increment(1);
+    }
+
+    /// Render the text exposition, refreshing the gauges from the store.
+    pub async fn render(&self, state: &AppState) -> String {
+        if let Ok(queues) = state.store.queues().await {
+            for q in queues {
+                for (st, n) in [
+                    ("queued", q.queued),
+                    ("scheduled", q.scheduled),
+                    ("running", q.running),
+                ] {
+                    gauge!(names::TASKS, "queue" => q.name.clone(), "state" => st).set(n as f64);
+                }
+            }
+        }
+        if let Ok(workers) = state.store.workers().await {
+            for st in [
+                WorkerState::Active,
+                WorkerState::Draining,
+                WorkerState::Lost,
+                WorkerState::Left,
+            ] {
+                let n = workers.iter().filter(|w| w.state == st).count();
+                gauge!(names::WORKERS, "state" => st.as_str()).set(n as f64);
+            }
+            for w in workers
+                .iter()
+                .filter(|w| matches!(w.state, WorkerState::Active | WorkerState::Draining))
+            {
+                let ratio = if w.capacity == 0 {
+                    0.0
+                } else {
+                    f64::from(w.running) / f64::from(w.capacity)
+                };
+                gauge!(names::WORKER_LOAD, "worker" => w.name.clone(), "id" => w.id.clone(), "kind" => "slots").set(ratio);
+                gauge!(names::WORKER_LOAD, "worker" => w.name.clone(), "id" => w.id.clone(), "kind" => "cpu").set(w.load.cpu);
+                gauge!(names::WORKER_LOAD, "worker" => w.name.clone(), "id" => w.id.clone(), "kind" => "memory")
+                    .set(w.load.memory);
+            }
+        }
+        HANDLE
+            .get()
+            .and_then(|h| h.as_ref())
+            .map(|h| h.render())
+            .unwrap_or_default()
+    }
+}
+
+/// Middleware: time each request by its route template.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let res = next.run(req).await;
+    if let Some(route) = route {
+        let status = res.status().as_u16().to_string();
+        histogram!(names::HTTP_SECONDS, "method" => method, "route" => route, "status" => status)
+            .record(start.elapsed().as_secs_f64());
+    }
+    res
+}

@@ -1,0 +1,290 @@
+//! `/v1/jobs`: submit, read, wait for, cancel and delete jobs.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use brigade_api::{JobState, JobSubmit, JobView, Page, Problem, TaskState, TaskView};
+use brigade_core::validate::{Limits, validate_job};
+use brigade_store::{DeleteOutcome, Idempotency, JobFilter};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+
+use super::{cursor, limit};
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiQuery, JsonBytes, parse_json};
+use crate::state::AppState;
+
+/// Longest `wait_ms` on a job.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// Submit a job: a batch of tasks stored in one transaction.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSubmit,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body return the first job")),
+    responses(
+        (status = 201, description = "Every task is durably stored", body = JobView),
+        (status = 200, description = "The job an earlier request with this Idempotency-Key created", body = JobView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Response> {
+    caller.require(&[Role::Client])?;
+    let idem = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            Some(Idempotency {
+                key: key.to_owned(),
+                hash: hex::encode(Sha256::digest(&body)),
+            })
+        }
+    };
+    let submit: JobSubmit = parse_json(&body)?;
+    let limits: Limits = state.limits;
+    let job = validate_job(submit, &limits).map_err(ApiError::invalid)?;
+    let n = job.tasks.len() as u64;
+    let submitted = state
+        .store
+        .submit(&caller.name, job, idem, state.now())
+        .await?;
+    if submitted.created {
+        metrics::counter!(crate::metrics::names::TASKS_SUBMITTED).increment(n);
+    }
+    state.publish(submitted.changes);
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(submitted.job)).into_response())
+}
+
+/// Query of `GET /v1/jobs/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GetJobParams {
+    /// Hold the request until the job is finished or this many ms pass (max 60000).
+    pub wait_ms: Option<u64>,
+}
+
+async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<JobView> {
+    let job = state
+        .store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job", id))?;
+    if caller.role != Role::Admin {
+        let owner = state.store.job_owner(id).await?.unwrap_or_default();
+        if !caller.may_touch(&owner) {
+            return Err(ApiError::not_found("job", id));
+        }
+    }
+    Ok(job)
+}
+
+/// A job with its progress; `?wait_ms=` long-polls until it is finished.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), GetJobParams),
+    responses(
+        (status = 200, body = JobView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<GetJobParams>,
+) -> ApiResult<Json<JobView>> {
+    let wait = q.wait_ms.unwrap_or(0);
+    if wait > MAX_WAIT_MS {
+        return Err(ApiError::field("wait_ms", format!("at most {MAX_WAIT_MS}")));
+    }
+    // Subscribe before reading, so a finish between the two is not missed.
+    let mut events = state.publisher.bus.subscribe();
+    let job = owned_job(&state, &caller, &id).await?;
+    if wait == 0 || job.state.is_finished() {
+        return Ok(Json(job));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+    loop {
+        // Re-read now and then in case the finish happened on another server.
+        let recheck = tokio::time::Instant::now() + Duration::from_millis(1000);
+        let until = deadline.min(recheck);
+        match tokio::time::timeout_at(until, events.recv()).await {
+            Ok(Ok(e)) if e.kind == "job.finished" && e.job_id.as_deref() == Some(id.as_str()) => {
+                break;
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(RecvError::Lagged(_))) | Err(_) => {
+                let job = owned_job(&state, &caller, &id).await?;
+                if job.state.is_finished() || tokio::time::Instant::now() >= deadline {
+                    return Ok(Json(job));
+                }
+            }
+            Ok(Err(RecvError::Closed)) => break,
+        }
+    }
+    Ok(Json(owned_job(&state, &caller, &id).await?))
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListJobsParams {
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// Only jobs with this name.
+    pub name: Option<String>,
+    /// Only jobs carrying this label, as `key:value`.
+    pub label: Option<String>,
+    /// Items per page (default 100, max 1000).
+    pub limit: Option<u32>,
+    /// From `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListJobsParams),
+    responses((status = 200, body = Page<JobView>), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListJobsParams>,
+) -> ApiResult<Json<Page<JobView>>> {
+    caller.require(&[Role::Client])?;
+    let job_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::field(
+                "state",
+                "one of queued, running, succeeded, failed, cancelled",
+            )
+        })?),
+    };
+    let label = match q.label.as_deref() {
+        None => None,
+        Some(l) => {
+            let (k, v) = l
+                .split_once(':')
+                .ok_or_else(|| ApiError::field("label", "expected key:value"))?;
+            Some((k.to_owned(), v.to_owned()))
+        }
+    };
+    let filter = JobFilter {
+        state: job_state,
+        name: q.name,
+        label,
+        owner: caller.owner_filter(),
+    };
+    let page = state
+        .store
+        .jobs(&filter, limit(q.limit)?, cursor(&q.cursor)?)
+        .await?;
+    Ok(Json(page))
+}
+
+/// Query of `GET /v1/jobs/{id}/tasks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobTasksParams {
+    /// Only tasks in this state.
+    pub state: Option<String>,
+    /// Items per page (default 100, max 1000).
+    pub limit: Option<u32>,
+    /// From `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A job's tasks with their output and error, in submission order.
+#[utoipa::path(get, path = "/v1/jobs/{id}/tasks", tag = "jobs", params(("id" = String, Path), JobTasksParams),
+    responses(
+        (status = 200, body = Page<TaskView>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn tasks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<JobTasksParams>,
+) -> ApiResult<Json<Page<TaskView>>> {
+    let task_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            ApiError::field(
+                "state",
+                "one of queued, scheduled, running, succeeded, failed, cancelled",
+            )
+        })?),
+    };
+    let (limit, cursor) = (limit(q.limit)?, cursor(&q.cursor)?);
+    owned_job(&state, &caller, &id).await?;
+    let page = state
+        .store
+        .job_tasks(&id, task_state, limit, cursor)
+        .await?;
+    Ok(Json(page.ok_or_else(|| ApiError::not_found("job", &id))?))
+}
+
+/// Cancel every unfinished task of a job; running ones are told to stop.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    caller.require(&[Role::Client])?;
+    owned_job(&state, &caller, &id).await?;
+    let changes = state
+        .store
+        .cancel_job(&id, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("job", &id))?;
+    state.publish(changes);
+    Ok(Json(owned_job(&state, &caller, &id).await?))
+}
+
+/// Delete a finished job and its results.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not finished", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Role::Client])?;
+    owned_job(&state, &caller, &id).await?;
+    match state.store.delete_job(&id).await? {
+        DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT),
+        DeleteOutcome::NotFound => Err(ApiError::not_found("job", &id)),
+        DeleteOutcome::Unfinished => Err(ApiError::conflict(
+            "the job is not finished; cancel it first",
+        )),
+    }
+}

@@ -1,0 +1,312 @@
+//! `/v1/workers`: the worker protocol (join, lease, heartbeat, results, leave) and its admin.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use brigade_api::{
+    FieldError, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, Outcome, Problem,
+    ResultsReply, ResultsRequest, WorkerJoin, WorkerJoined, WorkerView,
+};
+use brigade_core::validate::{is_valid_kind, is_valid_queue};
+
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::metrics::names;
+use crate::state::AppState;
+
+/// Longest lease long-poll.
+pub const MAX_LEASE_WAIT_MS: u64 = 60_000;
+/// Lease long-poll when the worker names none.
+pub const DEFAULT_LEASE_WAIT_MS: u64 = 30_000;
+/// Most tasks one lease may hand out.
+pub const MAX_LEASE: u32 = 1000;
+/// Most results in one batch.
+pub const MAX_RESULTS: usize = 10_000;
+
+fn check_join(j: &WorkerJoin) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if j.name.is_empty() || j.name.len() > 256 {
+        errors.push(FieldError::new("name", "1 to 256 bytes"));
+    }
+    if j.hostname.len() > 256 {
+        errors.push(FieldError::new("hostname", "at most 256 bytes"));
+    }
+    if !(1..=10_000).contains(&j.capacity) {
+        errors.push(FieldError::new("capacity", "must be 1 to 10000"));
+    }
+    if j.kinds.is_empty() || j.kinds.len() > 1000 {
+        errors.push(FieldError::new("kinds", "1 to 1000 task kinds"));
+    }
+    for (i, k) in j.kinds.iter().enumerate() {
+        if !is_valid_kind(k) {
+            errors.push(FieldError::new(
+                format!("kinds[{i}]"),
+                "must match [a-z0-9][a-z0-9._-]{0,63}",
+            ));
+        }
+    }
+    if j.queues.len() > 1000 {
+        errors.push(FieldError::new("queues", "at most 1000 queues"));
+    }
+    for (i, q) in j.queues.iter().enumerate() {
+        if !is_valid_queue(q) {
+            errors.push(FieldError::new(
+                format!("queues[{i}]"),
+                "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+            ));
+        }
+    }
+    if j.labels.len() > 64
+        || j.labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 1024)
+    {
+        errors.push(FieldError::new(
+            "labels",
+            "at most 64 labels, keys 1 to 64 bytes, values up to 1024",
+        ));
+    }
+    if j.version.len() > 64 {
+        errors.push(FieldError::new("version", "at most 64 bytes"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+/// A worker joins; it gets its id, lease TTL and heartbeat period.
+#[utoipa::path(post, path = "/v1/workers", tag = "workers", request_body = WorkerJoin,
+    responses(
+        (status = 201, body = WorkerJoined),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn join(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(join): ApiJson<WorkerJoin>,
+) -> ApiResult<(StatusCode, Json<WorkerJoined>)> {
+    caller.require(&[Role::Worker])?;
+    check_join(&join)?;
+    let capacity = join.capacity;
+    let (view, changes) = state
+        .store
+        .join_worker(&caller.name, join, state.now())
+        .await?;
+    state.dispatcher().note_load(
+        &view.id,
+        brigade_api::Load {
+            capacity,
+            ..Default::default()
+        },
+    );
+    state.publish(changes);
+    tracing::info!(worker = %view.id, name = %view.name, capacity, "worker joined");
+    Ok((
+        StatusCode::CREATED,
+        Json(WorkerJoined {
+            id: view.id,
+            lease_ttl_ms: state.config.lease_ttl_ms,
+            heartbeat_ms: state.config.heartbeat_ms,
+        }),
+    ))
+}
+
+/// Ask for up to `max` tasks; held until some are available or `wait_ms` passes.
+#[utoipa::path(post, path = "/v1/workers/{id}/lease", tag = "workers", params(("id" = String, Path)),
+    request_body = LeaseRequest,
+    responses(
+        (status = 200, body = LeaseResponse),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<LeaseRequest>,
+) -> ApiResult<Json<LeaseResponse>> {
+    caller.require(&[Role::Worker])?;
+    if !(1..=MAX_LEASE).contains(&req.max) {
+        return Err(ApiError::field("max", format!("must be 1 to {MAX_LEASE}")));
+    }
+    let wait = req.wait_ms.unwrap_or(DEFAULT_LEASE_WAIT_MS);
+    if wait > MAX_LEASE_WAIT_MS {
+        return Err(ApiError::field(
+            "wait_ms",
+            format!("at most {MAX_LEASE_WAIT_MS}"),
+        ));
+    }
+    let tasks = state
+        .dispatcher()
+        .lease(id, req.max, Duration::from_millis(wait))
+        .await?;
+    if !tasks.is_empty() {
+        metrics::counter!(names::TASKS_LEASED).increment(tasks.len() as u64);
+    }
+    Ok(Json(LeaseResponse { tasks }))
+}
+
+/// Extend the leases of running tasks, report load; the reply says what to cancel and whether to drain.
+#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)),
+    request_body = Heartbeat,
+    responses(
+        (status = 200, body = HeartbeatReply),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(hb): ApiJson<Heartbeat>,
+) -> ApiResult<Json<HeartbeatReply>> {
+    caller.require(&[Role::Worker])?;
+    if hb.running.len() > 100_000 {
+        return Err(ApiError::field("running", "at most 100000 task ids"));
+    }
+    let load = hb.load;
+    let reply = state
+        .store
+        .heartbeat(&id, hb, state.now(), state.config.lease_ttl_ms as i64)
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    state.dispatcher().note_load(&id, load);
+    Ok(Json(reply))
+}
+
+/// Report finished tasks in a batch; each is applied only for its current attempt.
+#[utoipa::path(post, path = "/v1/workers/{id}/results", tag = "workers", params(("id" = String, Path)),
+    request_body = ResultsRequest,
+    responses(
+        (status = 200, body = ResultsReply),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn results(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ResultsRequest>,
+) -> ApiResult<Json<ResultsReply>> {
+    caller.require(&[Role::Worker])?;
+    if req.results.len() > MAX_RESULTS {
+        return Err(ApiError::field(
+            "results",
+            format!("at most {MAX_RESULTS} per batch"),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut seen = HashSet::with_capacity(req.results.len());
+    for (i, r) in req.results.iter().enumerate() {
+        if r.outcome == Outcome::Failed && r.error.is_none() {
+            errors.push(FieldError::new(
+                format!("results[{i}].error"),
+                "a failed result needs an error",
+            ));
+        }
+        if r.attempt == 0 {
+            errors.push(FieldError::new(
+                format!("results[{i}].attempt"),
+                "attempts start at 1",
+            ));
+        }
+        if !seen.insert(r.task_id.as_str()) {
+            errors.push(FieldError::new(
+                format!("results[{i}].task_id"),
+                "the same task twice in one batch",
+            ));
+        }
+        let size = r.output.to_string().len();
+        if size > state.limits.max_input_bytes * 4 {
+            errors.push(FieldError::new(
+                format!("results[{i}].output"),
+                format!("{size} bytes is too large"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let (reply, changes) = state
+        .store
+        .report(&id, req.results, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    metrics::counter!(names::RESULTS, "status" => "accepted")
+        .increment(reply.accepted.len() as u64);
+    metrics::counter!(names::RESULTS, "status" => "rejected")
+        .increment(reply.rejected.len() as u64);
+    state.publish(changes);
+    Ok(Json(reply))
+}
+
+/// A worker leaves; its running tasks are requeued at once.
+#[utoipa::path(delete, path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)),
+    responses((status = 204, description = "Left"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn leave(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Role::Worker])?;
+    let changes = state
+        .store
+        .leave(&id, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    state.dispatcher().forget(&id);
+    state.publish(changes);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The worker finishes what it runs and leases nothing more (admin).
+#[utoipa::path(post, path = "/v1/workers/{id}/drain", tag = "workers", params(("id" = String, Path)),
+    responses((status = 200, body = WorkerView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn drain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WorkerView>> {
+    caller.require(&[])?;
+    let view = state
+        .store
+        .drain_worker(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    Ok(Json(view))
+}
+
+/// Every worker with its state, load and running count.
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, body = Vec<WorkerView>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<WorkerView>>> {
+    caller.require(&[Role::Client, Role::Worker])?;
+    Ok(Json(state.store.workers().await?))
+}
+
+/// One worker.
+#[utoipa::path(get, path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)),
+    responses((status = 200, body = WorkerView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WorkerView>> {
+    caller.require(&[Role::Client, Role::Worker])?;
+    Ok(Json(
+        state
+            .store
+            .worker(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("worker", &id))?,
+    ))
+}

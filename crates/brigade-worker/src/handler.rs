@@ -1,0 +1,148 @@
+//! What a task kind is to the worker: a [`Handler`] registered under its name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brigade_api::{ErrorKind, TaskError};
+use tokio_util::sync::CancellationToken;
+
+/// One attempt of a task, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// Task id.
+    pub id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Handler name.
+    pub kind: String,
+    /// Input.
+    pub input: serde_json::Value,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// The attempt's time limit (the runtime enforces it too).
+    pub timeout: Duration,
+    /// Fires when the task is cancelled, timed out or the worker stops hard.
+    pub cancel: CancellationToken,
+}
+
+/// Why an attempt failed, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFailure {
+    /// The error recorded on the task.
+    pub error: TaskError,
+    /// Whether the server may retry it.
+    pub retryable: bool,
+}
+
+impl TaskFailure {
+    /// A retryable handler error.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            error: TaskError::new(ErrorKind::Handler, message),
+            retryable: true,
+        }
+    }
+
+    /// A handler error that retrying will not fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            error: TaskError::new(ErrorKind::Handler, message),
+            retryable: false,
+        }
+    }
+
+    /// The input does not fit the handler (never retried).
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self {
+            error: TaskError::new(ErrorKind::BadInput, message),
+            retryable: false,
+        }
+    }
+}
+
+/// Result of one attempt.
+pub type TaskOutcome = Result<serde_json::Value, TaskFailure>;
+
+/// A task kind's code.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Run one attempt. Long-running handlers should watch `ctx.cancel`.
+    async fn run(&self, ctx: TaskContext) -> TaskOutcome;
+}
+
+/// A handler from an async function.
+pub struct FnHandler<F>(pub F);
+
+#[async_trait]
+impl<F, Fut> Handler for FnHandler<F>
+where
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = TaskOutcome> + Send + 'static,
+{
+    async fn run(&self, ctx: TaskContext) -> TaskOutcome {
+        (self.0)(ctx).await
+    }
+}
+
+/// Handlers by kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: BTreeMap<String, Arc<dyn Handler>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register `handler` for `kind` (replacing any earlier one).
+    pub fn register(&mut self, kind: impl Into<String>, handler: impl Handler) -> &mut Self {
+        self.handlers.insert(kind.into(), Arc::new(handler));
+        self
+    }
+
+    /// Register an async function for `kind`.
+    pub fn register_fn<F, Fut>(&mut self, kind: impl Into<String>, f: F) -> &mut Self
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = TaskOutcome> + Send + 'static,
+    {
+        self.register(kind, FnHandler(f))
+    }
+
+    /// Register a blocking function for `kind`; it runs on the blocking pool.
+    pub fn register_blocking<F>(&mut self, kind: impl Into<String>, f: F) -> &mut Self
+    where
+        F: Fn(TaskContext) -> TaskOutcome + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.register_fn(kind, move |ctx| {
+            let f = f.clone();
+            async move {
+                match tokio::task::spawn_blocking(move || f(ctx)).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Err(TaskFailure {
+                        error: TaskError::new(
+                            ErrorKind::Crash,
+                            format!("the handler panicked: {e}"),
+                        ),
+                        retryable: true,
+                    }),
+                }
+            }
+        })
+    }
+
+    /// The handler of `kind`.
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Handler>> {
+        self.handlers.get(kind).cloned()
+    }
+
+    /// Registered kinds.
+    pub fn kinds(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+}
