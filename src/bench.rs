@@ -56,7 +56,10 @@ async fn wait_ready(client: &Client, workers: usize) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "the server and {workers} workers did not come up within 30 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the server and {workers} workers did not come up within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -72,7 +75,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let url = format!("http://127.0.0.1:{port}");
     let exe = std::env::current_exe()?;
     let server: Child = Command::new(&exe)
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &db])
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &db,
+        ])
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -83,18 +92,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-async fn measure(args: &BenchArgs, url: &str, db: &str, children: &mut Vec<Child>) -> anyhow::Result<ExitCode> {
+async fn measure(
+    args: &BenchArgs,
+    url: &str,
+    db: &str,
+    children: &mut Vec<Child>,
+) -> anyhow::Result<ExitCode> {
     let client = Client::new(url, None)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.ready().await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the server did not start within 30 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the server did not start within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut workers = spawn_workers(url, args.workers, args.capacity, "bench", &[])?;
     children.append(&mut workers);
     wait_ready(&client, args.workers as usize).await?;
 
-    println!("database={}", if db.starts_with("sqlite") { "sqlite" } else { "postgres" });
+    println!(
+        "database={}",
+        if db.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
     println!("tasks={}", args.tasks);
     println!("workers={}", args.workers);
     println!("capacity={}", args.capacity);
@@ -119,14 +143,24 @@ async fn measure(args: &BenchArgs, url: &str, db: &str, children: &mut Vec<Child
         loop {
             let j = client.wait_job(id, Duration::from_secs(60)).await?;
             if j.state.is_finished() {
-                anyhow::ensure!(j.progress.succeeded == j.progress.total, "job {id} ended {}", j.state.as_str());
+                anyhow::ensure!(
+                    j.progress.succeeded == j.progress.total,
+                    "job {id} ended {}",
+                    j.state.as_str()
+                );
                 break;
             }
         }
     }
     let all_done = start.elapsed();
-    println!("submit_tasks_per_s={:.0}", f64::from(args.tasks) / submitted.as_secs_f64());
-    println!("throughput_tasks_per_s={:.0}", f64::from(args.tasks) / all_done.as_secs_f64());
+    println!(
+        "submit_tasks_per_s={:.0}",
+        f64::from(args.tasks) / submitted.as_secs_f64()
+    );
+    println!(
+        "throughput_tasks_per_s={:.0}",
+        f64::from(args.tasks) / all_done.as_secs_f64()
+    );
     println!("throughput_wall_s={:.3}", all_done.as_secs_f64());
 
     // Latency: one task at a time on an idle cluster, submit to result.
@@ -141,7 +175,10 @@ async fn measure(args: &BenchArgs, url: &str, db: &str, children: &mut Vec<Child
         let t = Instant::now();
         let job = client.submit(&one, None).await?;
         let done = client.wait_job(&job.id, Duration::from_secs(30)).await?;
-        anyhow::ensure!(done.state.is_finished(), "a latency task did not finish within 30 s");
+        anyhow::ensure!(
+            done.state.is_finished(),
+            "a latency task did not finish within 30 s"
+        );
         // The first round warms connections up; it is not counted.
         if i > 0 {
             samples.push(t.elapsed().as_secs_f64() * 1000.0);

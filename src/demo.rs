@@ -48,38 +48,68 @@ pub async fn run(demo: Demo, global: &Global) -> anyhow::Result<ExitCode> {
     let tasks: Vec<TaskSpec> = fruits
         .iter()
         .map(|(_, name)| {
-            let mut t = TaskSpec::new("sleep", serde_json::json!({ "ms": rng.random_range(300..1500) }));
+            let mut t = TaskSpec::new(
+                "sleep",
+                serde_json::json!({ "ms": rng.random_range(300..1500) }),
+            );
             t.name = Some((*name).to_owned());
             t
         })
         .collect();
-    let job = JobSubmit { name: Some("fruit-salad".into()), queue: None, labels: Default::default(), tasks };
+    let job = JobSubmit {
+        name: Some("fruit-salad".into()),
+        queue: None,
+        labels: Default::default(),
+        tasks,
+    };
     let client = client(global)?;
     let text = global.output == Output::Text;
     if text {
-        println!("Preparing a fruit salad of {} fruits in parallel…", fruits.len());
+        println!(
+            "Preparing a fruit salad of {} fruits in parallel…",
+            fruits.len()
+        );
     }
     let submitted = client.submit(&job, None).await.map_err(explain)?;
     let mut view = submitted;
     while !view.state.is_finished() {
-        view = client.wait_job(&view.id, Duration::from_secs(30)).await.map_err(explain)?;
+        view = client
+            .wait_job(&view.id, Duration::from_secs(30))
+            .await
+            .map_err(explain)?;
     }
     let tasks = client.job_tasks(&view.id, None).await.map_err(explain)?;
     if !text {
         print_json(&serde_json::json!({ "job": view, "tasks": tasks }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let names: HashMap<String, String> =
-        client.workers().await.map_err(explain)?.into_iter().map(|w| (w.id, w.name)).collect();
+    let names: HashMap<String, String> = client
+        .workers()
+        .await
+        .map_err(explain)?
+        .into_iter()
+        .map(|w| (w.id, w.name))
+        .collect();
     let mut one_by_one = 0i64;
     for t in &tasks {
-        let emoji = FRUITS.iter().find(|(_, n)| Some(*n) == t.name.as_deref()).map_or("🍴", |(e, _)| *e);
+        let emoji = FRUITS
+            .iter()
+            .find(|(_, n)| Some(*n) == t.name.as_deref())
+            .map_or("🍴", |(e, _)| *e);
         let ms = match (t.started_at, t.finished_at) {
             (Some(s), Some(f)) => (f - s).whole_milliseconds() as i64,
             _ => 0,
         };
-        one_by_one += t.output.get("slept_ms").and_then(|v| v.as_i64()).unwrap_or(ms);
-        let worker = t.worker_id.as_ref().and_then(|id| names.get(id)).map_or("?", String::as_str);
+        one_by_one += t
+            .output
+            .get("slept_ms")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(ms);
+        let worker = t
+            .worker_id
+            .as_ref()
+            .and_then(|id| names.get(id))
+            .map_or("?", String::as_str);
         println!(
             "  {emoji} {:<13} prepared by {:<12} in {:.2} s",
             t.name.as_deref().unwrap_or("?"),
@@ -88,7 +118,10 @@ pub async fn run(demo: Demo, global: &Global) -> anyhow::Result<ExitCode> {
         );
     }
     if view.state != JobState::Succeeded {
-        println!("The salad did not come together: the job {}.", view.state.as_str());
+        println!(
+            "The salad did not come together: the job {}.",
+            view.state.as_str()
+        );
         return Ok(ExitCode::from(2));
     }
     let wall = view.wall_ms.unwrap_or(0).max(1);

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         return sandbox_exec();
     }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -46,7 +49,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::run(args, &cli.global).await,
         Command::Submit(args) => cli::submit::run(args, &cli.global).await,
         Command::Status { job } => cli::status::status(&job, &cli.global).await,
-        Command::Tasks { job, state } => cli::status::tasks(&job, state.as_deref(), &cli.global).await,
+        Command::Tasks { job, state } => {
+            cli::status::tasks(&job, state.as_deref(), &cli.global).await
+        }
         Command::Watch { job } => cli::watch::run(&job, &cli.global).await,
         Command::Workers => cli::status::workers(&cli.global).await,
         Command::Queues => cli::status::queues(&cli.global).await,

@@ -24,7 +24,11 @@ pub struct UpArgs {
     #[arg(long, env = "BRIGADE_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
     /// Database.
-    #[arg(long, env = "BRIGADE_DATABASE_URL", default_value = "sqlite://brigade.db")]
+    #[arg(
+        long,
+        env = "BRIGADE_DATABASE_URL",
+        default_value = "sqlite://brigade.db"
+    )]
     pub database_url: String,
     /// Let the workers run `exec` tasks.
     #[arg(long)]
@@ -32,12 +36,26 @@ pub struct UpArgs {
 }
 
 /// Start worker processes of this binary against `url`.
-pub fn spawn_workers(url: &str, count: u32, capacity: u32, prefix: &str, extra: &[&str]) -> anyhow::Result<Vec<Child>> {
+pub fn spawn_workers(
+    url: &str,
+    count: u32,
+    capacity: u32,
+    prefix: &str,
+    extra: &[&str],
+) -> anyhow::Result<Vec<Child>> {
     let exe = std::env::current_exe().context("finding this program")?;
     (1..=count)
         .map(|i| {
             Command::new(&exe)
-                .args(["worker", "--server", url, "--name", &format!("{prefix}-{i}"), "--capacity", &capacity.to_string()])
+                .args([
+                    "worker",
+                    "--server",
+                    url,
+                    "--name",
+                    &format!("{prefix}-{i}"),
+                    "--capacity",
+                    &capacity.to_string(),
+                ])
                 .args(extra)
                 .kill_on_drop(true)
                 .spawn()
@@ -50,11 +68,17 @@ pub fn spawn_workers(url: &str, count: u32, capacity: u32, prefix: &str, extra: 
 pub async fn stop_children(children: &mut [Child]) {
     for c in children.iter() {
         if let Some(pid) = c.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
     for c in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), c.wait())
+            .await
+            .is_err()
+        {
             let _ = c.kill().await;
         }
     }
@@ -76,7 +100,11 @@ pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("starting the server on {}", args.listen))?;
     let url = format!("http://{}", server.addr);
-    let extra: &[&str] = if args.allow_exec { &["--allow-exec"] } else { &[] };
+    let extra: &[&str] = if args.allow_exec {
+        &["--allow-exec"]
+    } else {
+        &[]
+    };
     let mut workers = spawn_workers(&url, args.workers, args.capacity, "local", extra)?;
     println!("brigade is up at {url}");
     println!("  dashboard   {url}/");

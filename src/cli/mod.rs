@@ -27,7 +27,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Server URL; several, comma-separated, are tried in turn.
-    #[arg(long, global = true, env = "BRIGADE_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "BRIGADE_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub server: String,
     /// API token.
     #[arg(long, global = true, env = "BRIGADE_TOKEN", hide_env_values = true)]
@@ -106,19 +111,28 @@ pub fn completions(shell: clap_complete::Shell) {
 
 /// Logging: info for long-running processes, warnings for client commands; `RUST_LOG` wins.
 pub fn init_tracing(command: &Command, verbose: u8) {
-    let long_running = matches!(command, Command::Server(_) | Command::Worker(_) | Command::Up(_));
+    let long_running = matches!(
+        command,
+        Command::Server(_) | Command::Worker(_) | Command::Up(_)
+    );
     let default = match (long_running, verbose) {
         (_, 2..) => "debug",
         (true, _) | (false, 1) => "info,sqlx=warn,tower_http=warn",
         (false, 0) => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// A client for the global options.
 pub fn client(global: &Global) -> anyhow::Result<brigade_client::Client> {
-    Ok(brigade_client::Client::new(&global.server, global.token.clone())?)
+    Ok(brigade_client::Client::new(
+        &global.server,
+        global.token.clone(),
+    )?)
 }
 
 /// Turn a client error into advice.
@@ -133,10 +147,16 @@ pub fn explain(e: brigade_client::ClientError) -> anyhow::Error {
             anyhow::anyhow!("{e}\n  Pass a token with --token or BRIGADE_TOKEN.")
         }
         ClientError::Api { status, .. } if status.as_u16() == 404 => {
-            anyhow::anyhow!("{e}\n  Check the id; `brigade status` takes a job id as printed by `brigade submit`.")
+            anyhow::anyhow!(
+                "{e}\n  Check the id; `brigade status` takes a job id as printed by `brigade submit`."
+            )
         }
         ClientError::Api { problem, .. } if !problem.errors.is_empty() => {
-            let fields: Vec<String> = problem.errors.iter().map(|f| format!("  - {}: {}", f.field, f.message)).collect();
+            let fields: Vec<String> = problem
+                .errors
+                .iter()
+                .map(|f| format!("  - {}: {}", f.field, f.message))
+                .collect();
             anyhow::anyhow!("{e}\n{}", fields.join("\n"))
         }
         _ => anyhow::Error::new(e),

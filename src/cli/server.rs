@@ -13,7 +13,11 @@ pub struct ServerArgs {
     #[arg(long, env = "BRIGADE_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
     /// Database: `sqlite://FILE` (created on first start).
-    #[arg(long, env = "BRIGADE_DATABASE_URL", default_value = "sqlite://brigade.db")]
+    #[arg(
+        long,
+        env = "BRIGADE_DATABASE_URL",
+        default_value = "sqlite://brigade.db"
+    )]
     pub database_url: String,
     /// A task whose lease is not extended within this is requeued; a silent worker is lost.
     #[arg(long, default_value_t = 15_000)]
@@ -29,7 +33,10 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The server configuration these options describe.
     pub fn config(&self) -> anyhow::Result<brigade_server::ServerConfig> {
-        anyhow::ensure!(self.lease_ttl_ms >= 100, "--lease-ttl-ms must be at least 100");
+        anyhow::ensure!(
+            self.lease_ttl_ms >= 100,
+            "--lease-ttl-ms must be at least 100"
+        );
         anyhow::ensure!(
             self.heartbeat_ms >= 10 && self.heartbeat_ms < self.lease_ttl_ms,
             "--heartbeat-ms must be at least 10 and less than --lease-ttl-ms"
@@ -67,12 +74,18 @@ pub async fn shutdown_signal() {
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     let url = config.database_url.clone();
-    let server = brigade_server::start(config, shutdown_signal()).await.with_context(|| format!("starting on {url}"))?;
+    let server = brigade_server::start(config, shutdown_signal())
+        .await
+        .with_context(|| format!("starting on {url}"))?;
     tracing::info!(addr = %server.addr, database = %url, "brigade server listening on http://{}", server.addr);
     if server.addr.ip().is_loopback() {
         tracing::info!("no tokens configured: running open on loopback");
     }
-    server.task.await.context("server task")?.context("serving")?;
+    server
+        .task
+        .await
+        .context("server task")?
+        .context("serving")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

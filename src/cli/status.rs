@@ -64,10 +64,16 @@ pub fn print_job(job: &JobView) {
     );
     println!("created   {}", job.created_at);
     if let Some(ms) = job.duration_ms {
-        println!("duration  {:.3} s (first start to last finish)", ms as f64 / 1000.0);
+        println!(
+            "duration  {:.3} s (first start to last finish)",
+            ms as f64 / 1000.0
+        );
     }
     if let Some(ms) = job.wall_ms {
-        println!("wall      {:.3} s (submitted to finished)", ms as f64 / 1000.0);
+        println!(
+            "wall      {:.3} s (submitted to finished)",
+            ms as f64 / 1000.0
+        );
     }
 }
 
@@ -83,22 +89,40 @@ pub async fn status(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
 
 /// `brigade tasks JOB`.
 pub async fn tasks(job: &str, state: Option<&str>, global: &Global) -> anyhow::Result<ExitCode> {
-    let tasks = client(global)?.job_tasks(job, state).await.map_err(explain)?;
+    let tasks = client(global)?
+        .job_tasks(job, state)
+        .await
+        .map_err(explain)?;
     if global.output == Output::Json {
         print_json(&tasks)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table(&["task", "name", "kind", "state", "attempt", "worker", "ms", "output / error"]);
+    let mut t = table(&[
+        "task",
+        "name",
+        "kind",
+        "state",
+        "attempt",
+        "worker",
+        "ms",
+        "output / error",
+    ]);
     for task in &tasks {
         let ms = match (task.started_at, task.finished_at) {
             (Some(s), Some(f)) => ((f - s).whole_milliseconds()).to_string(),
             _ => String::new(),
         };
         let detail = match &task.error {
-            Some(e) if task.state != brigade_api::TaskState::Succeeded => format!("{:?}: {}", e.kind, e.message),
+            Some(e) if task.state != brigade_api::TaskState::Succeeded => {
+                format!("{:?}: {}", e.kind, e.message)
+            }
             _ => {
                 let s = task.output.to_string();
-                if s.len() > 60 { format!("{}…", &s[..s.floor_char_boundary(59)]) } else { s }
+                if s.len() > 60 {
+                    format!("{}…", &s[..s.floor_char_boundary(59)])
+                } else {
+                    s
+                }
             }
         };
         t.add_row(vec![
@@ -106,7 +130,8 @@ pub async fn tasks(job: &str, state: Option<&str>, global: &Global) -> anyhow::R
             Cell::new(task.name.as_deref().unwrap_or("")),
             Cell::new(&task.kind),
             state_cell(task.state.as_str()),
-            Cell::new(format!("{}/{}", task.attempt, task.max_attempts)).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{}/{}", task.attempt, task.max_attempts))
+                .set_alignment(CellAlignment::Right),
             Cell::new(task.worker_id.as_deref().map(short).unwrap_or("")),
             Cell::new(ms).set_alignment(CellAlignment::Right),
             Cell::new(detail),
@@ -138,12 +163,29 @@ pub async fn workers(global: &Global) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if workers.is_empty() {
-        eprintln!("no workers yet; start one with `brigade worker --server {}`", global.server);
+        eprintln!(
+            "no workers yet; start one with `brigade worker --server {}`",
+            global.server
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table(&["name", "id", "state", "slots", "load", "cpu", "mem", "queues", "last seen"]);
+    let mut t = table(&[
+        "name",
+        "id",
+        "state",
+        "slots",
+        "load",
+        "cpu",
+        "mem",
+        "queues",
+        "last seen",
+    ]);
     for w in workers.iter().filter(|w| w.state != WorkerState::Left) {
-        let ratio = if w.capacity == 0 { 0.0 } else { f64::from(w.running) / f64::from(w.capacity) };
+        let ratio = if w.capacity == 0 {
+            0.0
+        } else {
+            f64::from(w.running) / f64::from(w.capacity)
+        };
         t.add_row(vec![
             Cell::new(&w.name),
             Cell::new(short(&w.id)),
@@ -151,13 +193,17 @@ pub async fn workers(global: &Global) -> anyhow::Result<ExitCode> {
             Cell::new(format!("{}/{}", w.running, w.capacity)).set_alignment(CellAlignment::Right),
             Cell::new(bar(ratio, 10)),
             Cell::new(format!("{:>3.0}%", w.load.cpu * 100.0)).set_alignment(CellAlignment::Right),
-            Cell::new(format!("{:>3.0}%", w.load.memory * 100.0)).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:>3.0}%", w.load.memory * 100.0))
+                .set_alignment(CellAlignment::Right),
             Cell::new(w.queues.join(",")),
             Cell::new(ago(w.last_seen_at)),
         ]);
     }
     println!("{t}");
-    let left = workers.iter().filter(|w| w.state == WorkerState::Left).count();
+    let left = workers
+        .iter()
+        .filter(|w| w.state == WorkerState::Left)
+        .count();
     if left > 0 {
         eprintln!("({left} worker(s) that left are hidden; --output json shows all)");
     }
@@ -171,7 +217,14 @@ pub async fn queues(global: &Global) -> anyhow::Result<ExitCode> {
         print_json(&queues)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table(&["queue", "queued", "scheduled", "running", "workers", "paused"]);
+    let mut t = table(&[
+        "queue",
+        "queued",
+        "scheduled",
+        "running",
+        "workers",
+        "paused",
+    ]);
     for q in &queues {
         t.add_row(vec![
             Cell::new(&q.name),

@@ -54,21 +54,29 @@ fn build(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
     if let Some(path) = &args.file {
         let text = if path == "-" {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the job from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the job from stdin")?;
             s
         } else {
             std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
         };
-        return serde_json::from_str(&text).with_context(|| format!("{path} is not a job (see `brigade submit --help`)"));
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{path} is not a job (see `brigade submit --help`)"));
     }
-    let kind = args.kind.clone().context("say what to run: --kind KIND (or --file job.json)")?;
+    let kind = args
+        .kind
+        .clone()
+        .context("say what to run: --kind KIND (or --file job.json)")?;
     let input = match &args.input {
         Some(s) => serde_json::from_str(s).with_context(|| format!("--input is not JSON: {s}"))?,
         None => serde_json::Value::Null,
     };
     let mut requires = std::collections::BTreeMap::new();
     for r in &args.requires {
-        let (k, v) = r.split_once('=').with_context(|| format!("--requires {r}: expected key=value"))?;
+        let (k, v) = r
+            .split_once('=')
+            .with_context(|| format!("--requires {r}: expected key=value"))?;
         requires.insert(k.to_owned(), v.to_owned());
     }
     let mut task = TaskSpec::new(kind, input);
@@ -76,7 +84,10 @@ fn build(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
     task.max_attempts = args.max_attempts;
     task.timeout_ms = args.timeout_ms;
     task.requires = requires;
-    anyhow::ensure!((1..=10_000).contains(&args.count), "--count must be 1 to 10000");
+    anyhow::ensure!(
+        (1..=10_000).contains(&args.count),
+        "--count must be 1 to 10000"
+    );
     Ok(JobSubmit {
         name: args.name.clone(),
         queue: args.queue.clone(),
@@ -89,13 +100,19 @@ fn build(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
 pub async fn run(args: SubmitArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let job = build(&args)?;
     let client = client(global)?;
-    let view = client.submit(&job, args.idempotency_key.as_deref()).await.map_err(explain)?;
+    let view = client
+        .submit(&job, args.idempotency_key.as_deref())
+        .await
+        .map_err(explain)?;
     if !args.wait {
         match global.output {
             Output::Json => print_json(&view)?,
             Output::Text => {
                 println!("{}", view.id);
-                eprintln!("submitted {} task(s); follow with: brigade watch {}", view.progress.total, view.id);
+                eprintln!(
+                    "submitted {} task(s); follow with: brigade watch {}",
+                    view.progress.total, view.id
+                );
             }
         }
         return Ok(ExitCode::SUCCESS);

@@ -17,7 +17,11 @@ pub async fn run(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
     let show = global.output == Output::Text;
     let bar = ProgressBar::with_draw_target(
         Some(view.progress.total),
-        if show && std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+        if show && std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
     );
     bar.set_style(
         ProgressStyle::with_template(

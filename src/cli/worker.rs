@@ -47,16 +47,25 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 impl WorkerArgs {
     /// Build the worker these options describe.
     pub fn worker(&self) -> anyhow::Result<brigade_worker::Worker> {
-        anyhow::ensure!((1..=10_000).contains(&self.capacity), "--capacity must be 1 to 10000");
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.capacity),
+            "--capacity must be 1 to 10000"
+        );
         let client = brigade_client::Client::new(&self.server, self.token.clone())?;
         let registry = brigade_worker::executors::builtins(self.allow_exec);
         // Comma-separated values of one key accumulate ("any of").
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in &self.labels {
-            labels.entry(k.clone()).and_modify(|old| *old = format!("{old},{v}")).or_insert_with(|| v.clone());
+            labels
+                .entry(k.clone())
+                .and_modify(|old| *old = format!("{old},{v}"))
+                .or_insert_with(|| v.clone());
         }
         let config = brigade_worker::WorkerConfig {
-            name: self.name.clone().unwrap_or_else(brigade_worker::runtime::hostname),
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(brigade_worker::runtime::hostname),
             capacity: self.capacity,
             queues: self.queues.clone(),
             labels,

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, Page, Problem, QueueView,
-    ResultsReply, ResultsRequest, TaskResult, TaskView, WorkerJoin, WorkerJoined, WorkerView,
+    Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, Page, Problem,
+    QueueView, ResultsReply, ResultsRequest, TaskResult, TaskView, WorkerJoin, WorkerJoined,
+    WorkerView,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -61,7 +62,9 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Unreachable { .. } | ClientError::Protocol { .. } => true,
-            ClientError::Api { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+            ClientError::Api { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
             ClientError::Config(_) => false,
         }
     }
@@ -106,7 +109,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("servers", &self.bases).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("servers", &self.bases)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,7 +128,9 @@ impl Client {
         }
         for b in &bases {
             if !(b.starts_with("http://") || b.starts_with("https://")) {
-                return Err(ClientError::Config(format!("{b}: a server URL starts with http:// or https://")));
+                return Err(ClientError::Config(format!(
+                    "{b}: a server URL starts with http:// or https://"
+                )));
             }
         }
         let http = reqwest::Client::builder()
@@ -195,9 +202,15 @@ impl Client {
     async fn decode<T: DeserializeOwned>(res: reqwest::Response) -> Result<T> {
         let url = res.url().to_string();
         let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| ClientError::Protocol { url: url.clone(), message: e.to_string() })?;
+        let bytes = res.bytes().await.map_err(|e| ClientError::Protocol {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol { url, message: e.to_string() })
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+                url,
+                message: e.to_string(),
+            })
         } else {
             Err(Self::problem(status, &bytes))
         }
@@ -211,7 +224,10 @@ impl Client {
             detail: String::from_utf8_lossy(bytes).chars().take(500).collect(),
             errors: Vec::new(),
         });
-        ClientError::Api { status, problem: Box::new(problem) }
+        ClientError::Api {
+            status,
+            problem: Box::new(problem),
+        }
     }
 
     async fn no_content(res: reqwest::Response) -> Result<()> {
@@ -224,12 +240,20 @@ impl Client {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let res = self.send::<()>(Method::GET, path, None, None, DEFAULT_TIMEOUT, &[]).await?;
+        let res = self
+            .send::<()>(Method::GET, path, None, None, DEFAULT_TIMEOUT, &[])
+            .await?;
         Self::decode(res).await
     }
 
-    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: Option<&B>) -> Result<T> {
-        let res = self.send(Method::POST, path, None, body, DEFAULT_TIMEOUT, &[]).await?;
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let res = self
+            .send(Method::POST, path, None, body, DEFAULT_TIMEOUT, &[])
+            .await?;
         Self::decode(res).await
     }
 
@@ -237,8 +261,20 @@ impl Client {
 
     /// Submit a job; with `idempotency_key`, a repeat returns the first job.
     pub async fn submit(&self, job: &JobSubmit, idempotency_key: Option<&str>) -> Result<JobView> {
-        let headers: Vec<(&str, &str)> = idempotency_key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
-        let res = self.send(Method::POST, "/v1/jobs", None, Some(job), DEFAULT_TIMEOUT * 4, &headers).await?;
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| ("Idempotency-Key", k))
+            .into_iter()
+            .collect();
+        let res = self
+            .send(
+                Method::POST,
+                "/v1/jobs",
+                None,
+                Some(job),
+                DEFAULT_TIMEOUT * 4,
+                &headers,
+            )
+            .await?;
         Self::decode(res).await
     }
 
@@ -252,14 +288,30 @@ impl Client {
         let ms = wait.as_millis().min(60_000) as u64;
         let q = [("wait_ms", ms.to_string())];
         let res = self
-            .send::<()>(Method::GET, &format!("/v1/jobs/{}", enc(id)), Some(&q), None, wait + LONG_POLL_MARGIN, &[])
+            .send::<()>(
+                Method::GET,
+                &format!("/v1/jobs/{}", enc(id)),
+                Some(&q),
+                None,
+                wait + LONG_POLL_MARGIN,
+                &[],
+            )
             .await?;
         Self::decode(res).await
     }
 
     /// Jobs, newest first.
     pub async fn jobs(&self, query: &JobQuery) -> Result<Page<JobView>> {
-        let res = self.send::<()>(Method::GET, "/v1/jobs", Some(query), None, DEFAULT_TIMEOUT, &[]).await?;
+        let res = self
+            .send::<()>(
+                Method::GET,
+                "/v1/jobs",
+                Some(query),
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
         Self::decode(res).await
     }
 
@@ -279,7 +331,9 @@ impl Client {
             q.push(("cursor", c.to_owned()));
         }
         let path = format!("/v1/jobs/{}/tasks", enc(id));
-        let res = self.send::<()>(Method::GET, &path, Some(&q), None, DEFAULT_TIMEOUT, &[]).await?;
+        let res = self
+            .send::<()>(Method::GET, &path, Some(&q), None, DEFAULT_TIMEOUT, &[])
+            .await?;
         Self::decode(res).await
     }
 
@@ -288,7 +342,9 @@ impl Client {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.job_tasks_page(id, state, 1000, cursor.as_deref()).await?;
+            let page = self
+                .job_tasks_page(id, state, 1000, cursor.as_deref())
+                .await?;
             all.extend(page.items);
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
@@ -299,12 +355,22 @@ impl Client {
 
     /// Cancel a job.
     pub async fn cancel_job(&self, id: &str) -> Result<JobView> {
-        self.post::<(), _>(&format!("/v1/jobs/{}/cancel", enc(id)), None).await
+        self.post::<(), _>(&format!("/v1/jobs/{}/cancel", enc(id)), None)
+            .await
     }
 
     /// Delete a finished job.
     pub async fn delete_job(&self, id: &str) -> Result<()> {
-        let res = self.send::<()>(Method::DELETE, &format!("/v1/jobs/{}", enc(id)), None, None, DEFAULT_TIMEOUT, &[]).await?;
+        let res = self
+            .send::<()>(
+                Method::DELETE,
+                &format!("/v1/jobs/{}", enc(id)),
+                None,
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
         Self::no_content(res).await
     }
 
@@ -317,12 +383,14 @@ impl Client {
 
     /// Cancel a task.
     pub async fn cancel_task(&self, id: &str) -> Result<TaskView> {
-        self.post::<(), _>(&format!("/v1/tasks/{}/cancel", enc(id)), None).await
+        self.post::<(), _>(&format!("/v1/tasks/{}/cancel", enc(id)), None)
+            .await
     }
 
     /// Retry a failed or cancelled task.
     pub async fn retry_task(&self, id: &str) -> Result<TaskView> {
-        self.post::<(), _>(&format!("/v1/tasks/{}/retry", enc(id)), None).await
+        self.post::<(), _>(&format!("/v1/tasks/{}/retry", enc(id)), None)
+            .await
     }
 
     // ---- cluster ----
@@ -339,22 +407,34 @@ impl Client {
 
     /// Pause a queue.
     pub async fn pause_queue(&self, name: &str) -> Result<QueueView> {
-        self.post::<(), _>(&format!("/v1/queues/{}/pause", enc(name)), None).await
+        self.post::<(), _>(&format!("/v1/queues/{}/pause", enc(name)), None)
+            .await
     }
 
     /// Resume a queue.
     pub async fn resume_queue(&self, name: &str) -> Result<QueueView> {
-        self.post::<(), _>(&format!("/v1/queues/{}/resume", enc(name)), None).await
+        self.post::<(), _>(&format!("/v1/queues/{}/resume", enc(name)), None)
+            .await
     }
 
     /// Ask a worker to drain.
     pub async fn drain_worker(&self, id: &str) -> Result<WorkerView> {
-        self.post::<(), _>(&format!("/v1/workers/{}/drain", enc(id)), None).await
+        self.post::<(), _>(&format!("/v1/workers/{}/drain", enc(id)), None)
+            .await
     }
 
     /// Whether the server is ready (storage reachable).
     pub async fn ready(&self) -> Result<()> {
-        let res = self.send::<()>(Method::GET, "/readyz", None, None, Duration::from_secs(5), &[]).await?;
+        let res = self
+            .send::<()>(
+                Method::GET,
+                "/readyz",
+                None,
+                None,
+                Duration::from_secs(5),
+                &[],
+            )
+            .await?;
         Self::no_content(res).await
     }
 
@@ -367,27 +447,49 @@ impl Client {
 
     /// Lease up to `max` tasks, waiting up to `wait`.
     pub async fn lease(&self, worker_id: &str, max: u32, wait: Duration) -> Result<LeaseResponse> {
-        let body = LeaseRequest { max, wait_ms: Some(wait.as_millis() as u64) };
+        let body = LeaseRequest {
+            max,
+            wait_ms: Some(wait.as_millis() as u64),
+        };
         let path = format!("/v1/workers/{}/lease", enc(worker_id));
-        let res = self.send(Method::POST, &path, None, Some(&body), wait + LONG_POLL_MARGIN, &[]).await?;
+        let res = self
+            .send(
+                Method::POST,
+                &path,
+                None,
+                Some(&body),
+                wait + LONG_POLL_MARGIN,
+                &[],
+            )
+            .await?;
         Self::decode(res).await
     }
 
     /// Heartbeat.
     pub async fn heartbeat(&self, worker_id: &str, hb: &Heartbeat) -> Result<HeartbeatReply> {
-        self.post(&format!("/v1/workers/{}/heartbeat", enc(worker_id)), Some(hb)).await
+        self.post(
+            &format!("/v1/workers/{}/heartbeat", enc(worker_id)),
+            Some(hb),
+        )
+        .await
     }
 
     /// Report finished tasks.
     pub async fn results(&self, worker_id: &str, results: Vec<TaskResult>) -> Result<ResultsReply> {
         let body = ResultsRequest { results };
-        self.post(&format!("/v1/workers/{}/results", enc(worker_id)), Some(&body)).await
+        self.post(
+            &format!("/v1/workers/{}/results", enc(worker_id)),
+            Some(&body),
+        )
+        .await
     }
 
     /// Leave.
     pub async fn leave(&self, worker_id: &str) -> Result<()> {
         let path = format!("/v1/workers/{}", enc(worker_id));
-        let res = self.send::<()>(Method::DELETE, &path, None, None, DEFAULT_TIMEOUT, &[]).await?;
+        let res = self
+            .send::<()>(Method::DELETE, &path, None, None, DEFAULT_TIMEOUT, &[])
+            .await?;
         Self::no_content(res).await
     }
 }

@@ -16,7 +16,9 @@ impl LoadSampler {
 
     /// CPU use (0..1) since the previous call.
     pub fn cpu(&mut self) -> f64 {
-        let Some((busy, total)) = read_cpu() else { return 0.0 };
+        let Some((busy, total)) = read_cpu() else {
+            return 0.0;
+        };
         let ratio = match self.last {
             Some((b0, t0)) if total > t0 => (busy.saturating_sub(b0)) as f64 / (total - t0) as f64,
             _ if total > 0 => busy as f64 / total as f64,
@@ -31,7 +33,11 @@ impl LoadSampler {
 fn read_cpu() -> Option<(u64, u64)> {
     let stat = fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
-    let nums: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     if nums.len() < 4 {
         return None;
     }
@@ -43,9 +49,16 @@ fn read_cpu() -> Option<(u64, u64)> {
 
 /// Memory in use (0..1): 1 - MemAvailable/MemTotal.
 pub fn memory() -> f64 {
-    let Ok(info) = fs::read_to_string("/proc/meminfo") else { return 0.0 };
+    let Ok(info) = fs::read_to_string("/proc/meminfo") else {
+        return 0.0;
+    };
     let field = |name: &str| -> Option<f64> {
-        info.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
+        info.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
     match (field("MemTotal:"), field("MemAvailable:")) {
         (Some(total), Some(avail)) if total > 0.0 => (1.0 - avail / total).clamp(0.0, 1.0),

@@ -50,7 +50,10 @@ impl Default for WorkerConfig {
 
 /// This machine's host name.
 pub fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Errors that stop a worker.
@@ -86,7 +89,10 @@ impl Shared {
     }
 
     fn running_ids(&self) -> Vec<String> {
-        self.running.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.running
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn running_count(&self) -> usize {
@@ -104,10 +110,18 @@ pub struct Worker {
 impl Worker {
     /// A worker running `registry`'s kinds for the servers `client` talks to.
     pub fn new(client: Client, registry: Registry, config: WorkerConfig) -> Self {
-        Self { client, registry, config }
+        Self {
+            client,
+            registry,
+            config,
+        }
     }
 
-    async fn join(client: &Client, registry: &Registry, config: &WorkerConfig) -> Result<(String, Duration), ClientError> {
+    async fn join(
+        client: &Client,
+        registry: &Registry,
+        config: &WorkerConfig,
+    ) -> Result<(String, Duration), ClientError> {
         let join = WorkerJoin {
             name: config.name.clone(),
             hostname: hostname(),
@@ -120,7 +134,12 @@ impl Worker {
         let mut delay = Duration::from_millis(200);
         loop {
             match client.join(&join).await {
-                Ok(joined) => return Ok((joined.id, Duration::from_millis(joined.heartbeat_ms.max(100)))),
+                Ok(joined) => {
+                    return Ok((
+                        joined.id,
+                        Duration::from_millis(joined.heartbeat_ms.max(100)),
+                    ));
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "cannot join yet; retrying");
                     tokio::time::sleep(delay).await;
@@ -134,9 +153,13 @@ impl Worker {
     /// Join and work until `shutdown` completes (or the server drains this
     /// worker); then stop leasing, let running tasks finish within the grace
     /// period, report every result, and leave (handing back what still runs).
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<(), WorkerError> {
-        let (id, heartbeat_every) =
-            Self::join(&self.client, &self.registry, &self.config).await.map_err(WorkerError::Join)?;
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), WorkerError> {
+        let (id, heartbeat_every) = Self::join(&self.client, &self.registry, &self.config)
+            .await
+            .map_err(WorkerError::Join)?;
         tracing::info!(worker = %id, name = %self.config.name, capacity = self.config.capacity, kinds = ?self.registry.kinds(), "joined");
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -168,7 +191,10 @@ impl Worker {
         }
         let left_running = shared.running_count();
         if left_running > 0 {
-            tracing::warn!(tasks = left_running, "grace period over: handing running tasks back");
+            tracing::warn!(
+                tasks = left_running,
+                "grace period over: handing running tasks back"
+            );
             if let Ok(mut m) = shared.running.lock() {
                 for r in m.values_mut() {
                     r.abandoned = true;
@@ -183,7 +209,9 @@ impl Worker {
         let id = shared.id();
         match shared.client.leave(&id).await {
             Ok(()) => tracing::info!(worker = %id, "left"),
-            Err(e) => tracing::warn!(worker = %id, error = %e, "could not say goodbye; the server will notice"),
+            Err(e) => {
+                tracing::warn!(worker = %id, error = %e, "could not say goodbye; the server will notice")
+            }
         }
         Ok(())
     }
@@ -219,7 +247,9 @@ async fn lease_loop(shared: Arc<Shared>) {
             }
         }
         let id = shared.id();
-        let lease = shared.client.lease(&id, permits.len() as u32, shared.config.lease_wait);
+        let lease = shared
+            .client
+            .lease(&id, permits.len() as u32, shared.config.lease_wait);
         let reply = tokio::select! {
             r = lease => r,
             _ = shared.stop_leasing.cancelled() => return,
@@ -266,7 +296,14 @@ async fn rejoin(shared: &Shared) {
 fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::OwnedSemaphorePermit) {
     let cancel = CancellationToken::new();
     if let Ok(mut m) = shared.running.lock() {
-        m.insert(task.id.clone(), Running { attempt: task.attempt, cancel: cancel.clone(), abandoned: false });
+        m.insert(
+            task.id.clone(),
+            Running {
+                attempt: task.attempt,
+                cancel: cancel.clone(),
+                abandoned: false,
+            },
+        );
     }
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -309,10 +346,17 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
 }
 
 /// Run one attempt under its time limit. `None` when it was cancelled (nothing to report).
-async fn run_one(shared: &Shared, task: &LeasedTask, cancel: CancellationToken) -> Option<Result<serde_json::Value, TaskFailure>> {
+async fn run_one(
+    shared: &Shared,
+    task: &LeasedTask,
+    cancel: CancellationToken,
+) -> Option<Result<serde_json::Value, TaskFailure>> {
     let Some(handler) = shared.registry.get(&task.kind) else {
         return Some(Err(TaskFailure {
-            error: TaskError::new(ErrorKind::UnknownKind, format!("this worker has no handler for {:?}", task.kind)),
+            error: TaskError::new(
+                ErrorKind::UnknownKind,
+                format!("this worker has no handler for {:?}", task.kind),
+            ),
             retryable: true,
         }));
     };
@@ -354,7 +398,11 @@ async fn run_one(shared: &Shared, task: &LeasedTask, cancel: CancellationToken) 
 /// Sends results in batches: whatever is waiting when the previous report
 /// returns goes in the next one, so an idle worker reports at once and a busy
 /// one batches. Results survive an unreachable server and are sent when it is back.
-async fn report_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<TaskResult>, done: watch::Sender<bool>) {
+async fn report_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<TaskResult>,
+    done: watch::Sender<bool>,
+) {
     let mut pending: Vec<TaskResult> = Vec::new();
     let mut finishing = false;
     let mut backoff = Duration::from_millis(100);
@@ -398,7 +446,9 @@ async fn report_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<TaskRe
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            Err(e) => tracing::error!(error = %e, results = batch.len(), "the server refused results; dropping them"),
+            Err(e) => {
+                tracing::error!(error = %e, results = batch.len(), "the server refused results; dropping them")
+            }
         }
     }
 }
@@ -417,7 +467,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
             capacity: shared.config.capacity,
         };
         let id = shared.id();
-        match shared.client.heartbeat(&id, &Heartbeat { running, load }).await {
+        match shared
+            .client
+            .heartbeat(&id, &Heartbeat { running, load })
+            .await
+        {
             Ok(reply) => {
                 if !reply.cancel.is_empty() {
                     if let Ok(mut m) = shared.running.lock() {

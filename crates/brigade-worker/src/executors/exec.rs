@@ -34,7 +34,10 @@ struct GroupGuard(Option<i32>);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -69,7 +72,11 @@ impl Handler for Exec {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(&input.env)
-            .stdin(if input.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -85,7 +92,10 @@ impl Handler for Exec {
         }
         let out = child.stdout.take().map(|o| tokio::spawn(read_capped(o)));
         let err = child.stderr.take().map(|e| tokio::spawn(read_capped(e)));
-        let status = child.wait().await.map_err(|e| TaskFailure::retryable(format!("waiting for {program}: {e}")))?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| TaskFailure::retryable(format!("waiting for {program}: {e}")))?;
         // Whatever it left behind in its group goes too, so the pipes close.
         drop(group);
         let (stdout, out_cut) = match out {
