@@ -51,10 +51,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn wait_ready(client: &Client, workers: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(ws) = client.workers().await {
-            if ws.iter().filter(|w| w.state == WorkerState::Active).count() >= workers {
-                return Ok(());
-            }
+        if let Ok(ws) = client.workers().await
+            && ws.iter().filter(|w| w.state == WorkerState::Active).count() >= workers
+        {
+            return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,

@@ -473,14 +473,14 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
             .await
         {
             Ok(reply) => {
-                if !reply.cancel.is_empty() {
-                    if let Ok(mut m) = shared.running.lock() {
-                        for tid in &reply.cancel {
-                            if let Some(r) = m.get_mut(tid) {
-                                tracing::info!(task = %tid, "cancelled by the server");
-                                r.abandoned = true;
-                                r.cancel.cancel();
-                            }
+                if !reply.cancel.is_empty()
+                    && let Ok(mut m) = shared.running.lock()
+                {
+                    for tid in &reply.cancel {
+                        if let Some(r) = m.get_mut(tid) {
+                            tracing::info!(task = %tid, "cancelled by the server");
+                            r.abandoned = true;
+                            r.cancel.cancel();
                         }
                     }
                 }
