@@ -39,7 +39,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/post
 
 /// Key of the advisory lock held while checking and applying migrations
 /// ("brigade" in ASCII), so servers starting together take turns.
-const MIGRATION_LOCK: i64 = 0x6272_6967_6164_65;
+const MIGRATION_LOCK: i64 = 0x0062_7269_6761_6465;
 
 /// How many times a write is retried after a deadlock or serialization failure.
 const MAX_RETRIES: u32 = 5;

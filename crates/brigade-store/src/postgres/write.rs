@@ -81,10 +81,10 @@ pub(crate) async fn submit(
     idem: Option<&Idempotency>,
     now: i64,
 ) -> Result<Submitted> {
-    if let Some(idem) = idem {
-        if let Some(earlier) = idempotent_replay(conn, owner, idem).await? {
-            return Ok(earlier);
-        }
+    if let Some(idem) = idem
+        && let Some(earlier) = idempotent_replay(conn, owner, idem).await?
+    {
+        return Ok(earlier);
     }
 
     let job_id = new_id();
@@ -108,10 +108,10 @@ pub(crate) async fn submit(
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {
-        if let Some(idem) = idem {
-            if let Some(earlier) = idempotent_replay(conn, owner, idem).await? {
-                return Ok(earlier);
-            }
+        if let Some(idem) = idem
+            && let Some(earlier) = idempotent_replay(conn, owner, idem).await?
+        {
+            return Ok(earlier);
         }
         return Err(StoreError::Corrupt("job insert did nothing".into()));
     }

@@ -59,11 +59,12 @@ impl SqliteStore {
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
             .log_statements(tracing::log::LevelFilter::Trace);
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-            }
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
         let mut conn = options.connect().await?;
         MIGRATOR

@@ -513,10 +513,11 @@ pub async fn remote_notifications(a: Arc<dyn Store>, b: Arc<dyn Store>) -> TestR
         let got = tokio::time::timeout_at(deadline, on_b.recv())
             .await
             .map_err(|_| format!("only {} of 300 task.started", seen.len()))??;
-        if let Remote::Event(e) = got {
-            if e.kind == "task.started" && e.job_id.as_deref() == Some(big.job.id.as_str()) {
-                seen.push(e.task_id.unwrap_or_default());
-            }
+        if let Remote::Event(e) = got
+            && e.kind == "task.started"
+            && e.job_id.as_deref() == Some(big.job.id.as_str())
+        {
+            seen.push(e.task_id.unwrap_or_default());
         }
     }
     let expected: Vec<String> = leased.into_iter().map(|t| t.id).collect();
