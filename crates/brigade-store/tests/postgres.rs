@@ -193,3 +193,8 @@ async fn unmigrated_database_is_refused_without_migrate() -> TestResult {
         )
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn matching_heartbeat_cancel_retry() -> TestResult {
+    with_db!(|db| common::matching_heartbeat_cancel_retry(db.open().await?).await)
+}

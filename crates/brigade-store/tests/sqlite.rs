@@ -64,3 +64,9 @@ async fn no_remote_notifications() -> TestResult {
     let f = TestFile::new();
     common::ensure(f.open().await?.remote().is_none(), "sqlite has no remote")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn matching_heartbeat_cancel_retry() -> TestResult {
+    let f = TestFile::new();
+    common::matching_heartbeat_cancel_retry(f.open().await?).await
+}

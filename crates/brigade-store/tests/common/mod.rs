@@ -524,3 +524,192 @@ pub async fn remote_notifications(a: Arc<dyn Store>, b: Arc<dyn Store>) -> TestR
     ensure(seen == expected, "events in order")?;
     Ok(())
 }
+
+/// Register a worker with labels.
+pub async fn join_with(
+    store: &dyn Store,
+    name: &str,
+    labels: &[(&str, &str)],
+    now: i64,
+) -> TestResult<String> {
+    let (w, _) = store
+        .join_worker(
+            "owner",
+            WorkerJoin {
+                name: name.into(),
+                hostname: "host".into(),
+                queues: vec!["default".into(), "other".into()],
+                kinds: vec!["echo".into()],
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                capacity: 10,
+                version: "test".into(),
+            },
+            now,
+        )
+        .await?;
+    Ok(w.id)
+}
+
+/// Label requirements, paused queues, priorities, heartbeats, cancel and retry.
+pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResult {
+    let store = &*store;
+    let mut python = task(1);
+    python.requires = BTreeMap::from([("lang".to_owned(), "python".to_owned())]);
+    let mut urgent = task(1);
+    urgent.priority = 10;
+    let mut elsewhere = task(1);
+    elsewhere.queue = "other".into();
+    let sub = store
+        .submit(
+            "owner",
+            NewJob {
+                name: None,
+                queue: "default".into(),
+                labels: BTreeMap::new(),
+                tasks: vec![python, urgent, elsewhere],
+            },
+            None,
+            T0,
+        )
+        .await?;
+    let ids = sub.job.task_ids.ok_or("ids")?;
+    store.set_queue_paused("other", true).await?;
+
+    let c_only = join_with(store, "c", &[("lang", "c")], T0).await?;
+    let (got, _) = store.lease(&c_only, 10, T0, TTL).await?.ok_or("w")?;
+    ensure(
+        got.iter().map(|t| t.id.as_str()).eq([ids[1].as_str()]),
+        "a worker without the label gets only the unconstrained task",
+    )?;
+    // "c, python" offers either.
+    let both = join_with(store, "both", &[("lang", "c, python")], T0).await?;
+    let (got, _) = store.lease(&both, 10, T0, TTL).await?.ok_or("w")?;
+    ensure(
+        got.iter().map(|t| t.id.as_str()).eq([ids[0].as_str()]),
+        "the labelled task, not the paused queue's",
+    )?;
+    let q = store.set_queue_paused("other", false).await?;
+    ensure(!q.paused && q.queued == 1, format!("resumed {q:?}"))?;
+    let (got, _) = store.lease(&both, 10, T0, TTL).await?.ok_or("w")?;
+    ensure(
+        got.len() == 1 && got[0].id == ids[2],
+        "resumed queue leased",
+    )?;
+
+    // Heartbeats extend held leases and name the others for cancelling.
+    let reply = store
+        .heartbeat(
+            &both,
+            brigade_api::Heartbeat {
+                running: vec![
+                    ids[0].clone(),
+                    ids[1].clone(),
+                    ids[2].clone(),
+                    "nope".into(),
+                ],
+                load: brigade_api::Load::default(),
+            },
+            T0 + TTL,
+            TTL,
+        )
+        .await?
+        .ok_or("w")?;
+    ensure(
+        reply.cancel == [ids[1].clone(), "nope".to_owned()] && !reply.drain,
+        format!("heartbeat {reply:?}"),
+    )?;
+    // At T0 + 1.5 TTL only c_only's lease (not renewed) has run out.
+    let reaped = store.reap(T0 + TTL + TTL / 2, 10 * TTL).await?;
+    // max_attempts 1: the lost attempt was its last.
+    let ended: Vec<_> = reaped
+        .events
+        .iter()
+        .filter(|e| e.kind == "task.failed")
+        .filter_map(|e| e.task_id.clone())
+        .collect();
+    ensure(
+        ended == [ids[1].clone()],
+        format!("reaped {:?}", reaped.events),
+    )?;
+
+    // Draining is reported by the heartbeat; a draining worker leases nothing.
+    store.drain_worker(&c_only).await?;
+    let reply = store
+        .heartbeat(
+            &c_only,
+            brigade_api::Heartbeat {
+                running: Vec::new(),
+                load: brigade_api::Load::default(),
+            },
+            T0 + 2 * TTL,
+            TTL,
+        )
+        .await?
+        .ok_or("w")?;
+    ensure(reply.drain, "drain")?;
+    let (got, _) = store.lease(&c_only, 10, T0, TTL).await?.ok_or("w")?;
+    ensure(got.is_empty(), "draining leases nothing")?;
+
+    // Cancel the job: running and queued tasks end, the job is cancelled.
+    let changes = store
+        .cancel_job(&sub.job.id, T0 + 3 * TTL)
+        .await?
+        .ok_or("job")?;
+    let kinds: Vec<&str> = changes.events.iter().map(|e| e.kind.as_str()).collect();
+    ensure(
+        kinds == ["task.cancelled", "task.cancelled", "job.finished"],
+        format!("cancel events {kinds:?}"),
+    )?;
+    let job = store.job(&sub.job.id).await?.ok_or("job")?;
+    ensure(job.state == JobState::Cancelled, "job cancelled")?;
+    let late = store
+        .report(&both, vec![ok(&ids[0], 1)], T0 + 3 * TTL)
+        .await?
+        .ok_or("w")?;
+    ensure(late.0.rejected.len() == 1, "result after cancel refused")?;
+
+    // Retry gives a fresh budget and reopens the job.
+    match store.retry_task(&ids[0]).await? {
+        brigade_store::RetryOutcome::Retried(view, changes) => {
+            ensure(view.state == TaskState::Queued && changes.ready, "retried")?;
+        }
+        other => return Err(format!("retry: {other:?}").into()),
+    }
+    let job = store.job(&sub.job.id).await?.ok_or("job")?;
+    ensure(
+        job.state == JobState::Running && job.finished_at.is_none(),
+        "reopened",
+    )?;
+    ensure(
+        store.delete_job(&sub.job.id).await? == brigade_store::DeleteOutcome::Unfinished,
+        "unfinished job kept",
+    )?;
+    let (got, _) = store
+        .lease(&both, 10, T0 + 4 * TTL, TTL)
+        .await?
+        .ok_or("w")?;
+    ensure(
+        got.len() == 1 && got[0].attempt == 2,
+        "second attempt leased",
+    )?;
+    let (reply, changes) = store
+        .report(&both, vec![failed(&ids[0], 2, true)], T0 + 4 * TTL)
+        .await?
+        .ok_or("w")?;
+    // max_attempts 1, but the retry reset the budget: one more try was allowed, now it fails.
+    ensure(reply.accepted.len() == 1, "accepted")?;
+    ensure(
+        changes.events.iter().any(|e| e.kind == "job.finished"),
+        "job finished again",
+    )?;
+    ensure(
+        store.delete_job(&sub.job.id).await? == brigade_store::DeleteOutcome::Deleted,
+        "deleted",
+    )?;
+    ensure(store.job(&sub.job.id).await?.is_none(), "gone")?;
+    ensure(store.task(&ids[0]).await?.is_none(), "tasks gone")?;
+    Ok(())
+}
