@@ -198,3 +198,38 @@ async fn unmigrated_database_is_refused_without_migrate() -> TestResult {
 async fn matching_heartbeat_cancel_retry() -> TestResult {
     with_db!(|db| common::matching_heartbeat_cancel_retry(db.open().await?).await)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listener_reconnects_and_wakes_waiters() -> TestResult {
+    use brigade_store::Remote;
+    with_db!(|db| {
+        let a = db.open().await?;
+        let b = db.open().await?;
+        let mut on_b = b.remote().ok_or("remote")?;
+        // Kill every notification connection of this database.
+        let mut conn = PgConnectOptions::from_str(&db.url)?.connect().await?;
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%') AS t",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        conn.close().await?;
+        ensure(killed == 2, format!("killed {killed} listeners"))?;
+        // The listener comes back and makes waiters look again ...
+        common::expect_remote(&mut on_b, "ready after reconnect", |r| {
+            matches!(r, Remote::Ready)
+        })
+        .await?;
+        // ... and hears changes again.
+        let sub = a
+            .submit("owner", common::job(1, 1), None, common::T0)
+            .await?;
+        common::expect_remote(
+            &mut on_b,
+            "job.created after reconnect",
+            |r| matches!(r, Remote::Event(e) if e.job_id.as_deref() == Some(sub.job.id.as_str())),
+        )
+        .await
+    })
+}
