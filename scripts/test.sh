@@ -56,7 +56,7 @@ start_throwaway_pg() {
 }
 
 say "unit and end-to-end tests on SQLite"
-BRIGADE_TEST_POSTGRES= cargo nextest run --workspace --no-fail-fast "$@"
+env -u BRIGADE_TEST_POSTGRES cargo nextest run --workspace --no-fail-fast -E 'not binary(postgres)' "$@"
 
 if [ "${BRIGADE_SKIP_POSTGRES:-0}" = 1 ]; then
   say "skipping PostgreSQL (BRIGADE_SKIP_POSTGRES=1)"
@@ -67,4 +67,4 @@ if ! pg_answers "${hostport%%:*}" "${hostport##*:}"; then
   start_throwaway_pg
 fi
 say "end-to-end tests on PostgreSQL ($pg_url)"
-BRIGADE_TEST_POSTGRES=$pg_url cargo nextest run --workspace --no-fail-fast -E 'binary(e2e) | test(/postgres/)' "$@"
+BRIGADE_TEST_POSTGRES=$pg_url cargo nextest run --workspace --no-fail-fast -E 'binary(e2e) | binary(postgres)' "$@"

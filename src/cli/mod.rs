@@ -96,6 +96,16 @@ pub enum Command {
     Demo(Demo),
     /// Measure throughput and latency on this machine.
     Bench(BenchArgs),
+    /// Apply the database migrations (servers also check the schema version at start).
+    Migrate {
+        /// Database URL.
+        #[arg(
+            long,
+            env = "BRIGADE_DATABASE_URL",
+            default_value = "sqlite://brigade.db"
+        )]
+        database_url: String,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.

@@ -12,7 +12,7 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, env = "BRIGADE_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
-    /// Database: `sqlite://FILE` (created on first start).
+    /// Database: `sqlite://FILE` (created on first start) or `postgres://USER@HOST/DB` (shared by several servers).
     #[arg(
         long,
         env = "BRIGADE_DATABASE_URL",

@@ -127,6 +127,63 @@ impl Cluster {
         }
     }
 
+    /// Whether this cluster runs on PostgreSQL (several servers may share it).
+    pub fn shared_database(&self) -> bool {
+        self.db_url.starts_with("postgres")
+    }
+
+    /// Start another server process on the same database; returns its URL.
+    pub async fn spawn_peer_server(&mut self, name: &str) -> String {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                &self.db_url,
+            ])
+            .args(&self.server_args)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(self.log(name))
+            .stderr(self.log(name))
+            .spawn()
+            .unwrap();
+        self.workers.push((name.to_owned(), child));
+        let url = format!("http://127.0.0.1:{port}");
+        let client = Client::new(&url, None).unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while client.ready().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "peer server did not become ready:\n{}",
+                self.read_log(name)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        url
+    }
+
+    /// Start a worker process talking to `servers` (comma-separated, for failover).
+    pub fn spawn_worker_on(&mut self, name: &str, servers: &str, capacity: u32) {
+        let child = Command::new(BIN)
+            .args([
+                "worker",
+                "--server",
+                servers,
+                "--name",
+                name,
+                "--capacity",
+                &capacity.to_string(),
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(self.log(name))
+            .stderr(self.log(name))
+            .spawn()
+            .unwrap();
+        self.workers.push((name.to_owned(), child));
+    }
+
     /// Kill the server with SIGKILL: no chance to flush anything.
     pub fn kill_server(&mut self) {
         if let Some(mut s) = self.server.take() {

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use brigade_core::{Clock, Limits, SystemClock};
-use brigade_store::Store;
+use brigade_store::{Remote, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -160,6 +160,9 @@ pub async fn start_with(
         publisher,
         limits,
     };
+    if let Some(remote) = store.remote() {
+        tokio::spawn(forward_remote(remote, state.publisher.clone()));
+    }
     Dispatcher::spawn(
         inbox,
         store,
@@ -178,4 +181,32 @@ pub async fn start_with(
         .await
     });
     Ok(RunningServer { addr, task })
+}
+
+/// Changes other servers made to the shared database reach this server's
+/// live events and wake its waiting workers and promoter.
+async fn forward_remote(
+    mut remote: tokio::sync::broadcast::Receiver<Remote>,
+    publisher: Publisher,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match remote.recv().await {
+            Ok(Remote::Event(event)) => {
+                publisher.metrics.event(&event);
+                publisher.bus.publish(event);
+            }
+            Ok(Remote::Ready) => publisher.dispatcher.wake(),
+            Ok(Remote::Scheduled) => publisher.scheduled.notify_one(),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "fell behind other servers' notifications; re-checking"
+                );
+                publisher.dispatcher.wake();
+                publisher.scheduled.notify_one();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
