@@ -12,7 +12,7 @@ const POLL_MS = 5000;
 
 const S = {
   token: localStorage.getItem(TOKEN_KEY) || '',
-  route: { name: 'overview' },
+  route: { name: null }, // set by route() on load
   workers: null,
   queues: null,
   jobs: null,
@@ -91,7 +91,11 @@ function badge(state, extra = '') {
 
 // Widths are set through the CSSOM after rendering: the page's CSP forbids inline style attributes.
 function applyWidths(root) {
-  for (const el of root.querySelectorAll('[data-w]')) el.style.width = el.dataset.w + '%';
+  for (const el of root.querySelectorAll('[data-w]')) {
+    el.style.width = el.dataset.w + '%';
+    // A single failure among hundreds must still show.
+    if (+el.dataset.w > 0) el.style.minWidth = '3px';
+  }
 }
 
 function workerName(id) {
@@ -615,7 +619,7 @@ function renderJobShell() {
     <section class="card" id="job-head"><div class="empty">Loading…</div></section>
     <section class="card">
       <div class="card-head"><h2>Timeline</h2><span class="count" id="gantt-summary"></span>
-        <div class="tools legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="s-running">running</span><span class="s-cancelled">cancelled</span><span class="faint">grey: earlier attempts</span></div></div>
+        <div class="tools legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="s-running">running</span><span class="s-cancelled">cancelled</span><span class="faint">one row per task · click a bar for details</span></div></div>
       <div class="card-body" id="gantt-wrap"><svg id="gantt" class="chart gantt" data-testid="gantt" height="60"></svg></div>
     </section>
     <section class="card">
