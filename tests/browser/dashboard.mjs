@@ -5,7 +5,7 @@
 // Needs a live server with at least one worker that runs `sleep`. Submits a job of 40 sleep
 // tasks, watches it appear and reach `succeeded` on the overview (the page learns this from
 // the live event stream, never by reloading), opens the job page and a task's detail, and
-// saves screenshots to ${SCREENSHOT_DIR:-target}/dashboard.png and dashboard-job.png.
+// saves screenshots to ${SCREENSHOT_DIR:-target}/dashboard.png, dashboard-job.png and dashboard-task.png.
 // Exits non-zero on any failure. Optional: BRIGADE_TOKEN (bearer token, typed into the
 // login box like a user would), CHROMIUM (default /usr/bin/chromium), TIMEOUT_MS (default 60000).
 import { mkdirSync } from 'node:fs';
@@ -101,12 +101,13 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll('[data-testid=task-row][data-state=succeeded]').length === n, TASKS);
   const bars = await page.locator('[data-testid=gantt] rect[data-task-id]').count();
   if (bars !== TASKS) throw new Error(`timeline shows ${bars} bars, want ${TASKS}`);
+  await page.screenshot({ path: join(shots, 'dashboard-job.png'), fullPage: true });
   await page.click('[data-testid=task-row] >> nth=0');
   await page.waitForSelector('[data-testid=task-detail] [data-testid=task-history]');
   const output = await page.textContent('[data-testid=task-output]');
   if (!output.includes('slept_ms')) throw new Error(`task output is ${output}`);
-  await page.screenshot({ path: join(shots, 'dashboard-job.png'), fullPage: false });
-  log(`job page: ${TASKS} task rows, ${bars} timeline bars, task detail with history; screenshot ${join(shots, 'dashboard-job.png')}`);
+  await page.screenshot({ path: join(shots, 'dashboard-task.png') });
+  log(`job page: ${TASKS} task rows, ${bars} timeline bars, task detail with history; screenshots dashboard-job.png, dashboard-task.png`);
 
   if (problems.length) throw new Error(problems.join('\n'));
   log('PASS');
