@@ -1,1 +1,66 @@
-fn main() {}
+//! `brigade`: the one binary — server, worker, a local cluster, and the client commands.
+
+mod bench;
+mod cli;
+mod demo;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    // The sandbox helper must stay single-threaded: dispatch it before any runtime starts.
+    if std::env::args().nth(1).as_deref() == Some("sandbox-exec") {
+        return sandbox_exec();
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sandbox_exec() -> ExitCode {
+    eprintln!("error: this build has no code sandbox");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    cli::init_tracing(&cli.command, cli.global.verbose);
+    match cli.command {
+        Command::Server(args) => cli::server::run(args).await,
+        Command::Worker(args) => cli::worker::run(args).await,
+        Command::Up(args) => up::run(args, &cli.global).await,
+        Command::Submit(args) => cli::submit::run(args, &cli.global).await,
+        Command::Status { job } => cli::status::status(&job, &cli.global).await,
+        Command::Tasks { job, state } => {
+            cli::status::tasks(&job, state.as_deref(), &cli.global).await
+        }
+        Command::Watch { job } => cli::watch::run(&job, &cli.global).await,
+        Command::Workers => cli::status::workers(&cli.global).await,
+        Command::Queues => cli::status::queues(&cli.global).await,
+        Command::Cancel { job } => cli::status::cancel(&job, &cli.global).await,
+        Command::Demo(demo) => demo::run(demo, &cli.global).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Completions { shell } => {
+            cli::completions(shell);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

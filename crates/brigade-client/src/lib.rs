@@ -1,1 +1,524 @@
-//! placeholder
+//! A typed HTTP client for the brigade API, shared by the CLI, the worker and the tests.
+//!
+//! It speaks the contract of `brigade-api` over reqwest, turns problem+json
+//! errors into [`ClientError::Api`], and fails over between several server
+//! URLs when one cannot be reached.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use brigade_api::{
+    Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, Page, Problem,
+    QueueView, ResultsReply, ResultsRequest, TaskResult, TaskView, WorkerJoin, WorkerJoined,
+    WorkerView,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What can go wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No server could be reached.
+    #[error("cannot reach the brigade server at {url}: {source}")]
+    Unreachable {
+        /// The last URL tried.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error("{} {}: {}", .problem.status, .problem.title, .problem.detail)]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// Its problem document.
+        problem: Box<Problem>,
+    },
+    /// The request failed mid-way or the answer was not what the contract says.
+    #[error("bad response from {url}: {message}")]
+    Protocol {
+        /// URL asked.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The client was configured wrongly.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// HTTP status of an API error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later may succeed (server unreachable, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Protocol { .. } => true,
+            ClientError::Api { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            ClientError::Config(_) => false,
+        }
+    }
+}
+
+/// Result of a client call.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Default time limit of a request that does not long-poll.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Margin added to a long-poll's wait for its request time limit.
+const LONG_POLL_MARGIN: Duration = Duration::from_secs(15);
+
+/// Filters of [`Client::jobs`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobQuery {
+    /// Only jobs in this state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only jobs with this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `key:value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Page size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Page cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A brigade API client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    bases: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
+    token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("servers", &self.bases)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the servers in `urls` (comma-separated, tried in turn when one is unreachable).
+    pub fn new(urls: &str, token: Option<String>) -> Result<Self> {
+        let bases: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if bases.is_empty() {
+            return Err(ClientError::Config("no server URL given".into()));
+        }
+        for b in &bases {
+            if !(b.starts_with("http://") || b.starts_with("https://")) {
+                return Err(ClientError::Config(format!(
+                    "{b}: a server URL starts with http:// or https://"
+                )));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            bases: Arc::new(bases),
+            current: Arc::new(AtomicUsize::new(0)),
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        })
+    }
+
+    /// The server URL in use now.
+    pub fn base_url(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.bases.len();
+        &self.bases[i]
+    }
+
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&(dyn erased::Query + Sync)>,
+        body: Option<&B>,
+        timeout: Duration,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response> {
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let url = format!("{}{}", self.bases[i], path);
+            let mut req: RequestBuilder = self.http.request(method.clone(), &url).timeout(timeout);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(q) = query {
+                req = q.apply(req);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(res) => {
+                    if k > 0 {
+                        self.current.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(res);
+                }
+                // Only a failure to connect is safe to repeat elsewhere: the request never arrived.
+                Err(e) if e.is_connect() => last = Some((url, e)),
+                Err(e) => return Err(ClientError::Unreachable { url, source: e }),
+            }
+        }
+        match last {
+            Some((url, source)) => Err(ClientError::Unreachable { url, source }),
+            None => Err(ClientError::Config("no server URL".into())),
+        }
+    }
+
+    async fn decode<T: DeserializeOwned>(res: reqwest::Response) -> Result<T> {
+        let url = res.url().to_string();
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| ClientError::Protocol {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+                url,
+                message: e.to_string(),
+            })
+        } else {
+            Err(Self::problem(status, &bytes))
+        }
+    }
+
+    fn problem(status: StatusCode, bytes: &[u8]) -> ClientError {
+        let problem = serde_json::from_slice::<Problem>(bytes).unwrap_or_else(|_| Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: String::from_utf8_lossy(bytes).chars().take(500).collect(),
+            errors: Vec::new(),
+        });
+        ClientError::Api {
+            status,
+            problem: Box::new(problem),
+        }
+    }
+
+    async fn no_content(res: reqwest::Response) -> Result<()> {
+        let status = res.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = res.bytes().await.unwrap_or_default();
+        Err(Self::problem(status, &bytes))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let res = self
+            .send::<()>(Method::GET, path, None, None, DEFAULT_TIMEOUT, &[])
+            .await?;
+        Self::decode(res).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let res = self
+            .send(Method::POST, path, None, body, DEFAULT_TIMEOUT, &[])
+            .await?;
+        Self::decode(res).await
+    }
+
+    // ---- jobs ----
+
+    /// Submit a job; with `idempotency_key`, a repeat returns the first job.
+    pub async fn submit(&self, job: &JobSubmit, idempotency_key: Option<&str>) -> Result<JobView> {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| ("Idempotency-Key", k))
+            .into_iter()
+            .collect();
+        let res = self
+            .send(
+                Method::POST,
+                "/v1/jobs",
+                None,
+                Some(job),
+                DEFAULT_TIMEOUT * 4,
+                &headers,
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// A job.
+    pub async fn job(&self, id: &str) -> Result<JobView> {
+        self.get(&format!("/v1/jobs/{}", enc(id))).await
+    }
+
+    /// A job, waiting up to `wait` for it to finish.
+    pub async fn wait_job(&self, id: &str, wait: Duration) -> Result<JobView> {
+        let ms = wait.as_millis().min(60_000) as u64;
+        let q = [("wait_ms", ms.to_string())];
+        let res = self
+            .send::<()>(
+                Method::GET,
+                &format!("/v1/jobs/{}", enc(id)),
+                Some(&q),
+                None,
+                wait + LONG_POLL_MARGIN,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Jobs, newest first.
+    pub async fn jobs(&self, query: &JobQuery) -> Result<Page<JobView>> {
+        let res = self
+            .send::<()>(
+                Method::GET,
+                "/v1/jobs",
+                Some(query),
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// One page of a job's tasks.
+    pub async fn job_tasks_page(
+        &self,
+        id: &str,
+        state: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<TaskView>> {
+        let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(s) = state {
+            q.push(("state", s.to_owned()));
+        }
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_owned()));
+        }
+        let path = format!("/v1/jobs/{}/tasks", enc(id));
+        let res = self
+            .send::<()>(Method::GET, &path, Some(&q), None, DEFAULT_TIMEOUT, &[])
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Every task of a job, following pages.
+    pub async fn job_tasks(&self, id: &str, state: Option<&str>) -> Result<Vec<TaskView>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .job_tasks_page(id, state, 1000, cursor.as_deref())
+                .await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Cancel a job.
+    pub async fn cancel_job(&self, id: &str) -> Result<JobView> {
+        self.post::<(), _>(&format!("/v1/jobs/{}/cancel", enc(id)), None)
+            .await
+    }
+
+    /// Delete a finished job.
+    pub async fn delete_job(&self, id: &str) -> Result<()> {
+        let res = self
+            .send::<()>(
+                Method::DELETE,
+                &format!("/v1/jobs/{}", enc(id)),
+                None,
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::no_content(res).await
+    }
+
+    // ---- tasks ----
+
+    /// A task with its history.
+    pub async fn task(&self, id: &str) -> Result<TaskView> {
+        self.get(&format!("/v1/tasks/{}", enc(id))).await
+    }
+
+    /// Cancel a task.
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskView> {
+        self.post::<(), _>(&format!("/v1/tasks/{}/cancel", enc(id)), None)
+            .await
+    }
+
+    /// Retry a failed or cancelled task.
+    pub async fn retry_task(&self, id: &str) -> Result<TaskView> {
+        self.post::<(), _>(&format!("/v1/tasks/{}/retry", enc(id)), None)
+            .await
+    }
+
+    // ---- cluster ----
+
+    /// Every worker.
+    pub async fn workers(&self) -> Result<Vec<WorkerView>> {
+        self.get("/v1/workers").await
+    }
+
+    /// Every queue.
+    pub async fn queues(&self) -> Result<Vec<QueueView>> {
+        self.get("/v1/queues").await
+    }
+
+    /// Pause a queue.
+    pub async fn pause_queue(&self, name: &str) -> Result<QueueView> {
+        self.post::<(), _>(&format!("/v1/queues/{}/pause", enc(name)), None)
+            .await
+    }
+
+    /// Resume a queue.
+    pub async fn resume_queue(&self, name: &str) -> Result<QueueView> {
+        self.post::<(), _>(&format!("/v1/queues/{}/resume", enc(name)), None)
+            .await
+    }
+
+    /// Ask a worker to drain.
+    pub async fn drain_worker(&self, id: &str) -> Result<WorkerView> {
+        self.post::<(), _>(&format!("/v1/workers/{}/drain", enc(id)), None)
+            .await
+    }
+
+    /// Whether the server is ready (storage reachable).
+    pub async fn ready(&self) -> Result<()> {
+        let res = self
+            .send::<()>(
+                Method::GET,
+                "/readyz",
+                None,
+                None,
+                Duration::from_secs(5),
+                &[],
+            )
+            .await?;
+        Self::no_content(res).await
+    }
+
+    // ---- worker protocol ----
+
+    /// Join as a worker.
+    pub async fn join(&self, join: &WorkerJoin) -> Result<WorkerJoined> {
+        self.post("/v1/workers", Some(join)).await
+    }
+
+    /// Lease up to `max` tasks, waiting up to `wait`.
+    pub async fn lease(&self, worker_id: &str, max: u32, wait: Duration) -> Result<LeaseResponse> {
+        let body = LeaseRequest {
+            max,
+            wait_ms: Some(wait.as_millis() as u64),
+        };
+        let path = format!("/v1/workers/{}/lease", enc(worker_id));
+        let res = self
+            .send(
+                Method::POST,
+                &path,
+                None,
+                Some(&body),
+                wait + LONG_POLL_MARGIN,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Heartbeat.
+    pub async fn heartbeat(&self, worker_id: &str, hb: &Heartbeat) -> Result<HeartbeatReply> {
+        self.post(
+            &format!("/v1/workers/{}/heartbeat", enc(worker_id)),
+            Some(hb),
+        )
+        .await
+    }
+
+    /// Report finished tasks.
+    pub async fn results(&self, worker_id: &str, results: Vec<TaskResult>) -> Result<ResultsReply> {
+        let body = ResultsRequest { results };
+        self.post(
+            &format!("/v1/workers/{}/results", enc(worker_id)),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Leave.
+    pub async fn leave(&self, worker_id: &str) -> Result<()> {
+        let path = format!("/v1/workers/{}", enc(worker_id));
+        let res = self
+            .send::<()>(Method::DELETE, &path, None, None, DEFAULT_TIMEOUT, &[])
+            .await?;
+        Self::no_content(res).await
+    }
+}
+
+/// Percent-encode a path segment.
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+mod erased {
+    use reqwest::RequestBuilder;
+    use serde::Serialize;
+
+    /// Anything that can be a query string.
+    pub trait Query {
+        fn apply(&self, req: RequestBuilder) -> RequestBuilder;
+    }
+
+    impl<T: Serialize> Query for T {
+        fn apply(&self, req: RequestBuilder) -> RequestBuilder {
+            req.query(self)
+        }
+    }
+}

@@ -153,7 +153,7 @@ impl Task {
         match cmd {
             Command::Wait(w) => {
                 // Try at once; wait only if there is nothing.
-                match self.try_lease(&w).await {
+                match self.try_lease(&w, w.max).await {
                     Ok(tasks) if tasks.is_empty() => self.waiters.push(w),
                     reply => {
                         let _ = w.reply.send(reply);
@@ -173,12 +173,12 @@ impl Task {
         }
     }
 
-    async fn try_lease(&self, w: &Waiter) -> LeaseReply {
+    async fn try_lease(&self, w: &Waiter, max: u32) -> LeaseReply {
         if w.reply.is_closed() {
             return Ok(Vec::new());
         }
         let now = self.clock.now_ms();
-        match self.store.lease(&w.worker_id, w.max, now, self.ttl).await {
+        match self.store.lease(&w.worker_id, max, now, self.ttl).await {
             Ok(Some((tasks, changes))) => {
                 self.publisher.publish(changes);
                 Ok(tasks)
@@ -201,11 +201,15 @@ impl Task {
         }
         let mut waiting = std::mem::take(&mut self.waiters);
         waiting.sort_by_key(|w| self.load_key(w));
+        // Spread a burst: with k workers waiting, each takes at most its
+        // share now and comes back at once for more if it has room.
+        let k = waiting.len() as u32;
         for w in waiting {
             if w.reply.is_closed() {
                 continue;
             }
-            match self.try_lease(&w).await {
+            let share = w.max.div_ceil(k).max(1);
+            match self.try_lease(&w, share).await {
                 Ok(tasks) if tasks.is_empty() => self.waiters.push(w),
                 reply => {
                     let _ = w.reply.send(reply);

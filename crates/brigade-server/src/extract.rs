@@ -34,12 +34,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
 }
 
-/// The full path of the field at fault: a missing or unknown field is named
-/// inside the object that lacks or holds it.
+/// The full path of the field at fault: a missing field is named inside the
+/// object that lacks it (serde's path stops at that object).
 fn field_path(path: &str, msg: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|p| msg.strip_prefix(p))
+    let named = msg
+        .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next());
     match (path, named) {
         (".", Some(f)) => f.to_owned(),

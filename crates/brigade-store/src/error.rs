@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The database URL is not one we know.
     #[error("unsupported database URL {0}")]
     Url(String),
+    /// The database schema is not the one this binary was built for.
+    #[error("{0}")]
+    Schema(String),
     /// The writer is gone (the server is shutting down) or a commit failed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -26,5 +29,19 @@ pub enum StoreError {
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// Map a migration error of `migrator`, with a clear message when the database
+/// was migrated by a newer brigade.
+pub(crate) fn schema_error_for(
+    migrator: &'static sqlx::migrate::Migrator,
+) -> impl Fn(sqlx::migrate::MigrateError) -> StoreError {
+    move |e| match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::Schema(format!(
+            "database schema version {v} is newer than this brigade ({}); upgrade brigade",
+            migrator.iter().map(|m| m.version).max().unwrap_or(0)
+        )),
+        other => StoreError::Migrate(other),
     }
 }

@@ -7,9 +7,10 @@
 //! change of a task checks the attempt it belongs to, so a result is recorded
 //! exactly once.
 
-mod error;
+pub(crate) mod error;
 mod events;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use brigade_api::{
 use brigade_core::NewJob;
 
 pub use error::StoreError;
-pub use model::{Changes, DeleteOutcome, Idempotency, JobFilter, RetryOutcome, Submitted};
+pub use model::{Changes, DeleteOutcome, Idempotency, JobFilter, Remote, RetryOutcome, Submitted};
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -124,14 +125,46 @@ pub trait Store: Send + Sync + 'static {
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)>;
     /// Mark silent workers lost and requeue (or fail) tasks whose lease expired.
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes>;
+
+    /// Changes other servers made to the shared database (PostgreSQL); `None`
+    /// for engines with one server. Each call subscribes anew; a receiver that
+    /// lags behind gets `RecvError::Lagged` and should re-check everything.
+    fn remote(&self) -> Option<tokio::sync::broadcast::Receiver<Remote>> {
+        None
+    }
 }
 
-/// Open the store a URL names (`sqlite://path` or `sqlite::memory:`), creating
-/// and migrating it as needed.
+/// Whether `url` names a PostgreSQL database.
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Open the store a URL names (`sqlite://path`, `sqlite::memory:`,
+/// `postgres://…` or `postgresql://…`), creating and migrating it as needed.
+///
+/// A PostgreSQL database migrated by a newer brigade is refused with
+/// [`StoreError::Schema`].
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if is_postgres(url) {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
-        Err(StoreError::Url(format!("{url}: expected sqlite://PATH")))
+        Err(StoreError::Url(format!(
+            "{url}: expected sqlite://PATH or postgres://USER@HOST/DATABASE"
+        )))
+    }
+}
+
+/// Apply pending migrations to the database a URL names, without opening a store.
+pub async fn migrate(url: &str) -> Result<()> {
+    if url.starts_with("sqlite:") {
+        sqlite::migrate(url).await
+    } else if is_postgres(url) {
+        postgres::migrate(url).await
+    } else {
+        Err(StoreError::Url(format!(
+            "{url}: expected sqlite://PATH or postgres://USER@HOST/DATABASE"
+        )))
     }
 }

@@ -76,3 +76,17 @@ pub enum RetryOutcome {
     /// Only failed or cancelled tasks can be retried.
     NotRetryable(brigade_api::TaskState),
 }
+
+/// A change another server made to the shared database (PostgreSQL engine),
+/// delivered by [`crate::Store::remote`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Remote {
+    /// An event another server published.
+    Event(Event),
+    /// Some task became `queued` elsewhere (or notifications may have been
+    /// missed): waiting workers should look.
+    Ready,
+    /// Some task became `scheduled` elsewhere: the promoter should recompute
+    /// its next wake-up.
+    Scheduled,
+}

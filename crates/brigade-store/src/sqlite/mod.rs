@@ -26,6 +26,20 @@ use writer::Writer;
 /// Migrations of the SQLite engine, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Apply pending migrations to the SQLite database at `url` (created if missing).
+pub async fn migrate(url: &str) -> Result<()> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Url(format!("{url}: {e}")))?
+        .create_if_missing(true);
+    let mut conn = options.connect().await?;
+    let result = MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(crate::error::schema_error_for(&MIGRATOR));
+    let _ = conn.close().await;
+    result
+}
+
 /// Brigade's state in one SQLite file.
 pub struct SqliteStore {
     writer: Writer,
@@ -45,14 +59,18 @@ impl SqliteStore {
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
             .log_statements(tracing::log::LevelFilter::Trace);
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-            }
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
         let mut conn = options.connect().await?;
-        MIGRATOR.run(&mut conn).await?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(crate::error::schema_error_for(&MIGRATOR))?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)

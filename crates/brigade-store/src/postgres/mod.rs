@@ -1,0 +1,425 @@
+//! The PostgreSQL engine: several brigade servers share one database.
+//!
+//! Every write is one transaction on a pooled connection (no single-writer
+//! funnel: PostgreSQL handles concurrent writers). Leasing picks rows with
+//! `FOR UPDATE SKIP LOCKED`, so servers leasing at once never hand out the same
+//! task and never wait for each other; results lock the rows they apply to and
+//! re-check attempt, worker and state exactly like the SQLite engine. A write
+//! that fails on a deadlock or serialization conflict is retried from the start.
+//!
+//! Changes made through one server reach the others by `LISTEN`/`NOTIFY`
+//! (see [`notify`] and [`Store::remote`]).
+
+mod notify;
+mod read;
+mod rows;
+mod write;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brigade_api::{
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult,
+    TaskState, TaskView, WorkerJoin, WorkerView,
+};
+use brigade_core::NewJob;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::model::{
+    Changes, DeleteOutcome, Idempotency, JobFilter, Remote, RetryOutcome, Submitted,
+};
+use crate::{Result, Store, StoreError};
+
+/// Migrations of the PostgreSQL engine, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Key of the advisory lock held while checking and applying migrations
+/// ("brigade" in ASCII), so servers starting together take turns.
+const MIGRATION_LOCK: i64 = 0x0062_7269_6761_6465;
+
+/// How many times a write is retried after a deadlock or serialization failure.
+const MAX_RETRIES: u32 = 5;
+
+/// Options of [`PostgresStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Apply pending migrations (default). When off, the schema must already be
+    /// exactly this binary's.
+    pub migrate: bool,
+    /// Connections in the pool (one more is held for notifications).
+    pub max_connections: u32,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            migrate: true,
+            max_connections: 16,
+        }
+    }
+}
+
+/// Brigade's state in a PostgreSQL database, possibly shared by several servers.
+pub struct PostgresStore {
+    pool: PgPool,
+    /// This server's random id, to recognise its own notifications.
+    origin: String,
+    remote: broadcast::Sender<Remote>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Whether an error is a conflict worth retrying the whole transaction for.
+fn retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
+/// Run `$body` (an expression using `$conn: &mut PgConnection`) in a
+/// transaction; `$changes` maps its value to the changes to announce to the
+/// other servers. Deadlocks and serialization failures are retried.
+macro_rules! write_tx {
+    ($store:expr, |$conn:ident| $body:expr, |$value:ident| $changes:expr) => {{
+        let store: &PostgresStore = $store;
+        let mut tries = 0u32;
+        loop {
+            let result = async {
+                let mut tx = store.pool.begin().await?;
+                let value = {
+                    let $conn: &mut PgConnection = &mut tx;
+                    $body.await?
+                };
+                {
+                    let $value = &value;
+                    let changes: Option<&Changes> = $changes;
+                    if let Some(changes) = changes {
+                        notify::send(&mut tx, &store.origin, changes).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok::<_, StoreError>(value)
+            }
+            .await;
+            match result {
+                Err(e) if tries < MAX_RETRIES && retryable(&e) => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "retrying a conflicting transaction");
+                    tokio::time::sleep(Duration::from_millis(u64::from(tries) * 5)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// Options for a URL, with statement logging at trace level.
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Url(format!("{url}: {e}")))?
+        .application_name("brigade")
+        .log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// The newest migration this binary knows.
+fn known_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The newest migration applied to the database, 0 when none.
+async fn applied_version(conn: &mut PgConnection) -> Result<i64> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Refuse a database migrated by a newer brigade (and, when not migrating,
+/// one not yet migrated to this brigade's schema).
+async fn check_version(conn: &mut PgConnection, migrating: bool) -> Result<()> {
+    let db = applied_version(conn).await?;
+    let ours = known_version();
+    if db > ours {
+        return Err(StoreError::Schema(format!(
+            "database schema version {db} is newer than this brigade ({ours}); upgrade brigade"
+        )));
+    }
+    if !migrating && db < ours {
+        return Err(StoreError::Schema(format!(
+            "database schema version {db} is older than this brigade ({ours}); run `brigade migrate`"
+        )));
+    }
+    Ok(())
+}
+
+/// Check the schema version and apply pending migrations, holding an advisory
+/// lock so that servers starting together do it one at a time. (sqlx's
+/// migrator also takes an advisory lock of its own; ours covers the check too.)
+pub(crate) async fn migrate_conn(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let result: Result<()> = async {
+        check_version(conn, true).await?;
+        MIGRATOR
+            .run(&mut *conn)
+            .await
+            .map_err(crate::error::schema_error_for(&MIGRATOR))?;
+        Ok(())
+    }
+    .await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+/// Apply pending migrations to the database at `url`.
+pub async fn migrate(url: &str) -> Result<()> {
+    let mut conn = connect_options(url)?.connect().await?;
+    let result = migrate_conn(&mut conn).await;
+    let _ = conn.close().await;
+    result
+}
+
+impl PostgresStore {
+    /// Open the database at `url` (`postgres://…`), applying pending migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::connect(url, PgOptions::default()).await
+    }
+
+    /// Open the database at `url` with `options`.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self> {
+        let connect = connect_options(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1) + 1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        {
+            let mut conn = pool.acquire().await?;
+            if options.migrate {
+                migrate_conn(&mut conn).await?;
+            } else {
+                check_version(&mut conn, false).await?;
+            }
+        }
+        let listener = notify::listen(&pool).await?;
+        let origin = brigade_core::ids::new_id();
+        let (remote, _) = broadcast::channel(4096);
+        let listener = tokio::spawn(notify::run(listener, origin.clone(), remote.clone()));
+        Ok(Self {
+            pool,
+            origin,
+            remote,
+            listener,
+        })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        let mut c = self.pool.acquire().await?;
+        c.ping().await?;
+        Ok(())
+    }
+
+    async fn submit(
+        &self,
+        owner: &str,
+        job: NewJob,
+        idem: Option<Idempotency>,
+        now: i64,
+    ) -> Result<Submitted> {
+        write_tx!(
+            self,
+            |c| write::submit(c, owner, &job, idem.as_ref(), now),
+            |s| Some(&s.changes)
+        )
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobView>> {
+        read::job(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn jobs(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<JobView>> {
+        read::jobs(&mut *self.pool.acquire().await?, filter, limit, cursor).await
+    }
+
+    async fn job_tasks(
+        &self,
+        job_id: &str,
+        state: Option<TaskState>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Option<Page<TaskView>>> {
+        read::job_tasks(
+            &mut *self.pool.acquire().await?,
+            job_id,
+            state,
+            limit,
+            cursor,
+        )
+        .await
+    }
+
+    async fn job_owner(&self, id: &str) -> Result<Option<String>> {
+        read::job_owner(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
+        write_tx!(self, |c| write::cancel_job(c, id, now), |v| v.as_ref())
+    }
+
+    async fn delete_job(&self, id: &str) -> Result<DeleteOutcome> {
+        write_tx!(self, |c| write::delete_job(c, id), |_v| None)
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskView>> {
+        read::task(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
+        write_tx!(self, |c| write::cancel_task(c, id, now), |v| v.as_ref())
+    }
+
+    async fn retry_task(&self, id: &str) -> Result<RetryOutcome> {
+        write_tx!(self, |c| write::retry_task(c, id), |v| match v {
+            RetryOutcome::Retried(_, changes) => Some(changes),
+            _ => None,
+        })
+    }
+
+    async fn join_worker(
+        &self,
+        owner: &str,
+        join: WorkerJoin,
+        now: i64,
+    ) -> Result<(WorkerView, Changes)> {
+        write_tx!(
+            self,
+            |c| write::join_worker(c, owner, &join, now),
+            |v| Some(&v.1)
+        )
+    }
+
+    async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
+        read::worker(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerView>> {
+        read::workers(&mut *self.pool.acquire().await?).await
+    }
+
+    async fn lease(
+        &self,
+        worker_id: &str,
+        max: u32,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
+        write_tx!(self, |c| write::lease(c, worker_id, max, now, ttl), |v| v
+            .as_ref()
+            .map(|(_, changes)| changes))
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        hb: Heartbeat,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<HeartbeatReply>> {
+        write_tx!(
+            self,
+            |c| write::heartbeat(c, worker_id, &hb, now, ttl),
+            |_v| None
+        )
+    }
+
+    async fn report(
+        &self,
+        worker_id: &str,
+        results: Vec<TaskResult>,
+        now: i64,
+    ) -> Result<Option<(ResultsReply, Changes)>> {
+        write_tx!(self, |c| write::report(c, worker_id, &results, now), |v| v
+            .as_ref()
+            .map(|(_, changes)| changes))
+    }
+
+    async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
+        write_tx!(self, |c| write::leave(c, worker_id, now), |v| v.as_ref())
+    }
+
+    async fn drain_worker(&self, worker_id: &str) -> Result<Option<WorkerView>> {
+        write_tx!(self, |c| write::drain_worker(c, worker_id), |_v| None)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueView>> {
+        read::queues(&mut *self.pool.acquire().await?).await
+    }
+
+    async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {
+        // Resuming a queue makes its tasks leasable on every server.
+        let resumed = Changes {
+            ready: !paused,
+            ..Changes::default()
+        };
+        write_tx!(self, |c| write::set_queue_paused(c, name, paused), |_v| {
+            Some(&resumed)
+        })
+    }
+
+    async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)> {
+        let promoted = Changes {
+            ready: true,
+            ..Changes::default()
+        };
+        write_tx!(self, |c| write::promote_due(c, now), |v| (v.0 > 0)
+            .then_some(&promoted))
+    }
+
+    async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
+        write_tx!(self, |c| write::reap(c, now, ttl), |v| Some(v))
+    }
+
+    fn remote(&self) -> Option<broadcast::Receiver<Remote>> {
+        Some(self.remote.subscribe())
+    }
+}

@@ -1,0 +1,496 @@
+//! The worker loop: join, lease for free slots, run, report in batches,
+//! heartbeat with load, and leave cleanly.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use brigade_api::{
+    ErrorKind, Heartbeat, LeasedTask, Load, Outcome, TaskError, TaskResult, WorkerJoin,
+};
+use brigade_client::{Client, ClientError};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::load::{LoadSampler, memory};
+use crate::{Registry, TaskContext, TaskFailure};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// A name for humans.
+    pub name: String,
+    /// Tasks run at once.
+    pub capacity: u32,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Labels matched against tasks' `requires`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Longest lease long-poll.
+    pub lease_wait: Duration,
+    /// On shutdown, how long running tasks may take to finish before they are handed back.
+    pub shutdown_grace: Duration,
+    /// Most results in one report.
+    pub max_batch: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            name: hostname(),
+            capacity: 8,
+            queues: vec!["default".into()],
+            labels: Default::default(),
+            lease_wait: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            max_batch: 1000,
+        }
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Errors that stop a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The server refused to let it join.
+    #[error("the server refused the worker: {0}")]
+    Join(ClientError),
+}
+
+struct Running {
+    attempt: u32,
+    cancel: CancellationToken,
+    /// Told to stop by the server: its result is not wanted.
+    abandoned: bool,
+}
+
+struct Shared {
+    client: Client,
+    registry: Registry,
+    config: WorkerConfig,
+    worker_id: Mutex<String>,
+    running: Mutex<HashMap<String, Running>>,
+    slots: Arc<Semaphore>,
+    results: mpsc::UnboundedSender<TaskResult>,
+    /// Stop leasing (drain or shutdown).
+    stop_leasing: CancellationToken,
+}
+
+impl Shared {
+    fn id(&self) -> String {
+        self.worker_id.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    fn running_ids(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn running_count(&self) -> usize {
+        self.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// A worker: a registry of handlers and a connection to the servers.
+pub struct Worker {
+    client: Client,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// A worker running `registry`'s kinds for the servers `client` talks to.
+    pub fn new(client: Client, registry: Registry, config: WorkerConfig) -> Self {
+        Self {
+            client,
+            registry,
+            config,
+        }
+    }
+
+    async fn join(
+        client: &Client,
+        registry: &Registry,
+        config: &WorkerConfig,
+    ) -> Result<(String, Duration), ClientError> {
+        let join = WorkerJoin {
+            name: config.name.clone(),
+            hostname: hostname(),
+            queues: config.queues.clone(),
+            kinds: registry.kinds(),
+            labels: config.labels.clone(),
+            capacity: config.capacity,
+            version: brigade_api::VERSION.into(),
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match client.join(&join).await {
+                Ok(joined) => {
+                    return Ok((
+                        joined.id,
+                        Duration::from_millis(joined.heartbeat_ms.max(100)),
+                    ));
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "cannot join yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Join and work until `shutdown` completes (or the server drains this
+    /// worker); then stop leasing, let running tasks finish within the grace
+    /// period, report every result, and leave (handing back what still runs).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), WorkerError> {
+        let (id, heartbeat_every) = Self::join(&self.client, &self.registry, &self.config)
+            .await
+            .map_err(WorkerError::Join)?;
+        tracing::info!(worker = %id, name = %self.config.name, capacity = self.config.capacity, kinds = ?self.registry.kinds(), "joined");
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            client: self.client.clone(),
+            registry: self.registry,
+            slots: Arc::new(Semaphore::new(self.config.capacity as usize)),
+            config: self.config,
+            worker_id: Mutex::new(id),
+            running: Mutex::new(HashMap::new()),
+            results: results_tx,
+            stop_leasing: CancellationToken::new(),
+        });
+        let (reporter_done_tx, reporter_done) = watch::channel(false);
+        let reporter = tokio::spawn(report_loop(shared.clone(), results_rx, reporter_done_tx));
+        let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), heartbeat_every));
+        let leasing = tokio::spawn(lease_loop(shared.clone()));
+
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down: no more leases; finishing running tasks"),
+            _ = shared.stop_leasing.cancelled() => tracing::info!("draining: finishing running tasks"),
+        }
+        shared.stop_leasing.cancel();
+        let _ = leasing.await;
+
+        // Let running tasks finish within the grace period.
+        let deadline = Instant::now() + shared.config.shutdown_grace;
+        while shared.running_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left_running = shared.running_count();
+        if left_running > 0 {
+            tracing::warn!(
+                tasks = left_running,
+                "grace period over: handing running tasks back"
+            );
+            if let Ok(mut m) = shared.running.lock() {
+                for r in m.values_mut() {
+                    r.abandoned = true;
+                    r.cancel.cancel();
+                }
+            }
+        }
+        heartbeats.abort();
+        // Report what is waiting, then stop the reporter.
+        wait_reported(&shared, reporter_done).await;
+        reporter.abort();
+        let id = shared.id();
+        match shared.client.leave(&id).await {
+            Ok(()) => tracing::info!(worker = %id, "left"),
+            Err(e) => {
+                tracing::warn!(worker = %id, error = %e, "could not say goodbye; the server will notice")
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn wait_reported(shared: &Shared, mut done: watch::Receiver<bool>) {
+    let _ = shared.results.send(TaskResult {
+        task_id: String::new(),
+        attempt: 0,
+        outcome: Outcome::Succeeded,
+        output: serde_json::Value::Null,
+        error: None,
+        retryable: None,
+        duration_ms: None,
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(30), done.wait_for(|d| *d)).await;
+}
+
+async fn lease_loop(shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Wait for at least one free slot, then take every free one.
+        let first = tokio::select! {
+            p = shared.slots.clone().acquire_owned() => p,
+            _ = shared.stop_leasing.cancelled() => return,
+        };
+        let Ok(first) = first else { return };
+        let mut permits = vec![first];
+        while permits.len() < 1000 {
+            match shared.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let id = shared.id();
+        let lease = shared
+            .client
+            .lease(&id, permits.len() as u32, shared.config.lease_wait);
+        let reply = tokio::select! {
+            r = lease => r,
+            _ = shared.stop_leasing.cancelled() => return,
+        };
+        match reply {
+            Ok(resp) => {
+                backoff = Duration::from_millis(100);
+                for task in resp.tasks {
+                    let Some(permit) = permits.pop() else {
+                        tracing::error!(task = %task.id, "the server sent more tasks than asked for");
+                        break;
+                    };
+                    start_task(&shared, task, permit);
+                }
+            }
+            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+                tracing::warn!("the server does not know this worker any more; joining again");
+                rejoin(&shared).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn rejoin(shared: &Shared) {
+    match Worker::join(&shared.client, &shared.registry, &shared.config).await {
+        Ok((id, _)) => {
+            tracing::info!(worker = %id, "joined again");
+            if let Ok(mut g) = shared.worker_id.lock() {
+                *g = id;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot join again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::OwnedSemaphorePermit) {
+    let cancel = CancellationToken::new();
+    if let Ok(mut m) = shared.running.lock() {
+        m.insert(
+            task.id.clone(),
+            Running {
+                attempt: task.attempt,
+                cancel: cancel.clone(),
+                abandoned: false,
+            },
+        );
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let outcome = run_one(&shared, &task, cancel).await;
+        let abandoned = shared
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&task.id))
+            .is_some_and(|r| r.abandoned && r.attempt == task.attempt);
+        drop(permit);
+        let Some(outcome) = outcome else { return };
+        if abandoned {
+            return;
+        }
+        let duration_ms = Some(started.elapsed().as_millis() as u64);
+        let result = match outcome {
+            Ok(output) => TaskResult {
+                task_id: task.id,
+                attempt: task.attempt,
+                outcome: Outcome::Succeeded,
+                output,
+                error: None,
+                retryable: None,
+                duration_ms,
+            },
+            Err(f) => TaskResult {
+                task_id: task.id,
+                attempt: task.attempt,
+                outcome: Outcome::Failed,
+                output: serde_json::Value::Null,
+                error: Some(f.error),
+                retryable: Some(f.retryable),
+                duration_ms,
+            },
+        };
+        let _ = shared.results.send(result);
+    });
+}
+
+/// Run one attempt under its time limit. `None` when it was cancelled (nothing to report).
+async fn run_one(
+    shared: &Shared,
+    task: &LeasedTask,
+    cancel: CancellationToken,
+) -> Option<Result<serde_json::Value, TaskFailure>> {
+    let Some(handler) = shared.registry.get(&task.kind) else {
+        return Some(Err(TaskFailure {
+            error: TaskError::new(
+                ErrorKind::UnknownKind,
+                format!("this worker has no handler for {:?}", task.kind),
+            ),
+            retryable: true,
+        }));
+    };
+    let timeout = Duration::from_millis(task.timeout_ms.max(1));
+    let ctx = TaskContext {
+        id: task.id.clone(),
+        job_id: task.job_id.clone(),
+        kind: task.kind.clone(),
+        input: task.input.clone(),
+        attempt: task.attempt,
+        timeout,
+        cancel: cancel.clone(),
+    };
+    // Its own task, so a panic is caught and an overrun can be aborted.
+    let mut handle = tokio::spawn(async move { handler.run(ctx).await });
+    tokio::select! {
+        joined = &mut handle => Some(match joined {
+            Ok(outcome) => outcome,
+            Err(e) => Err(TaskFailure {
+                error: TaskError::new(ErrorKind::Crash, format!("the handler crashed: {e}")),
+                retryable: true,
+            }),
+        }),
+        _ = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            handle.abort();
+            Some(Err(TaskFailure {
+                error: TaskError::new(ErrorKind::Timeout, format!("ran past its timeout of {} ms", task.timeout_ms)),
+                retryable: true,
+            }))
+        }
+        _ = cancel.cancelled() => {
+            handle.abort();
+            None
+        }
+    }
+}
+
+/// Sends results in batches: whatever is waiting when the previous report
+/// returns goes in the next one, so an idle worker reports at once and a busy
+/// one batches. Results survive an unreachable server and are sent when it is back.
+async fn report_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<TaskResult>,
+    done: watch::Sender<bool>,
+) {
+    let mut pending: Vec<TaskResult> = Vec::new();
+    let mut finishing = false;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if pending.is_empty() {
+            if finishing {
+                let _ = done.send(true);
+                return;
+            }
+            match rx.recv().await {
+                Some(r) => pending.push(r),
+                None => finishing = true,
+            }
+        }
+        while pending.len() < shared.config.max_batch {
+            match rx.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(_) => break,
+            }
+        }
+        // The empty marker says: report what is left, then stop.
+        if pending.iter().any(|r| r.task_id.is_empty()) {
+            pending.retain(|r| !r.task_id.is_empty());
+            finishing = true;
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let batch = std::mem::take(&mut pending);
+        let id = shared.id();
+        match shared.client.results(&id, batch.clone()).await {
+            Ok(reply) => {
+                backoff = Duration::from_millis(100);
+                for r in reply.rejected {
+                    tracing::info!(task = %r.task_id, reason = %r.reason, "result not recorded");
+                }
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, results = batch.len(), "cannot report results; keeping them and retrying in {backoff:?}");
+                pending = batch;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, results = batch.len(), "the server refused results; dropping them")
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
+    let mut sampler = LoadSampler::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let running = shared.running_ids();
+        let load = Load {
+            cpu: sampler.cpu(),
+            memory: memory(),
+            running: running.len() as u32,
+            capacity: shared.config.capacity,
+        };
+        let id = shared.id();
+        match shared
+            .client
+            .heartbeat(&id, &Heartbeat { running, load })
+            .await
+        {
+            Ok(reply) => {
+                if !reply.cancel.is_empty()
+                    && let Ok(mut m) = shared.running.lock()
+                {
+                    for tid in &reply.cancel {
+                        if let Some(r) = m.get_mut(tid) {
+                            tracing::info!(task = %tid, "cancelled by the server");
+                            r.abandoned = true;
+                            r.cancel.cancel();
+                        }
+                    }
+                }
+                if reply.drain && !shared.stop_leasing.is_cancelled() {
+                    tracing::info!("the server asked this worker to drain");
+                    shared.stop_leasing.cancel();
+                }
+            }
+            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => rejoin(&shared).await,
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! `brigade status`, `tasks`, `workers`, `queues`, `cancel`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use brigade_api::{JobState, JobView, WorkerState};
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{Cell, CellAlignment, Color, Table};
+
+use crate::cli::{Global, Output, client, explain, print_json};
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(header.to_vec());
+    if !std::io::stdout().is_terminal() {
+        t.force_no_tty();
+    }
+    t
+}
+
+/// Colour a state name (only on a terminal).
+fn state_cell(state: &str) -> Cell {
+    let color = match state {
+        "succeeded" | "active" => Some(Color::Green),
+        "failed" | "lost" => Some(Color::Red),
+        "running" | "draining" => Some(Color::Cyan),
+        "cancelled" | "left" => Some(Color::DarkGrey),
+        "scheduled" => Some(Color::Yellow),
+        _ => None,
+    };
+    match color {
+        Some(c) if std::io::stdout().is_terminal() => Cell::new(state).fg(c),
+        _ => Cell::new(state),
+    }
+}
+
+/// A bar of `width` cells filled by `ratio`.
+pub fn bar(ratio: f64, width: usize) -> String {
+    let filled = ((ratio.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+}
+
+/// Exit code of a finished job: 0 only when it succeeded.
+pub fn exit_code(job: &JobView) -> ExitCode {
+    match job.state {
+        JobState::Succeeded => ExitCode::SUCCESS,
+        JobState::Queued | JobState::Running => ExitCode::SUCCESS,
+        _ => ExitCode::from(2),
+    }
+}
+
+/// Print a job's summary.
+pub fn print_job(job: &JobView) {
+    let p = &job.progress;
+    println!("job       {}", job.id);
+    if let Some(n) = &job.name {
+        println!("name      {n}");
+    }
+    println!("state     {}", job.state.as_str());
+    println!(
+        "tasks     {} total: {} queued, {} scheduled, {} running, {} succeeded, {} failed, {} cancelled",
+        p.total, p.queued, p.scheduled, p.running, p.succeeded, p.failed, p.cancelled
+    );
+    println!("created   {}", job.created_at);
+    if let Some(ms) = job.duration_ms {
+        println!(
+            "duration  {:.3} s (first start to last finish)",
+            ms as f64 / 1000.0
+        );
+    }
+    if let Some(ms) = job.wall_ms {
+        println!(
+            "wall      {:.3} s (submitted to finished)",
+            ms as f64 / 1000.0
+        );
+    }
+}
+
+/// `brigade status JOB`.
+pub async fn status(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
+    let view = client(global)?.job(job).await.map_err(explain)?;
+    match global.output {
+        Output::Json => print_json(&view)?,
+        Output::Text => print_job(&view),
+    }
+    Ok(exit_code(&view))
+}
+
+/// `brigade tasks JOB`.
+pub async fn tasks(job: &str, state: Option<&str>, global: &Global) -> anyhow::Result<ExitCode> {
+    let tasks = client(global)?
+        .job_tasks(job, state)
+        .await
+        .map_err(explain)?;
+    if global.output == Output::Json {
+        print_json(&tasks)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "task",
+        "name",
+        "kind",
+        "state",
+        "attempt",
+        "worker",
+        "ms",
+        "output / error",
+    ]);
+    for task in &tasks {
+        let ms = match (task.started_at, task.finished_at) {
+            (Some(s), Some(f)) => ((f - s).whole_milliseconds()).to_string(),
+            _ => String::new(),
+        };
+        let detail = match &task.error {
+            Some(e) if task.state != brigade_api::TaskState::Succeeded => {
+                format!("{:?}: {}", e.kind, e.message)
+            }
+            _ => {
+                let s = task.output.to_string();
+                if s.len() > 60 {
+                    format!("{}…", &s[..s.floor_char_boundary(59)])
+                } else {
+                    s
+                }
+            }
+        };
+        t.add_row(vec![
+            Cell::new(&task.id),
+            Cell::new(task.name.as_deref().unwrap_or("")),
+            Cell::new(&task.kind),
+            state_cell(task.state.as_str()),
+            Cell::new(format!("{}/{}", task.attempt, task.max_attempts))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(task.worker_id.as_deref().map(short).unwrap_or("")),
+            Cell::new(ms).set_alignment(CellAlignment::Right),
+            Cell::new(detail),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(id: &str) -> &str {
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
+}
+
+/// "3s ago" for a timestamp.
+pub fn ago(t: time::OffsetDateTime) -> String {
+    let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+/// `brigade workers`.
+pub async fn workers(global: &Global) -> anyhow::Result<ExitCode> {
+    let workers = client(global)?.workers().await.map_err(explain)?;
+    if global.output == Output::Json {
+        print_json(&workers)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if workers.is_empty() {
+        eprintln!(
+            "no workers yet; start one with `brigade worker --server {}`",
+            global.server
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "name",
+        "id",
+        "state",
+        "slots",
+        "load",
+        "cpu",
+        "mem",
+        "queues",
+        "last seen",
+    ]);
+    for w in workers.iter().filter(|w| w.state != WorkerState::Left) {
+        let ratio = if w.capacity == 0 {
+            0.0
+        } else {
+            f64::from(w.running) / f64::from(w.capacity)
+        };
+        t.add_row(vec![
+            Cell::new(&w.name),
+            Cell::new(short(&w.id)),
+            state_cell(w.state.as_str()),
+            Cell::new(format!("{}/{}", w.running, w.capacity)).set_alignment(CellAlignment::Right),
+            Cell::new(bar(ratio, 10)),
+            Cell::new(format!("{:>3.0}%", w.load.cpu * 100.0)).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:>3.0}%", w.load.memory * 100.0))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(w.queues.join(",")),
+            Cell::new(ago(w.last_seen_at)),
+        ]);
+    }
+    println!("{t}");
+    let left = workers
+        .iter()
+        .filter(|w| w.state == WorkerState::Left)
+        .count();
+    if left > 0 {
+        eprintln!("({left} worker(s) that left are hidden; --output json shows all)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `brigade queues`.
+pub async fn queues(global: &Global) -> anyhow::Result<ExitCode> {
+    let queues = client(global)?.queues().await.map_err(explain)?;
+    if global.output == Output::Json {
+        print_json(&queues)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "queue",
+        "queued",
+        "scheduled",
+        "running",
+        "workers",
+        "paused",
+    ]);
+    for q in &queues {
+        t.add_row(vec![
+            Cell::new(&q.name),
+            Cell::new(q.queued).set_alignment(CellAlignment::Right),
+            Cell::new(q.scheduled).set_alignment(CellAlignment::Right),
+            Cell::new(q.running).set_alignment(CellAlignment::Right),
+            Cell::new(q.workers).set_alignment(CellAlignment::Right),
+            Cell::new(if q.paused { "paused" } else { "" }),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `brigade cancel JOB`.
+pub async fn cancel(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
+    let view = client(global)?.cancel_job(job).await.map_err(explain)?;
+    match global.output {
+        Output::Json => print_json(&view)?,
+        Output::Text => print_job(&view),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,126 @@
+//! `brigade up`: a server and local worker processes in one command.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::cli::Global;
+use crate::cli::server::{ServerArgs, shutdown_signal};
+
+/// Options of `brigade up`.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// Slots of each worker.
+    #[arg(long, default_value_t = 8)]
+    pub capacity: u32,
+    /// Address to listen on.
+    #[arg(long, env = "BRIGADE_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Database.
+    #[arg(
+        long,
+        env = "BRIGADE_DATABASE_URL",
+        default_value = "sqlite://brigade.db"
+    )]
+    pub database_url: String,
+    /// Let the workers run `exec` tasks.
+    #[arg(long)]
+    pub allow_exec: bool,
+}
+
+/// Start worker processes of this binary against `url`.
+pub fn spawn_workers(
+    url: &str,
+    count: u32,
+    capacity: u32,
+    prefix: &str,
+    extra: &[&str],
+) -> anyhow::Result<Vec<Child>> {
+    let exe = std::env::current_exe().context("finding this program")?;
+    (1..=count)
+        .map(|i| {
+            Command::new(&exe)
+                .args([
+                    "worker",
+                    "--server",
+                    url,
+                    "--name",
+                    &format!("{prefix}-{i}"),
+                    "--capacity",
+                    &capacity.to_string(),
+                ])
+                .args(extra)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting worker {i}"))
+        })
+        .collect()
+}
+
+/// Ask children to stop (SIGTERM), then wait for them a little.
+pub async fn stop_children(children: &mut [Child]) {
+    for c in children.iter() {
+        if let Some(pid) = c.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for c in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), c.wait())
+            .await
+            .is_err()
+        {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// Run it all until Ctrl-C.
+pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
+    let server_args = ServerArgs {
+        listen: args.listen,
+        database_url: args.database_url.clone(),
+        lease_ttl_ms: 15_000,
+        heartbeat_ms: 5_000,
+        max_body_bytes: 16 << 20,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = brigade_server::start(server_args.config()?, async {
+        let _ = stop_rx.await;
+    })
+    .await
+    .with_context(|| format!("starting the server on {}", args.listen))?;
+    let url = format!("http://{}", server.addr);
+    let extra: &[&str] = if args.allow_exec {
+        &["--allow-exec"]
+    } else {
+        &[]
+    };
+    let mut workers = spawn_workers(&url, args.workers, args.capacity, "local", extra)?;
+    println!("brigade is up at {url}");
+    println!("  dashboard   {url}/");
+    println!("  API docs    {url}/docs");
+    println!("  database    {}", args.database_url);
+    println!("  workers     {} × {} slots", args.workers, args.capacity);
+    println!();
+    println!("Try, in another terminal:");
+    println!("  brigade demo salad");
+    println!("  brigade submit --kind sleep --input '{{\"ms\": 500}}' --count 20 --wait");
+    println!("  brigade workers");
+    println!("Ctrl-C stops everything.");
+    shutdown_signal().await;
+    eprintln!("stopping workers…");
+    stop_children(&mut workers).await;
+    let _ = stop_tx.send(());
+    let _ = server.task.await;
+    Ok(ExitCode::SUCCESS)
+}

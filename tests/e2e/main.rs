@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `brigade` binary as server and worker processes,
+//! HTTP on 127.0.0.1, a real database. One test binary keeps link time down.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
+mod harness;
+
+mod faults;
+mod input;
+mod operations;
+mod running;

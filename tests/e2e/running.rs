@@ -1,0 +1,210 @@
+//! Jobs run: in parallel, retried, timed out, cancelled.
+
+use std::collections::BTreeSet;
+
+use brigade_api::{Backoff, ErrorKind, JobState, TaskState};
+use serde_json::json;
+
+use crate::harness::{Cluster, task};
+
+#[tokio::test]
+async fn a_job_runs_in_parallel_over_both_workers_with_exact_results() {
+    let c = Cluster::start()
+        .await
+        .with_workers(&["w1", "w2"], 8, &[])
+        .await;
+    let w1 = c.worker_named("w1").await.id;
+    let w2 = c.worker_named("w2").await.id;
+    let mut tasks: Vec<_> = (0..100)
+        .map(|i| task("echo", json!({ "i": i, "text": format!("n{i}") })))
+        .collect();
+    tasks.extend((0..24).map(|_| task("sleep", json!({ "ms": 300 }))));
+    let job = c.submit(tasks).await;
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.progress.total, 124);
+
+    let done = c.finished(&job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.progress.succeeded, 124);
+    assert!(done.duration_ms.is_some() && done.wall_ms.is_some());
+
+    let all = c.tasks(&job.id).await;
+    assert_eq!(
+        all.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        job.task_ids.clone().unwrap()
+    );
+    for (i, t) in all.iter().take(100).enumerate() {
+        assert_eq!(
+            t.output,
+            json!({ "i": i, "text": format!("n{i}") }),
+            "task {i}"
+        );
+        assert_eq!((t.state, t.attempt), (TaskState::Succeeded, 1));
+    }
+    for t in &all[100..] {
+        assert_eq!(t.output, json!({ "slept_ms": 300 }));
+    }
+    let used: BTreeSet<_> = all.iter().filter_map(|t| t.worker_id.clone()).collect();
+    assert_eq!(
+        used,
+        BTreeSet::from([w1.clone(), w2.clone()]),
+        "both workers took tasks"
+    );
+    // Parallel, not one after the other: some sleeps on different workers overlapped.
+    let sleeps = &all[100..];
+    let overlap = sleeps.iter().any(|a| {
+        sleeps.iter().any(|b| {
+            a.worker_id != b.worker_id
+                && a.started_at.unwrap() < b.finished_at.unwrap()
+                && b.started_at.unwrap() < a.finished_at.unwrap()
+        })
+    });
+    assert!(overlap, "tasks on the two workers ran at the same time");
+}
+
+fn quick_backoff() -> Backoff {
+    Backoff {
+        initial_ms: 50,
+        factor: 2.0,
+        max_ms: 200,
+        jitter: false,
+    }
+}
+
+#[tokio::test]
+async fn flaky_tasks_are_retried_until_they_succeed_and_failing_ones_exhaust_their_attempts() {
+    let c = Cluster::start()
+        .await
+        .with_workers(&["w1", "w2"], 4, &[])
+        .await;
+    let mut flaky = task("flaky", json!({ "fail_attempts": 2 }));
+    flaky.max_attempts = Some(3);
+    flaky.backoff = Some(quick_backoff());
+    let mut failing = task("fail", json!({ "message": "always" }));
+    failing.max_attempts = Some(2);
+    failing.backoff = Some(quick_backoff());
+    let mut permanent = task("fail", json!({ "message": "give up", "retryable": false }));
+    permanent.max_attempts = Some(5);
+
+    let flaky_job = c.submit(vec![flaky]).await;
+    let failing_job = c.submit(vec![failing, permanent]).await;
+
+    let done = c.finished(&flaky_job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let t = c
+        .client
+        .task(&flaky_job.task_ids.unwrap()[0])
+        .await
+        .unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Succeeded, 3));
+    assert_eq!(t.output, json!({ "attempt": 3 }));
+    let outcomes: Vec<_> = t
+        .history
+        .unwrap()
+        .iter()
+        .map(|h| (h.attempt, h.outcome.clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (1, "failed".into()),
+            (2, "failed".into()),
+            (3, "succeeded".into())
+        ]
+    );
+
+    let done = c.finished(&failing_job.id).await;
+    assert_eq!(done.state, JobState::Failed);
+    let ids = failing_job.task_ids.unwrap();
+    let t = c.client.task(&ids[0]).await.unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Failed, 2));
+    let err = t.error.unwrap();
+    assert_eq!(
+        (err.kind, err.message.as_str()),
+        (ErrorKind::Handler, "always")
+    );
+    let t = c.client.task(&ids[1]).await.unwrap();
+    assert_eq!(
+        (t.state, t.attempt),
+        (TaskState::Failed, 1),
+        "a non-retryable failure is not retried"
+    );
+
+    // A failed task can be retried by hand with a fresh budget.
+    let again = c.client.retry_task(&ids[1]).await.unwrap();
+    assert_eq!(again.state, TaskState::Queued);
+    let done = c.finished(&failing_job.id).await;
+    assert_eq!(done.state, JobState::Failed);
+    let t = c.client.task(&ids[1]).await.unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Failed, 2));
+}
+
+#[tokio::test]
+async fn a_task_past_its_timeout_fails_with_kind_timeout() {
+    let c = Cluster::start().await.with_workers(&["w1"], 2, &[]).await;
+    let mut slow = task("sleep", json!({ "ms": 30_000 }));
+    slow.timeout_ms = Some(300);
+    slow.max_attempts = Some(1);
+    let job = c.submit(vec![slow]).await;
+    let done = c.finished(&job.id).await;
+    assert_eq!(done.state, JobState::Failed);
+    let t = c.client.task(&job.task_ids.unwrap()[0]).await.unwrap();
+    assert_eq!(t.error.unwrap().kind, ErrorKind::Timeout);
+    assert_eq!(t.history.unwrap()[0].outcome, "timeout");
+    // The slot is free again.
+    let w = c
+        .until("worker idle", || async {
+            c.client
+                .workers()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|w| w.running == 0)
+        })
+        .await;
+    assert_eq!(w.name, "w1");
+}
+
+fn sleep_processes(marker: &str) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_its_tasks_on_the_worker() {
+    let c = Cluster::start_with(&["--heartbeat-ms", "200", "--lease-ttl-ms", "5000"])
+        .await
+        .with_workers(&["w1", "w2"], 4, &["--allow-exec"])
+        .await;
+    // A duration no other test uses, to find exactly these processes.
+    let marker = "sleep 41.731";
+    let tasks = (0..4)
+        .map(|_| task("exec", json!({ "argv": ["sleep", "41.731"] })))
+        .collect();
+    let job = c.submit(tasks).await;
+    c.until("all four running", || async {
+        let j = c.client.job(&job.id).await.ok()?;
+        (j.progress.running == 4 && sleep_processes(marker) == 4).then_some(())
+    })
+    .await;
+
+    let cancelled = c.client.cancel_job(&job.id).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(cancelled.progress.cancelled, 4);
+    c.until("the processes are gone", || async {
+        (sleep_processes(marker) == 0).then_some(())
+    })
+    .await;
+    c.until("slots freed", || async {
+        let ws = c.client.workers().await.ok()?;
+        ws.iter().all(|w| w.running == 0).then_some(())
+    })
+    .await;
+    for t in c.tasks(&job.id).await {
+        assert_eq!(t.state, TaskState::Cancelled);
+        assert_eq!(t.error.unwrap().kind, ErrorKind::Cancelled);
+    }
+}
