@@ -601,7 +601,7 @@ function renderThroughput() {
   svg.setAttribute('data-total', String(tot));
   svg.innerHTML = out;
   const since = S.connectedAt ? Math.min(WINDOW_S, Math.floor((Date.now() - S.connectedAt) / 1000)) : 0;
-  $('#tp-summary').textContent = `${tot} finished${since < WINDOW_S ? ` since this page connected ${dur(since * 1000)} ago` : ''} · peak ${max}/s`;
+  $('#tp-summary').textContent = `${tot} finished${since < WINDOW_S ? ` in the ${since < 60 ? since + 's' : Math.floor(since / 60) + 'm'} since this page connected` : ''} · peak ${max}/s`;
 }
 
 function niceMax(v) {

@@ -173,11 +173,11 @@ async fn demo_jobs(http: reqwest::Client, base: String) {
         let mut tasks: Vec<Value> = (0..30 + (n % 4) * 15)
             .map(|i| json!({"kind": "sleep", "name": format!("slice-{i}"), "input": {"ms": 300 + (i * 137 + n * 71) % 1500}}))
             .collect();
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             tasks.push(json!({"kind": "fail", "name": "burnt-toast", "input": {"message": "the toaster caught fire"}, "max_attempts": 2,
                 "backoff": {"initial_ms": 500, "factor": 2.0, "max_ms": 2000, "jitter": false}}));
         }
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             tasks.push(
                 json!({"kind": "flaky", "name": "wobbly", "input": {"fail_attempts": 1},
                 "backoff": {"initial_ms": 300, "factor": 2.0, "max_ms": 1000, "jitter": false}}),
@@ -190,7 +190,7 @@ async fn demo_jobs(http: reqwest::Client, base: String) {
             "index-rebuild",
             "ml-eval",
         ];
-        let body = json!({"name": names[(n as usize) % names.len()], "queue": if n % 4 == 0 { "batch" } else { "default" },
+        let body = json!({"name": names[(n as usize) % names.len()], "queue": if n.is_multiple_of(4) { "batch" } else { "default" },
             "labels": {"team": "kitchen"}, "tasks": tasks});
         post(&http, format!("{base}/v1/jobs"), body).await;
         tokio::time::sleep(Duration::from_secs(12)).await;
