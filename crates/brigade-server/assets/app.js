@@ -146,14 +146,14 @@ async function api(path, opts = {}) {
   return text ? JSON.parse(text) : null;
 }
 
-// An admin action: POST, then tell the user how it went.
-async function act(path, what) {
+// An admin action: POST, then tell the user how it went (the API's problem detail on failure).
+async function act(path, done, verb) {
   try {
     await api(path, { method: 'POST' });
-    toast(what, '', 'ok');
+    toast(done, '', 'ok');
     return true;
   } catch (e) {
-    showError(e, `Could not ${what.toLowerCase()}`);
+    showError(e, `Could not ${verb}`);
     return false;
   }
 }
@@ -601,7 +601,7 @@ function renderThroughput() {
   svg.setAttribute('data-total', String(tot));
   svg.innerHTML = out;
   const since = S.connectedAt ? Math.min(WINDOW_S, Math.floor((Date.now() - S.connectedAt) / 1000)) : 0;
-  $('#tp-summary').textContent = `${tot} finished${since < WINDOW_S ? ` in the ${since < 60 ? since + 's' : Math.floor(since / 60) + 'm'} since this page connected` : ''} · peak ${max}/s`;
+  $('#tp-summary').textContent = `${tot} finished · peak ${max}/s${since < WINDOW_S ? ` · counted since the page connected` : ''}`;
 }
 
 function niceMax(v) {
@@ -849,31 +849,31 @@ async function onClick(e) {
     try {
       switch (btn.dataset.act) {
         case 'cancel-job':
-          if (confirm('Cancel every unfinished task of this job?')) await act(`/v1/jobs/${enc}/cancel`, 'Job cancelled');
+          if (confirm('Cancel every unfinished task of this job?')) await act(`/v1/jobs/${enc}/cancel`, 'Job cancelled', 'cancel the job');
           soon('jobs', loadJobs);
           soon('job', loadJob);
           break;
         case 'retry-task':
-          if (await act(`/v1/tasks/${enc}/retry`, 'Task queued again')) {
+          if (await act(`/v1/tasks/${enc}/retry`, 'Task queued again', 'retry the task')) {
             soon('task', loadTask);
             soon('job', loadJob);
           }
           break;
         case 'cancel-task':
-          if (await act(`/v1/tasks/${enc}/cancel`, 'Task cancelled')) {
+          if (await act(`/v1/tasks/${enc}/cancel`, 'Task cancelled', 'cancel the task')) {
             soon('task', loadTask);
             soon('job', loadJob);
           }
           break;
         case 'pause':
-          if (await act(`/v1/queues/${enc}/pause`, `Queue ${id} paused`)) soon('queues', loadQueues);
+          if (await act(`/v1/queues/${enc}/pause`, `Queue ${id} paused`, `pause queue ${id}`)) soon('queues', loadQueues);
           break;
         case 'resume':
-          if (await act(`/v1/queues/${enc}/resume`, `Queue ${id} resumed`)) soon('queues', loadQueues);
+          if (await act(`/v1/queues/${enc}/resume`, `Queue ${id} resumed`, `resume queue ${id}`)) soon('queues', loadQueues);
           break;
         case 'drain':
           if (confirm(`Drain worker ${btn.dataset.name}? It finishes what it runs and leases nothing more.`)) {
-            if (await act(`/v1/workers/${enc}/drain`, `Worker ${btn.dataset.name} draining`)) soon('workers', loadWorkers);
+            if (await act(`/v1/workers/${enc}/drain`, `Worker ${btn.dataset.name} draining`, `drain worker ${btn.dataset.name}`)) soon('workers', loadWorkers);
           }
           break;
         case 'close-drawer':
