@@ -689,7 +689,8 @@ function renderGantt() {
   const span = t1 - t0;
   const step = niceStep(span / 6);
   for (let v = 0; v <= span; v += step) {
-    out += `<line class="gridline" x1="${x(t0 + v)}" x2="${x(t0 + v)}" y1="${padT - 4}" y2="${H}"/><text class="axis" x="${x(t0 + v) + 3}" y="11">${dur(v)}</text>`;
+    out += `<line class="gridline" x1="${x(t0 + v)}" x2="${x(t0 + v)}" y1="${padT - 4}" y2="${H}"/>`;
+    if (x(t0 + v) < W - 50) out += `<text class="axis" x="${x(t0 + v) + 3}" y="11">${dur(v)}</text>`;
   }
   ts.forEach((t, i) => {
     const yy = padT + i * rowH;
