@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use brigade_core::{Clock, Limits, SystemClock};
 use brigade_store::{Remote, Store};
@@ -86,7 +85,7 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { axum::Json((*doc).clone()) }),
         )
         .merge(SwaggerUi::new("/docs"))
-        .route("/", get(index))
+        .merge(crate::dashboard::router())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -107,12 +106,6 @@ pub fn router(state: AppState) -> Router {
             header::COOKIE,
         ]))
         .with_state(state)
-}
-
-async fn index() -> impl IntoResponse {
-    Html(
-        "<!doctype html><title>brigade</title><h1>brigade</h1><p>See <a href=\"/docs\">/docs</a>.</p>",
-    )
 }
 
 /// Open the store, bind, start the background duties and serve until `shutdown` completes.

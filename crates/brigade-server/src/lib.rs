@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod dashboard;
 pub mod dispatcher;
 pub mod duties;
 pub mod error;

@@ -1,0 +1,966 @@
+// brigade dashboard: one page of plain JavaScript over the REST API and the live event stream.
+// No framework, no build step, nothing fetched from outside this server.
+'use strict';
+
+// ---------------------------------------------------------------- state
+
+const TOKEN_KEY = 'brigade.token';
+const THEME_KEY = 'brigade.theme';
+const WINDOW_S = 300; // throughput window: 5 minutes of 1 s buckets
+const DEBOUNCE_MS = 500;
+const POLL_MS = 5000;
+
+const S = {
+  token: localStorage.getItem(TOKEN_KEY) || '',
+  route: { name: null }, // set by route() on load
+  workers: null,
+  queues: null,
+  jobs: null,
+  jobFilter: '',
+  job: null, // the job shown on the job page
+  tasks: null, // its tasks
+  task: null, // the task open in the drawer
+  taskId: null,
+  heartbeatMs: 5000,
+  // throughput buckets: second -> [succeeded, failed]
+  tp: new Map(),
+  connectedAt: null,
+};
+
+// ---------------------------------------------------------------- helpers
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function esc(v) {
+  return String(v ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+function ms(t) {
+  return t ? Date.parse(t) : NaN;
+}
+
+function ago(t) {
+  const d = (Date.now() - ms(t)) / 1000;
+  if (!isFinite(d)) return '—';
+  if (d < 1) return 'just now';
+  if (d < 60) return `${Math.floor(d)}s ago`;
+  if (d < 3600) return `${Math.floor(d / 60)}m ago`;
+  if (d < 86400) return `${Math.floor(d / 3600)}h ago`;
+  return `${Math.floor(d / 86400)}d ago`;
+}
+
+function dur(v) {
+  if (v == null || !isFinite(v)) return '—';
+  if (v < 1000) return `${Math.round(v)} ms`;
+  if (v < 60000) return `${(v / 1000).toFixed(v < 10000 ? 2 : 1)} s`;
+  const m = Math.floor(v / 60000);
+  const s = Math.floor((v % 60000) / 1000);
+  if (m < 60) return `${m}m ${String(s).padStart(2, '0')}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
+}
+
+function between(a, b) {
+  const x = ms(a);
+  const y = b ? ms(b) : NaN;
+  return isFinite(x) && isFinite(y) ? y - x : null;
+}
+
+function clock(t) {
+  if (!t) return '—';
+  const d = new Date(t);
+  return isNaN(d) ? '—' : d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+}
+
+function shortId(id) {
+  return id ? String(id).slice(-8) : '—';
+}
+
+function pct(x) {
+  return Math.max(0, Math.min(100, Math.round((x || 0) * 100)));
+}
+
+function json(v, max) {
+  if (v === null || v === undefined) return '';
+  const s = typeof v === 'string' ? v : JSON.stringify(v);
+  return max && s.length > max ? s.slice(0, max) + '…' : s;
+}
+
+function badge(state, extra = '') {
+  return `<span class="badge s-${esc(state)}" data-testid="${extra || 'state'}">${esc(state)}</span>`;
+}
+
+// Widths are set through the CSSOM after rendering: the page's CSP forbids inline style attributes.
+function applyWidths(root) {
+  for (const el of root.querySelectorAll('[data-w]')) {
+    el.style.width = el.dataset.w + '%';
+    // A single failure among hundreds must still show.
+    if (+el.dataset.w > 0) el.style.minWidth = '3px';
+  }
+}
+
+function workerName(id) {
+  if (!id) return '—';
+  const w = (S.workers || []).find((x) => x.id === id);
+  return w ? w.name : shortId(id);
+}
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(status, title, detail, errors) {
+    super(detail || title || `HTTP ${status}`);
+    this.status = status;
+    this.title = title || `HTTP ${status}`;
+    this.detail = detail || '';
+    this.errors = errors || [];
+  }
+}
+
+function headers(extra = {}) {
+  const h = { Accept: 'application/json', ...extra };
+  if (S.token) h.Authorization = `Bearer ${S.token}`;
+  return h;
+}
+
+async function problem(res) {
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    /* not JSON */
+  }
+  const e = new ApiError(res.status, body?.title || res.statusText, body?.detail, body?.errors);
+  if (res.status === 401) openLogin('The server wants a valid token: ' + (e.detail || e.title));
+  return e;
+}
+
+async function api(path, opts = {}) {
+  const res = await fetch(path, {
+    method: opts.method || 'GET',
+    headers: headers(opts.body ? { 'Content-Type': 'application/json' } : {}),
+    body: opts.body ? JSON.stringify(opts.body) : undefined,
+    cache: 'no-store',
+  });
+  if (!res.ok) throw await problem(res);
+  const text = await res.text();
+  return text ? JSON.parse(text) : null;
+}
+
+// An admin action: POST, then tell the user how it went (the API's problem detail on failure).
+async function act(path, done, verb) {
+  try {
+    await api(path, { method: 'POST' });
+    toast(done, '', 'ok');
+    return true;
+  } catch (e) {
+    showError(e, `Could not ${verb}`);
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- toasts and login
+
+function toast(title, detail, kind = '') {
+  const el = document.createElement('div');
+  el.className = `toast ${kind}`;
+  el.setAttribute('data-testid', kind === 'err' ? 'error-toast' : 'toast');
+  el.innerHTML = `<b>${esc(title)}</b>${detail ? `<div>${esc(detail)}</div>` : ''}`;
+  $('#toasts').append(el);
+  setTimeout(() => el.remove(), kind === 'err' ? 8000 : 3000);
+}
+
+function showError(e, context) {
+  if (e instanceof ApiError) {
+    const fields = (e.errors || []).map((x) => `${x.field}: ${x.message}`).join('; ');
+    toast(`${context} — ${e.status} ${e.title}`, [e.detail, fields].filter(Boolean).join(' — '), 'err');
+  } else {
+    toast(context, String(e?.message || e), 'err');
+  }
+}
+
+function openLogin(hint) {
+  $('#login').hidden = false;
+  const h = $('#login-hint');
+  if (hint) {
+    h.textContent = hint;
+    h.classList.add('err');
+  }
+  $('#token-input').value = S.token;
+  $('#token-input').focus();
+}
+
+function setToken(t) {
+  S.token = t;
+  if (t) localStorage.setItem(TOKEN_KEY, t);
+  else localStorage.removeItem(TOKEN_KEY);
+  $('#login-btn').textContent = t ? 'Token ✓' : 'Token';
+  $('#login-btn').classList.toggle('authed', !!t);
+  restartEvents();
+  refreshAll();
+}
+
+// ---------------------------------------------------------------- loading, debounced
+
+const timers = new Map();
+const lastRun = new Map();
+
+// Run `fn` under `key` at most once per DEBOUNCE_MS; calls in between collapse into one.
+function soon(key, fn) {
+  if (timers.has(key)) return;
+  const wait = Math.max(0, (lastRun.get(key) || 0) + DEBOUNCE_MS - Date.now());
+  timers.set(
+    key,
+    setTimeout(async () => {
+      timers.delete(key);
+      lastRun.set(key, Date.now());
+      try {
+        await fn();
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 401)) console.warn(key, e);
+      }
+    }, wait),
+  );
+}
+
+async function loadWorkers() {
+  S.workers = await api('/v1/workers');
+  renderWorkers();
+  renderStats();
+}
+
+async function loadQueues() {
+  S.queues = await api('/v1/queues');
+  renderQueues();
+  renderStats();
+}
+
+async function loadJobs() {
+  const q = S.jobFilter ? `&state=${encodeURIComponent(S.jobFilter)}` : '';
+  const page = await api(`/v1/jobs?limit=50${q}`);
+  S.jobs = page.items;
+  renderJobs();
+}
+
+async function loadJob() {
+  if (S.route.name !== 'job') return;
+  const id = S.route.id;
+  const [job, tasks] = await Promise.all([
+    api(`/v1/jobs/${encodeURIComponent(id)}`),
+    api(`/v1/jobs/${encodeURIComponent(id)}/tasks?limit=1000`),
+  ]);
+  if (S.route.name !== 'job' || S.route.id !== id) return;
+  S.job = job;
+  S.tasks = tasks.items;
+  S.tasksMore = !!tasks.next_cursor;
+  renderJob();
+}
+
+async function loadTask() {
+  if (!S.taskId) return;
+  const id = S.taskId;
+  const t = await api(`/v1/tasks/${encodeURIComponent(id)}`);
+  if (S.taskId !== id) return;
+  S.task = t;
+  renderDrawer();
+}
+
+function refreshAll() {
+  soon('workers', loadWorkers);
+  soon('queues', loadQueues);
+  if (S.route.name === 'overview') soon('jobs', loadJobs);
+  if (S.route.name === 'job') soon('job', loadJob);
+  if (S.taskId) soon('task', loadTask);
+}
+
+// ---------------------------------------------------------------- live events over fetch()
+
+// EventSource cannot send an Authorization header, so the stream is read with fetch() and parsed here.
+let streamCtl = null;
+let retryMs = 1000;
+
+function setConn(state, text) {
+  const el = $('#conn');
+  el.dataset.state = state;
+  el.lastElementChild.textContent = text;
+}
+
+function restartEvents() {
+  if (streamCtl) streamCtl.abort();
+  streamCtl = new AbortController();
+  runEvents(streamCtl.signal);
+}
+
+async function runEvents(signal) {
+  for (;;) {
+    setConn('connecting', 'connecting');
+    try {
+      const res = await fetch('/v1/events', { headers: headers({ Accept: 'text/event-stream' }), signal, cache: 'no-store' });
+      if (!res.ok) throw await problem(res);
+      setConn('live', 'live');
+      S.connectedAt = Date.now();
+      retryMs = 1000;
+      refreshAll(); // anything missed while disconnected
+      await readSse(res.body, signal, onEvent);
+    } catch (e) {
+      if (signal.aborted) return;
+      console.warn('event stream', e);
+    }
+    if (signal.aborted) return;
+    setConn('offline', `offline, retry in ${Math.round(retryMs / 1000)}s`);
+    await new Promise((r) => setTimeout(r, retryMs));
+    retryMs = Math.min(retryMs * 2, 15000);
+  }
+}
+
+async function readSse(body, signal, handle) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let cut;
+    while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buf.slice(0, cut);
+      buf = buf.slice(cut + (buf.slice(cut, cut + 4).match(/^\r?\n\r?\n/)[0].length));
+      let data = [];
+      let type = 'message';
+      for (const line of block.split(/\r?\n/)) {
+        if (!line || line.startsWith(':')) continue;
+        const i = line.indexOf(':');
+        const field = i < 0 ? line : line.slice(0, i);
+        let val = i < 0 ? '' : line.slice(i + 1);
+        if (val.startsWith(' ')) val = val.slice(1);
+        if (field === 'data') data.push(val);
+        else if (field === 'event') type = val;
+      }
+      if (!data.length) continue;
+      try {
+        const ev = JSON.parse(data.join('\n'));
+        handle(ev.type ? ev : { ...ev, type });
+      } catch (e) {
+        console.warn('bad event', e);
+      }
+    }
+  }
+}
+
+function onEvent(ev) {
+  const t = ev.type || '';
+  if (t === 'task.succeeded' || t === 'task.failed') {
+    const sec = Math.floor(Date.now() / 1000);
+    const b = S.tp.get(sec) || [0, 0];
+    b[t === 'task.succeeded' ? 0 : 1]++;
+    S.tp.set(sec, b);
+  }
+  if (t === 'stream.lagged') {
+    refreshAll();
+    return;
+  }
+  if (t.startsWith('worker.')) soon('workers', loadWorkers);
+  if (t.startsWith('task.') || t.startsWith('job.')) {
+    soon('queues', loadQueues);
+    if (t.startsWith('task.')) soon('workers', loadWorkers);
+    if (S.route.name === 'overview') soon('jobs', loadJobs);
+    if (S.route.name === 'job' && ev.job_id === S.route.id) soon('job', loadJob);
+    if (S.taskId && ev.task_id === S.taskId) soon('task', loadTask);
+  }
+}
+
+// ---------------------------------------------------------------- overview
+
+function renderOverview() {
+  $('#view').innerHTML = `
+  <div class="grid">
+    <div class="stats" id="stats" data-testid="stats"></div>
+    <div class="grid two">
+      <section class="card" data-testid="throughput">
+        <div class="card-head"><h2>Throughput</h2><span class="count" id="tp-summary"></span>
+          <div class="tools legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="faint">per second · last 5 min</span></div></div>
+        <div class="card-body"><svg id="tp-chart" class="chart" data-testid="throughput-chart" height="170" role="img" aria-label="Tasks finished per second over the last five minutes"></svg></div>
+      </section>
+      <section class="card">
+        <div class="card-head"><h2>Queues</h2><span class="count" id="queues-count"></span></div>
+        <div class="table-wrap" id="queues" data-testid="queues"></div>
+      </section>
+    </div>
+    <section class="card">
+      <div class="card-head"><h2>Workers</h2><span class="count" id="workers-count"></span></div>
+      <div class="table-wrap" id="workers" data-testid="workers"></div>
+    </section>
+    <section class="card">
+      <div class="card-head"><h2>Jobs</h2><span class="count" id="jobs-count"></span>
+        <div class="tools">
+          <div class="legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="s-running">running</span><span class="s-scheduled">scheduled</span><span class="s-cancelled">cancelled</span><span class="s-queued">queued</span></div>
+          <select id="job-filter" data-testid="job-filter" aria-label="Filter jobs by state">
+            ${['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => `<option value="${s}"${s === S.jobFilter ? ' selected' : ''}>${s || 'all states'}</option>`).join('')}
+          </select>
+        </div></div>
+      <div class="table-wrap" id="jobs" data-testid="jobs"></div>
+    </section>
+  </div>`;
+  renderStats();
+  renderWorkers();
+  renderQueues();
+  renderJobs();
+  renderThroughput();
+}
+
+function renderStats() {
+  const el = $('#stats');
+  if (!el) return;
+  const ws = S.workers || [];
+  const live = ws.filter((w) => w.state === 'active' || w.state === 'draining');
+  const active = ws.filter((w) => w.state === 'active').length;
+  const slots = live.reduce((a, w) => a + (w.capacity || 0), 0);
+  const busy = live.reduce((a, w) => a + (w.running || 0), 0);
+  const qs = S.queues || [];
+  const queued = qs.reduce((a, q) => a + q.queued, 0);
+  const sched = qs.reduce((a, q) => a + q.scheduled, 0);
+  const running = qs.reduce((a, q) => a + q.running, 0);
+  const now = Math.floor(Date.now() / 1000);
+  let last10 = 0;
+  let failed5 = 0;
+  for (const [sec, [ok, bad]] of S.tp) {
+    if (sec > now - 10 && sec <= now) last10 += ok + bad;
+    if (sec > now - WINDOW_S) failed5 += bad;
+  }
+  const tile = (k, v, cls = '', id = '') => `<div class="card stat ${cls}" ${id ? `data-testid="${id}"` : ''}><div class="k">${k}</div><div class="v">${v}</div></div>`;
+  el.innerHTML =
+    tile('Workers', `${active}<small> active / ${ws.length}</small>`, '', 'stat-workers') +
+    tile('Slots busy', `${busy}<small> / ${slots}</small>`, '', 'stat-slots') +
+    tile('Queued', `${queued}${sched ? `<small> +${sched} scheduled</small>` : ''}`, '', 'stat-queued') +
+    tile('Running', `${running}`, '', 'stat-running') +
+    tile('Throughput', `${(last10 / 10).toFixed(1)}<small> tasks/s</small>`, '', 'stat-throughput') +
+    tile('Failed · 5 min', `${failed5}`, failed5 ? 'bad' : '', 'stat-failed');
+}
+
+function meter(label, frac, title) {
+  const p = pct(frac);
+  const lvl = p >= 90 ? 'high' : p >= 70 ? 'mid' : '';
+  return `<div class="meter" title="${esc(title)}"><span class="lbl">${label}</span><span class="bar"><i class="${lvl}" data-w="${p}"></i></span><span class="pct">${p}%</span></div>`;
+}
+
+function renderWorkers() {
+  const el = $('#workers');
+  if (!el) return;
+  const ws = S.workers;
+  if (!ws) {
+    el.innerHTML = '<div class="empty">Loading…</div>';
+    return;
+  }
+  $('#workers-count').textContent = ws.length ? String(ws.length) : '';
+  if (!ws.length) {
+    el.innerHTML = '<div class="empty">No workers have joined. Start one with <code>brigade worker --server URL</code>.</div>';
+    return;
+  }
+  const order = { active: 0, draining: 1, lost: 2, left: 3 };
+  const sorted = [...ws].sort((a, b) => order[a.state] - order[b.state] || a.name.localeCompare(b.name));
+  el.innerHTML = `<table data-testid="workers-table"><thead><tr>
+      <th>Name</th><th>State</th><th>Load</th><th class="num">Running</th><th class="num">Capacity</th><th>Queues</th><th>Kinds</th><th>Last seen</th><th></th>
+    </tr></thead><tbody>${sorted.map(workerRow).join('')}</tbody></table>`;
+  applyWidths(el);
+}
+
+function workerRow(w) {
+  const live = w.state === 'active' || w.state === 'draining';
+  const slots = w.capacity ? w.running / w.capacity : 0;
+  const staleMs = Date.now() - ms(w.last_seen_at);
+  const stale = live && staleMs > S.heartbeatMs * 2;
+  return `<tr data-testid="worker-row" data-worker-id="${esc(w.id)}" data-state="${esc(w.state)}">
+    <td><b>${esc(w.name)}</b><div class="sub mono">${esc(w.hostname || '')} · ${esc(shortId(w.id))}</div></td>
+    <td>${badge(w.state, 'worker-state')}</td>
+    <td>${live ? `<div class="meters">${meter('slots', slots, `${w.running} of ${w.capacity} slots`)}${meter('cpu', w.load?.cpu, 'host CPU')}${meter('mem', w.load?.memory, 'host memory')}</div>` : '<span class="faint">—</span>'}</td>
+    <td class="num">${w.running}</td>
+    <td class="num">${w.capacity}</td>
+    <td>${esc((w.queues || []).join(', '))}</td>
+    <td class="trunc muted" title="${esc((w.kinds || []).join(', '))}">${esc((w.kinds || []).join(', '))}</td>
+    <td class="${stale ? 'stale' : 'muted'}" data-ago="${esc(w.last_seen_at)}">${ago(w.last_seen_at)}</td>
+    <td class="num">${w.state === 'active' ? `<button class="btn sm" data-act="drain" data-id="${esc(w.id)}" data-name="${esc(w.name)}" data-testid="drain-worker">Drain</button>` : ''}</td>
+  </tr>`;
+}
+
+function renderQueues() {
+  const el = $('#queues');
+  if (!el) return;
+  const qs = S.queues;
+  if (!qs) {
+    el.innerHTML = '<div class="empty">Loading…</div>';
+    return;
+  }
+  $('#queues-count').textContent = qs.length ? String(qs.length) : '';
+  if (!qs.length) {
+    el.innerHTML = '<div class="empty">No queues yet.</div>';
+    return;
+  }
+  el.innerHTML = `<table data-testid="queues-table"><thead><tr>
+      <th>Queue</th><th class="num">Queued</th><th class="num">Sched.</th><th class="num">Running</th><th class="num">Workers</th><th></th>
+    </tr></thead><tbody>${qs
+      .map(
+        (q) => `<tr data-testid="queue-row" data-queue="${esc(q.name)}" data-paused="${q.paused}">
+      <td><b>${esc(q.name)}</b> ${q.paused ? badge('paused', 'queue-paused') : ''}</td>
+      <td class="num">${q.queued}</td><td class="num">${q.scheduled}</td><td class="num">${q.running}</td><td class="num">${q.workers}</td>
+      <td class="num">${
+        q.paused
+          ? `<button class="btn sm" data-act="resume" data-id="${esc(q.name)}" data-testid="resume-queue">Resume</button>`
+          : `<button class="btn sm" data-act="pause" data-id="${esc(q.name)}" data-testid="pause-queue">Pause</button>`
+      }</td></tr>`,
+      )
+      .join('')}</tbody></table>`;
+}
+
+const SEGMENTS = ['succeeded', 'failed', 'cancelled', 'running', 'scheduled', 'queued'];
+
+function progressBar(p, big = false) {
+  const total = p.total || 1;
+  return `<div class="progress${big ? ' big' : ''}" data-testid="job-progress" title="${SEGMENTS.map((s) => `${p[s] || 0} ${s}`).join(', ')}">${SEGMENTS.map(
+    (s) => `<i class="p-${s}" data-w="${((100 * (p[s] || 0)) / total).toFixed(2)}"></i>`,
+  ).join('')}</div>`;
+}
+
+function renderJobs() {
+  const el = $('#jobs');
+  if (!el) return;
+  const js = S.jobs;
+  if (!js) {
+    el.innerHTML = '<div class="empty">Loading…</div>';
+    return;
+  }
+  $('#jobs-count').textContent = js.length ? String(js.length) + (js.length === 50 ? '+' : '') : '';
+  if (!js.length) {
+    el.innerHTML = `<div class="empty">No ${S.jobFilter ? S.jobFilter + ' ' : ''}jobs.</div>`;
+    return;
+  }
+  el.innerHTML = `<table data-testid="jobs-table"><thead><tr>
+      <th>Job</th><th>State</th><th>Progress</th><th class="num">Tasks</th><th>Queue</th><th>Created</th><th class="num">Duration</th><th></th>
+    </tr></thead><tbody>${js
+      .map((j) => {
+        const p = j.progress;
+        const done = p.succeeded + p.failed + p.cancelled;
+        const running = j.state === 'queued' || j.state === 'running';
+        const d = j.duration_ms ?? (j.started_at ? Date.now() - ms(j.started_at) : null);
+        return `<tr class="click" data-href="#/jobs/${esc(j.id)}" data-testid="job-row" data-job-id="${esc(j.id)}" data-state="${esc(j.state)}">
+        <td><a href="#/jobs/${esc(j.id)}"><b>${esc(j.name || '(unnamed)')}</b></a><div class="sub mono">${esc(j.id)}</div></td>
+        <td>${badge(j.state, 'job-state')}</td>
+        <td><div class="prog-cell">${progressBar(p)}<span class="txt">${done}/${p.total}${p.failed ? ` · <span class="s-failed">${p.failed} failed</span>` : ''}</span></div></td>
+        <td class="num">${p.total}</td>
+        <td>${esc(j.queue)}</td>
+        <td class="muted" data-ago="${esc(j.created_at)}" title="${esc(j.created_at)}">${ago(j.created_at)}</td>
+        <td class="num">${dur(d)}</td>
+        <td class="num">${running ? `<button class="btn sm danger" data-act="cancel-job" data-id="${esc(j.id)}" data-testid="cancel-job-row">Cancel</button>` : ''}</td>
+      </tr>`;
+      })
+      .join('')}</tbody></table>`;
+  applyWidths(el);
+}
+
+// Throughput: bars per second, succeeded stacked under failed, over the last five minutes.
+function renderThroughput() {
+  const svg = $('#tp-chart');
+  if (!svg) return;
+  const W = Math.max(300, svg.clientWidth || 600);
+  const H = 170;
+  const padL = 32;
+  const padB = 18;
+  const padT = 6;
+  const now = Math.floor(Date.now() / 1000);
+  for (const k of S.tp.keys()) if (k <= now - WINDOW_S - 5) S.tp.delete(k);
+  let max = 0;
+  let tot = 0;
+  for (let s = now - WINDOW_S + 1; s <= now; s++) {
+    const b = S.tp.get(s);
+    if (b) {
+      max = Math.max(max, b[0] + b[1]);
+      tot += b[0] + b[1];
+    }
+  }
+  const top = niceMax(Math.max(max, 4));
+  const plotW = W - padL - 4;
+  const plotH = H - padB - padT;
+  const bw = plotW / WINDOW_S;
+  const y = (v) => padT + plotH - (v / top) * plotH;
+  let out = '';
+  for (let i = 0; i <= 4; i++) {
+    const v = (top / 4) * i;
+    out += `<line class="gridline" x1="${padL}" x2="${W - 4}" y1="${y(v)}" y2="${y(v)}"/><text class="axis" x="${padL - 6}" y="${y(v) + 3}" text-anchor="end">${Number.isInteger(v) ? v : v.toFixed(1)}</text>`;
+  }
+  for (let m = 0; m <= 5; m++) {
+    const x = padL + plotW - m * 60 * bw;
+    out += `<text class="axis" x="${Math.max(padL + 8, Math.min(W - 16, x))}" y="${H - 4}" text-anchor="middle">${m === 0 ? 'now' : `−${m}m`}</text>`;
+  }
+  for (let i = 0; i < WINDOW_S; i++) {
+    const b = S.tp.get(now - WINDOW_S + 1 + i);
+    if (!b) continue;
+    const x = (padL + i * bw).toFixed(2);
+    const w = Math.max(1, bw - 0.6).toFixed(2);
+    if (b[0]) out += `<rect class="ok" x="${x}" width="${w}" y="${y(b[0]).toFixed(2)}" height="${(plotH - (y(b[0]) - padT)).toFixed(2)}"/>`;
+    if (b[1]) out += `<rect class="bad" x="${x}" width="${w}" y="${y(b[0] + b[1]).toFixed(2)}" height="${(y(b[0]) - y(b[0] + b[1])).toFixed(2)}"/>`;
+  }
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('data-total', String(tot));
+  svg.innerHTML = out;
+  const since = S.connectedAt ? Math.min(WINDOW_S, Math.floor((Date.now() - S.connectedAt) / 1000)) : 0;
+  $('#tp-summary').textContent = `${tot} finished · peak ${max}/s${since < WINDOW_S ? ` · counted since the page connected` : ''}`;
+}
+
+function niceMax(v) {
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+// ---------------------------------------------------------------- job page
+
+function renderJobShell() {
+  $('#view').innerHTML = `
+  <div class="crumbs"><a href="#/">Overview</a> / job <span class="mono">${esc(S.route.id)}</span></div>
+  <div class="grid" data-testid="job-page" data-job-id="${esc(S.route.id)}">
+    <section class="card" id="job-head"><div class="empty">Loading…</div></section>
+    <section class="card">
+      <div class="card-head"><h2>Timeline</h2><span class="count" id="gantt-summary"></span>
+        <div class="tools legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="s-running">running</span><span class="s-cancelled">cancelled</span><span class="faint">one row per task · click a bar for details</span></div></div>
+      <div class="card-body" id="gantt-wrap"><svg id="gantt" class="chart gantt" data-testid="gantt" height="60"></svg></div>
+    </section>
+    <section class="card">
+      <div class="card-head"><h2>Tasks</h2><span class="count" id="tasks-count"></span></div>
+      <div class="table-wrap tall" id="tasks" data-testid="tasks"></div>
+    </section>
+  </div>`;
+}
+
+function renderJob() {
+  const j = S.job;
+  const head = $('#job-head');
+  if (!j || !head) return;
+  const p = j.progress;
+  const unfinished = j.state === 'queued' || j.state === 'running';
+  const wall = j.wall_ms ?? (Date.now() - ms(j.created_at));
+  const d = j.duration_ms ?? (j.started_at ? Date.now() - ms(j.started_at) : null);
+  head.innerHTML = `
+    <div class="job-head">
+      <div>
+        <h1><span data-testid="job-name">${esc(j.name || '(unnamed job)')}</span> ${badge(j.state, 'job-state')}</h1>
+        <div class="meta">
+          <span>id <b class="mono">${esc(j.id)}</b></span>
+          <span>queue <b>${esc(j.queue)}</b></span>
+          <span>created <b title="${esc(j.created_at)}">${ago(j.created_at)}</b></span>
+          <span>run time <b>${dur(d)}</b></span>
+          <span>wall <b>${dur(wall)}</b></span>
+          ${Object.entries(j.labels || {}).map(([k, v]) => `<span>${esc(k)} <b>${esc(v)}</b></span>`).join('')}
+        </div>
+      </div>
+      <div class="actions">
+        <button class="btn danger" data-act="cancel-job" data-id="${esc(j.id)}" data-testid="cancel-job" ${unfinished ? '' : 'disabled'}>Cancel job</button>
+      </div>
+    </div>
+    <div class="job-prog">${progressBar(p, true)}
+      <div class="legend">${SEGMENTS.map((s) => `<span class="s-${s}" data-seg="${s}">${p[s] || 0} ${s}</span>`).join('')}<span>${p.total} total</span></div>
+    </div>`;
+  applyWidths(head);
+  renderGantt();
+  renderTasks();
+}
+
+function renderGantt() {
+  const svg = $('#gantt');
+  const ts = S.tasks;
+  if (!svg || !ts) return;
+  const started = ts.filter((t) => t.started_at);
+  const now = Date.now();
+  if (!started.length) {
+    svg.setAttribute('height', '40');
+    svg.innerHTML = `<text class="axis" x="10" y="24">No task has started yet.</text>`;
+    $('#gantt-summary').textContent = '';
+    return;
+  }
+  const t0 = Math.min(...started.map((t) => ms(t.started_at)), ms(S.job?.started_at) || Infinity);
+  const t1 = Math.max(...started.map((t) => (t.finished_at ? ms(t.finished_at) : now)), t0 + 1000);
+  const W = Math.max(400, svg.clientWidth || 800);
+  const padL = 8;
+  const padT = 20;
+  const n = ts.length;
+  const rowH = n <= 40 ? 10 : n <= 120 ? 5 : Math.max(1.5, 360 / n);
+  const barH = Math.max(1, rowH > 4 ? rowH - 2 : rowH);
+  const H = padT + n * rowH + 4;
+  const plotW = W - padL - 8;
+  const x = (t) => padL + ((t - t0) / (t1 - t0)) * plotW;
+  let out = '';
+  const span = t1 - t0;
+  const step = niceStep(span / 6);
+  for (let v = 0; v <= span; v += step) {
+    out += `<line class="gridline" x1="${x(t0 + v)}" x2="${x(t0 + v)}" y1="${padT - 4}" y2="${H}"/>`;
+    if (x(t0 + v) < W - 50) out += `<text class="axis" x="${x(t0 + v) + 3}" y="11">${dur(v)}</text>`;
+  }
+  ts.forEach((t, i) => {
+    const yy = padT + i * rowH;
+    if (!t.started_at) return;
+    const a = x(ms(t.started_at));
+    const b = x(t.finished_at ? ms(t.finished_at) : now);
+    const sel = t.id === S.taskId ? ' t-sel' : '';
+    const tip = `${t.name || t.kind} · ${t.state} · attempt ${t.attempt} · ${workerName(t.worker_id)} · ${dur(between(t.started_at, t.finished_at) ?? now - ms(t.started_at))}`;
+    out += `<rect class="t t-${esc(t.state)}${sel}" data-task-id="${esc(t.id)}" x="${a.toFixed(2)}" y="${yy.toFixed(2)}" width="${Math.max(1.5, b - a).toFixed(2)}" height="${barH.toFixed(2)}"><title>${esc(tip)}</title></rect>`;
+  });
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('height', String(H));
+  svg.innerHTML = out;
+  $('#gantt-summary').textContent = `${started.length} of ${n} started · span ${dur(span)}`;
+}
+
+function niceStep(v) {
+  const p = 10 ** Math.floor(Math.log10(Math.max(v, 1)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function renderTasks() {
+  const el = $('#tasks');
+  const ts = S.tasks;
+  if (!el || !ts) return;
+  $('#tasks-count').textContent = `${ts.length}${S.tasksMore ? '+ (first 1000 shown)' : ''}`;
+  if (!ts.length) {
+    el.innerHTML = '<div class="empty">This job has no tasks.</div>';
+    return;
+  }
+  const scroll = el.scrollTop;
+  el.innerHTML = `<table data-testid="tasks-table"><thead><tr>
+    <th class="num">#</th><th>Task</th><th>State</th><th>Worker</th><th class="num">Attempt</th><th>Started</th><th class="num">Waited</th><th class="num">Ran</th><th>Output / error</th>
+  </tr></thead><tbody>${ts
+    .map((t, i) => {
+      const res = t.error ? `<span class="s-failed">${esc(t.error.kind)}: ${esc(json(t.error.message, 160))}</span>` : `<span class="mono muted">${esc(json(t.output, 160))}</span>`;
+      return `<tr class="click${t.id === S.taskId ? ' sel' : ''}" data-task="${esc(t.id)}" data-testid="task-row" data-task-id="${esc(t.id)}" data-state="${esc(t.state)}">
+      <td class="num faint">${i + 1}</td>
+      <td><b>${esc(t.name || t.kind)}</b>${t.name ? ` <span class="sub">${esc(t.kind)}</span>` : ''}</td>
+      <td>${badge(t.state, 'task-state')}</td>
+      <td>${esc(workerName(t.worker_id))}</td>
+      <td class="num">${t.attempt}/${t.max_attempts}</td>
+      <td class="muted mono">${clock(t.started_at)}</td>
+      <td class="num muted">${dur(between(t.created_at, t.started_at))}</td>
+      <td class="num">${t.started_at ? dur(between(t.started_at, t.finished_at) ?? Date.now() - ms(t.started_at)) : '—'}</td>
+      <td class="trunc">${res}</td></tr>`;
+    })
+    .join('')}</tbody></table>`;
+  el.scrollTop = scroll;
+}
+
+// ---------------------------------------------------------------- task drawer
+
+function openTask(id) {
+  S.taskId = id;
+  S.task = null;
+  const dr = $('#drawer');
+  dr.hidden = false;
+  dr.innerHTML = '<div class="empty">Loading…</div>';
+  soon('task', loadTask);
+  renderGantt();
+  renderTasks();
+}
+
+function closeTask() {
+  S.taskId = null;
+  S.task = null;
+  $('#drawer').hidden = true;
+  if (S.route.name === 'job') {
+    history.replaceState(null, '', `#/jobs/${S.route.id}`);
+    renderGantt();
+    renderTasks();
+  }
+}
+
+function renderDrawer() {
+  const t = S.task;
+  const dr = $('#drawer');
+  if (!t || dr.hidden) return;
+  const retry = t.state === 'failed' || t.state === 'cancelled';
+  const cancel = !['succeeded', 'failed', 'cancelled'].includes(t.state);
+  dr.dataset.taskId = t.id;
+  dr.innerHTML = `
+    <div class="d-head"><h3>${esc(t.name || t.kind)}</h3>${badge(t.state, 'task-detail-state')}
+      <div class="spacer"></div>
+      <button class="btn" data-act="retry-task" data-id="${esc(t.id)}" data-testid="retry-task" ${retry ? '' : 'disabled'} title="Failed or cancelled tasks go back to queued with a fresh attempt budget">Retry</button>
+      <button class="btn danger" data-act="cancel-task" data-id="${esc(t.id)}" data-testid="cancel-task" ${cancel ? '' : 'disabled'}>Cancel</button>
+      <button class="btn ghost" data-act="close-drawer" aria-label="Close" data-testid="close-detail">✕</button></div>
+    <section><dl class="kv">
+      <dt>id</dt><dd class="mono">${esc(t.id)}</dd>
+      <dt>kind</dt><dd>${esc(t.kind)}</dd>
+      <dt>queue</dt><dd>${esc(t.queue)} · priority ${t.priority}</dd>
+      <dt>attempt</dt><dd>${t.attempt} of ${t.max_attempts} · timeout ${dur(t.timeout_ms)}</dd>
+      <dt>worker</dt><dd>${esc(workerName(t.worker_id))}</dd>
+      <dt>created</dt><dd>${clock(t.created_at)} <span class="muted">${ago(t.created_at)}</span></dd>
+      ${t.run_at ? `<dt>run at</dt><dd>${clock(t.run_at)}</dd>` : ''}
+      <dt>started</dt><dd>${clock(t.started_at)}</dd>
+      <dt>finished</dt><dd>${clock(t.finished_at)} ${t.finished_at ? `<span class="muted">ran ${dur(between(t.started_at, t.finished_at))}</span>` : ''}</dd>
+      ${Object.keys(t.requires || {}).length ? `<dt>requires</dt><dd class="mono">${esc(json(t.requires))}</dd>` : ''}
+    </dl></section>
+    ${t.error ? `<section><h4>Error</h4><div class="errbox" data-testid="task-error"><b>${esc(t.error.kind)}</b> ${esc(t.error.message)}</div></section>` : ''}
+    <section><h4>Output</h4><pre class="json" data-testid="task-output">${esc(t.output == null ? 'null' : JSON.stringify(t.output, null, 2))}</pre></section>
+    <section><h4>Input</h4><pre class="json">${esc(JSON.stringify(t.input, null, 2))}</pre></section>
+    <section><h4>History</h4>${
+      (t.history || []).length
+        ? `<table data-testid="task-history"><thead><tr><th class="num">#</th><th>Worker</th><th>Started</th><th class="num">Ran</th><th>Outcome</th></tr></thead><tbody>${t.history
+            .map(
+              (h) => `<tr><td class="num">${h.attempt}</td><td>${esc(workerName(h.worker_id))}</td><td class="mono muted">${clock(h.started_at)}</td>
+              <td class="num">${dur(between(h.started_at, h.finished_at))}</td>
+              <td>${badge(h.outcome, 'history-outcome')}${h.error ? ` <span class="muted">${esc(h.error.kind)}: ${esc(json(h.error.message, 120))}</span>` : ''}</td></tr>`,
+            )
+            .join('')}</tbody></table>`
+        : '<div class="muted">No attempt has started.</div>'
+    }</section>`;
+}
+
+// ---------------------------------------------------------------- routing and events
+
+function parseRoute() {
+  const h = location.hash.replace(/^#/, '') || '/';
+  let m = h.match(/^\/jobs\/([^/]+)(?:\/tasks\/([^/]+))?$/);
+  if (m) return { name: 'job', id: decodeURIComponent(m[1]), task: m[2] ? decodeURIComponent(m[2]) : null };
+  return { name: 'overview' };
+}
+
+function route() {
+  const r = parseRoute();
+  const same = r.name === S.route.name && r.id === S.route.id;
+  S.route = r;
+  for (const a of document.querySelectorAll('.nav a[data-nav]')) a.classList.toggle('active', a.dataset.nav === r.name);
+  if (!same) {
+    S.job = null;
+    S.tasks = null;
+    if (r.name === 'job') {
+      renderJobShell();
+      document.title = 'job · brigade';
+      soon('job', loadJob);
+    } else {
+      renderOverview();
+      document.title = 'brigade';
+      soon('jobs', loadJobs);
+    }
+    window.scrollTo(0, 0);
+  }
+  if (r.name === 'job' && r.task) openTask(r.task);
+  else if (S.taskId) closeTask();
+}
+
+async function onClick(e) {
+  const btn = e.target.closest('[data-act]');
+  if (btn) {
+    e.stopPropagation();
+    const id = btn.dataset.id;
+    const enc = encodeURIComponent(id || '');
+    btn.disabled = true;
+    try {
+      switch (btn.dataset.act) {
+        case 'cancel-job':
+          if (confirm('Cancel every unfinished task of this job?')) await act(`/v1/jobs/${enc}/cancel`, 'Job cancelled', 'cancel the job');
+          soon('jobs', loadJobs);
+          soon('job', loadJob);
+          break;
+        case 'retry-task':
+          if (await act(`/v1/tasks/${enc}/retry`, 'Task queued again', 'retry the task')) {
+            soon('task', loadTask);
+            soon('job', loadJob);
+          }
+          break;
+        case 'cancel-task':
+          if (await act(`/v1/tasks/${enc}/cancel`, 'Task cancelled', 'cancel the task')) {
+            soon('task', loadTask);
+            soon('job', loadJob);
+          }
+          break;
+        case 'pause':
+          if (await act(`/v1/queues/${enc}/pause`, `Queue ${id} paused`, `pause queue ${id}`)) soon('queues', loadQueues);
+          break;
+        case 'resume':
+          if (await act(`/v1/queues/${enc}/resume`, `Queue ${id} resumed`, `resume queue ${id}`)) soon('queues', loadQueues);
+          break;
+        case 'drain':
+          if (confirm(`Drain worker ${btn.dataset.name}? It finishes what it runs and leases nothing more.`)) {
+            if (await act(`/v1/workers/${enc}/drain`, `Worker ${btn.dataset.name} draining`, `drain worker ${btn.dataset.name}`)) soon('workers', loadWorkers);
+          }
+          break;
+        case 'close-drawer':
+          closeTask();
+          break;
+      }
+    } finally {
+      if (btn.isConnected) btn.disabled = false;
+    }
+    return;
+  }
+  const rect = e.target.closest('rect[data-task-id]');
+  const row = e.target.closest('tr[data-task]');
+  const tid = rect?.dataset.taskId || row?.dataset.task;
+  if (tid && S.route.name === 'job') {
+    location.hash = `#/jobs/${encodeURIComponent(S.route.id)}/tasks/${encodeURIComponent(tid)}`;
+    return;
+  }
+  const link = e.target.closest('tr[data-href]');
+  if (link && !e.target.closest('a')) location.hash = link.dataset.href;
+}
+
+function tick() {
+  // "3s ago" labels, running bars and the chart move with the clock.
+  for (const el of document.querySelectorAll('[data-ago]')) el.textContent = ago(el.dataset.ago);
+  renderThroughput();
+  renderStats();
+  if (S.route.name === 'job' && S.job && (S.job.state === 'running' || S.job.state === 'queued')) renderGantt();
+}
+
+function applyTheme(t) {
+  if (t) document.documentElement.dataset.theme = t;
+  else delete document.documentElement.dataset.theme;
+}
+
+function init() {
+  applyTheme(localStorage.getItem(THEME_KEY));
+  $('#theme-btn').addEventListener('click', () => {
+    const dark = matchMedia('(prefers-color-scheme: dark)').matches;
+    const cur = document.documentElement.dataset.theme || (dark ? 'dark' : 'light');
+    const next = cur === 'dark' ? 'light' : 'dark';
+    localStorage.setItem(THEME_KEY, next);
+    applyTheme(next);
+  });
+  $('#login-btn').addEventListener('click', () => ($('#login').hidden ? openLogin() : ($('#login').hidden = true)));
+  $('#login-close').addEventListener('click', () => ($('#login').hidden = true));
+  $('#login-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    $('#login').hidden = true;
+    setToken($('#token-input').value.trim());
+    toast('Token saved', 'Sent as a bearer token on every request.', 'ok');
+  });
+  $('#token-clear').addEventListener('click', () => {
+    $('#login').hidden = true;
+    setToken('');
+    toast('Signed out', 'The token was removed from this browser.');
+  });
+  document.addEventListener('click', onClick);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      if (!$('#login').hidden) $('#login').hidden = true;
+      else if (S.taskId) closeTask();
+    }
+  });
+  document.addEventListener('change', (e) => {
+    if (e.target.id === 'job-filter') {
+      S.jobFilter = e.target.value;
+      S.jobs = null;
+      renderJobs();
+      soon('jobs', loadJobs);
+    }
+  });
+  window.addEventListener('hashchange', route);
+  window.addEventListener('resize', () => {
+    renderThroughput();
+    renderGantt();
+  });
+  $('#login-btn').textContent = S.token ? 'Token ✓' : 'Token';
+  $('#login-btn').classList.toggle('authed', !!S.token);
+  route();
+  restartEvents();
+  setInterval(tick, 1000);
+  setInterval(() => {
+    soon('workers', loadWorkers);
+    soon('queues', loadQueues);
+  }, POLL_MS);
+}
+
+document.addEventListener('DOMContentLoaded', init);
