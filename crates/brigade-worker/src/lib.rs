@@ -3,6 +3,8 @@
 //! this runtime with the built-in kinds of [`executors`]; a program of your
 //! own registers its kinds in a [`Registry`] and runs the same loop.
 
+pub mod executors;
 pub mod handler;
+pub mod sandbox;
 
 pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskOutcome};

@@ -1,0 +1,3 @@
+//! Built-in task kinds.
+
+pub mod code;
