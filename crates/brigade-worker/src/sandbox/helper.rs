@@ -446,7 +446,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         cfg.processes,
         cfg.nofile,
         if cfg.rlimit_data {
-            format!(", DATA {} KiB", cfg.memory_kb)
+            format!(", DATA {} KiB", if cgroups.memory.is_some() { cfg.memory_kb * 4 } else { cfg.memory_kb })
         } else {
             ", no DATA/AS limit (JVM/V8: heap flags + cgroup)".into()
         },
@@ -462,7 +462,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
     protection(prot, "seccomp", true, seccomp_note);
 
     // Everything the program's process needs, prepared before forking.
-    let prog = Prepared::new(cfg, uid)?;
+    let prog = Prepared::new(cfg, uid, cgroups.memory.is_some())?;
 
     // 5. Fork init (PID 1 of the new PID namespace).
     let (report_r, report_w) = pipe()?;
@@ -889,7 +889,7 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(cfg: &BoxConfig, uid: Option<u32>) -> Res<Self> {
+    fn new(cfg: &BoxConfig, uid: Option<u32>, mem_cgroup: bool) -> Res<Self> {
         let argv = cfg.argv.iter().map(cstr).collect::<Res<Vec<_>>>()?;
         let env = cfg
             .env
@@ -912,7 +912,10 @@ impl Prepared {
             rlimits.push((libc::RLIMIT_NPROC, cfg.processes, cfg.processes));
         }
         if cfg.rlimit_data {
-            rlimits.push((libc::RLIMIT_DATA, kb(cfg.memory_kb), kb(cfg.memory_kb)));
+            // With a memory cgroup the cgroup decides (a clean memory_limit
+            // verdict); RLIMIT_DATA is then only a generous backstop.
+            let data = if mem_cgroup { kb(cfg.memory_kb).saturating_mul(4) } else { kb(cfg.memory_kb) };
+            rlimits.push((libc::RLIMIT_DATA, data, data));
         }
         if cfg.stack_kb > 0 {
             rlimits.push((libc::RLIMIT_STACK, kb(cfg.stack_kb), kb(cfg.stack_kb)));
