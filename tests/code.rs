@@ -394,7 +394,7 @@ async fn output_flood() {
     }
     let src = "while True: print('x' * 1000)\n";
     let v = run_src("python", src, "", json!({"output_kb": 64})).await;
-    assert_eq!(verdict(&v), "output_limit", "{}", v["verdict"]);
+    assert_eq!(verdict(&v), "output_limit", "{}", v["message"]);
     assert_eq!(v["stdout"].as_str().unwrap().len(), 64 * 1024);
     assert!(v["wall_ms"].as_u64().unwrap() < 3000);
     assert_nothing_left().await;
@@ -547,4 +547,27 @@ async fn concurrent_runs_are_isolated() {
         );
     }
     assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn check_report_lists_protections() {
+    let report = brigade_worker::sandbox::sandbox_check_report(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_brigade"
+    )));
+    eprintln!("{report}");
+    assert!(report.contains("probe run: ok"), "{report}");
+    for name in ["pid namespace", "network namespace", "read-only root", "seccomp", "landlock"] {
+        assert!(report.contains(name), "{name} missing from {report}");
+    }
+}
+
+/// `cargo test -p brigade --test code -- --ignored bench --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn bench() {
+    let _g = QUIET.write().await;
+    let out = brigade_worker::sandbox::bench_code(std::path::Path::new(env!("CARGO_BIN_EXE_brigade")), 30)
+        .await
+        .unwrap();
+    println!("{out}");
 }

@@ -525,6 +525,8 @@ async fn run_box(
             }
         }
     }
+    // The helper waits for this close before it exits.
+    drop((rd, wr));
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     let result: BoxResult = serde_json::from_slice(&answer).map_err(|e| {
         format!("the sandbox helper gave no answer ({e}); exit status {status:?}")
@@ -680,6 +682,8 @@ impl CodeHandler {
             rlimit_data: !managed,
             stack_kb: if managed { 0 } else { limits.memory_kb },
             processes: limits.processes + threads,
+            // Below the tmpfs size, so a file flood ends in SIGXFSZ.
+            fsize_kb: 16 * 1024,
             box_mb: 64,
             ..base
         };
@@ -845,6 +849,7 @@ pub(crate) fn probe_blocking(exe: &Path) -> Result<BoxResult, String> {
     let _ = ours.set_read_timeout(Some(Duration::from_secs(20)));
     let mut answer = Vec::new();
     let read = ours.read_to_end(&mut answer);
+    drop(ours);
     let status = child.wait();
     read.map_err(|e| format!("reading the helper's answer: {e}"))?;
     serde_json::from_slice(&answer)

@@ -55,12 +55,25 @@ pub fn helper_main() -> i32 {
             ..BoxResult::default()
         },
     };
+    // Unread kill requests would turn our close into a connection reset on
+    // the other side: drain them first.
+    if control.set_nonblocking(true).is_ok() {
+        let mut sink = [0u8; 256];
+        while matches!(control.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = control.set_nonblocking(false);
+    }
     let Ok(json) = serde_json::to_vec(&result) else {
         return 2;
     };
     if control.write_all(&json).is_err() {
         return 2;
     }
+    // Wait for the other side to close, so a late kill request cannot reset
+    // the connection before our answer is read.
+    let _ = control.shutdown(std::net::Shutdown::Write);
+    let _ = control.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut sink = [0u8; 256];
+    while matches!(control.read(&mut sink), Ok(n) if n > 0) {}
     0
 }
 
