@@ -507,6 +507,13 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
     // 6. Supervise.
     let wall_limit = Duration::from_millis(cfg.wall_ms);
     let cpu_limit_ns = cfg.cpu_ms.saturating_mul(1_000_000);
+    // A pidfd wakes the loop the moment init exits (else: 10 ms polling).
+    // SAFETY: pidfd_open on our own child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+    let _pidfd_guard = (pidfd >= 0).then(|| {
+        // SAFETY: a fresh fd we own.
+        unsafe { File::from_raw_fd(pidfd) }
+    });
     let mut killed = false;
     let status = loop {
         match try_wait_pid(pid)? {
@@ -523,7 +530,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
                 result.cpu_exceeded = true;
                 kill_now = true;
             }
-            if control_readable(control) {
+            if control_readable(control, pidfd) {
                 result.killed_on_request = true;
                 kill_now = true;
             }
@@ -598,15 +605,24 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
     Ok(())
 }
 
-fn control_readable(control: &UnixStream) -> bool {
-    let mut fds = libc::pollfd {
-        fd: control.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut fds, 1, 10) };
-    n > 0 && fds.revents != 0
+/// Wait up to 10 ms for the control socket (kill request) or the pidfd
+/// (init exited; ignored when negative). True when a kill was requested.
+fn control_readable(control: &UnixStream, pidfd: RawFd) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: control.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 10) };
+    n > 0 && fds[0].revents != 0
 }
 
 fn pipe() -> Res<(File, File)> {
