@@ -93,7 +93,11 @@ async fn assert_nothing_left() {
             .join(brigade_worker::sandbox::CGROUP_PARENT);
         if let Ok(rd) = std::fs::read_dir(&dir) {
             let left: Vec<_> = rd.flatten().filter(|e| e.path().is_dir()).collect();
-            assert!(left.is_empty(), "cgroups left in {}: {left:?}", dir.display());
+            assert!(
+                left.is_empty(),
+                "cgroups left in {}: {left:?}",
+                dir.display()
+            );
         }
     }
     let build = cache_dir().join("build");
@@ -149,7 +153,10 @@ const LANGS: &[Lang] = &[
         hello: "print('hello')\n",
         echo: "import sys\nsys.stdout.write(sys.stdin.read())\n",
         exit3: "import sys\nsys.exit(3)\n",
-        signal: Some(("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", 11)),
+        signal: Some((
+            "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n",
+            11,
+        )),
         compiled: false,
     },
     Lang {
@@ -304,7 +311,10 @@ async fn environment_is_clean() {
     .await;
     assert_eq!(verdict(&v), "accepted", "{v}");
     let out = v["stdout"].as_str().unwrap();
-    assert!(out.starts_with("['HOME', 'LANG', 'PATH', 'TMPDIR']"), "{out}");
+    assert!(
+        out.starts_with("['HOME', 'LANG', 'PATH', 'TMPDIR']"),
+        "{out}"
+    );
     assert!(out.contains("/box"), "{out}");
 }
 
@@ -328,7 +338,13 @@ async fn cpu_loop_is_time_limit() {
     if !has("c") {
         return;
     }
-    let v = run_src("c", "int main(void){for(;;);}\n", "", json!({"cpu_ms": 500})).await;
+    let v = run_src(
+        "c",
+        "int main(void){for(;;);}\n",
+        "",
+        json!({"cpu_ms": 500}),
+    )
+    .await;
     assert_eq!(verdict(&v), "time_limit", "{v}");
     let t = v["time_ms"].as_u64().unwrap();
     assert!((500..2000).contains(&t), "{v}");
@@ -341,7 +357,8 @@ async fn threads_spinning_are_time_limit() {
         return;
     }
     // CPU of the whole tree counts, not just one process.
-    let src = "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nwhile True: pass\n";
+    let src =
+        "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nwhile True: pass\n";
     let v = run_src("python", src, "", json!({"cpu_ms": 600, "wall_ms": 5000})).await;
     assert_eq!(verdict(&v), "time_limit", "{v}");
     assert!(v["wall_ms"].as_u64().unwrap() < 3000, "{v}");
@@ -353,7 +370,13 @@ async fn sleeping_past_the_wall_limit() {
     if !has("python") {
         return;
     }
-    let v = run_src("python", "import time\ntime.sleep(30)\n", "", json!({"wall_ms": 800})).await;
+    let v = run_src(
+        "python",
+        "import time\ntime.sleep(30)\n",
+        "",
+        json!({"wall_ms": 800}),
+    )
+    .await;
     assert_eq!(verdict(&v), "time_limit", "{v}");
     let w = v["wall_ms"].as_u64().unwrap();
     assert!((800..2500).contains(&w), "{v}");
@@ -448,7 +471,10 @@ async fn cannot_write_outside_its_dir() {
         assert!(out.contains(&format!("refused {p}{tag}")), "{p}: {out}");
     }
     for p in ["/etc", "/usr", "/", "/tmp", "/root"] {
-        assert!(!PathBuf::from(p).join(&tag).exists(), "{p}/{tag} on the host");
+        assert!(
+            !PathBuf::from(p).join(&tag).exists(),
+            "{p}/{tag} on the host"
+        );
     }
     assert!(!cache_dir().join(".mnt").join("box").join(&tag).exists());
     // The host's own files are not there to read either.
@@ -465,7 +491,13 @@ async fn cannot_write_outside_its_dir() {
 #[tokio::test]
 async fn compile_bombs() {
     if has("c") {
-        let v = run_src("c", "#include \"/dev/random\"\nint main(void){}\n", "", json!({})).await;
+        let v = run_src(
+            "c",
+            "#include \"/dev/random\"\nint main(void){}\n",
+            "",
+            json!({}),
+        )
+        .await;
         assert!(
             ["compile_error", "time_limit"].contains(&verdict(&v)),
             "/dev/random include: {v}"
@@ -501,7 +533,10 @@ async fn daemonized_child_is_killed() {
     let v = run_src("c", src, "", json!({"wall_ms": 10000})).await;
     assert_eq!(verdict(&v), "accepted", "{v}");
     assert_eq!(v["stdout"], "parent done\n");
-    assert!(t.elapsed() < Duration::from_secs(5), "the run hung on the daemon");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the run hung on the daemon"
+    );
     assert_nothing_left().await;
 }
 
@@ -511,7 +546,9 @@ async fn cancellation_kills_the_box() {
         return;
     }
     let cancel = CancellationToken::new();
-    let mut c = ctx(json!({"language": "python", "source": "import time\ntime.sleep(60)\n", "limits": {"wall_ms": 60000}}));
+    let mut c = ctx(
+        json!({"language": "python", "source": "import time\ntime.sleep(60)\n", "limits": {"wall_ms": 60000}}),
+    );
     c.cancel = cancel.clone();
     {
         let _g = QUIET.read().await;
@@ -520,9 +557,10 @@ async fn cancellation_kills_the_box() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             cancel.cancel();
         };
-        let (r, ()) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(run, stop) })
-            .await
-            .expect("cancellation did not stop the run");
+        let (r, ()) =
+            tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(run, stop) })
+                .await
+                .expect("cancellation did not stop the run");
         assert!(r.is_err(), "{r:?}");
     }
     assert_nothing_left().await;
@@ -536,7 +574,12 @@ async fn concurrent_runs_are_isolated() {
     let src = "import os, sys, time\nn = sys.stdin.read().strip()\nopen('/tmp/mark', 'w').write(n)\nopen('/box/mark', 'w').write(n)\ntime.sleep(0.3)\nprint(n, open('/tmp/mark').read(), open('/box/mark').read(), sorted(os.listdir('/box')), len(os.listdir('/proc')) < 6)\n";
     let runs = (0..8).map(|i| {
         let src = src.to_string();
-        async move { (i, run_src("python", &src, &format!("{i}\n"), json!({})).await) }
+        async move {
+            (
+                i,
+                run_src("python", &src, &format!("{i}\n"), json!({})).await,
+            )
+        }
     });
     for (i, v) in futures::future::join_all(runs).await {
         assert_eq!(verdict(&v), "accepted", "{v}");
@@ -556,7 +599,13 @@ async fn check_report_lists_protections() {
     )));
     eprintln!("{report}");
     assert!(report.contains("probe run: ok"), "{report}");
-    for name in ["pid namespace", "network namespace", "read-only root", "seccomp", "landlock"] {
+    for name in [
+        "pid namespace",
+        "network namespace",
+        "read-only root",
+        "seccomp",
+        "landlock",
+    ] {
         assert!(report.contains(name), "{name} missing from {report}");
     }
 }
@@ -566,8 +615,24 @@ async fn check_report_lists_protections() {
 #[ignore = "a measurement, not a test"]
 async fn bench() {
     let _g = QUIET.write().await;
-    let out = brigade_worker::sandbox::bench_code(std::path::Path::new(env!("CARGO_BIN_EXE_brigade")), 30)
-        .await
-        .unwrap();
+    let out = brigade_worker::sandbox::bench_code(
+        std::path::Path::new(env!("CARGO_BIN_EXE_brigade")),
+        30,
+    )
+    .await
+    .unwrap();
     println!("{out}");
+}
+
+#[tokio::test]
+async fn seccomp_and_proc() {
+    if !has("c") {
+        return;
+    }
+    let src = "#define _GNU_SOURCE\n#include <sched.h>\n#include <stdio.h>\n#include <sys/ptrace.h>\n#include <sys/socket.h>\n#include <unistd.h>\n\
+               int main(void){\n printf(\"%d %d %d %d\\n\", unshare(CLONE_NEWUSER), (int)ptrace(PTRACE_TRACEME,0,0,0), socket(AF_NETLINK,SOCK_RAW,0), (int)getpid());\n return 0;}\n";
+    let v = run_src("c", src, "", json!({})).await;
+    assert_eq!(verdict(&v), "accepted", "{v}");
+    // Refused, refused, refused; PID 2 of its own namespace.
+    assert_eq!(v["stdout"], "-1 -1 -1 2\n", "{v}");
 }

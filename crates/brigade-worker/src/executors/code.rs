@@ -99,8 +99,10 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| {
-            std::fs::metadata(p)
-                .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+            std::fs::metadata(p).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
         })
 }
 
@@ -145,7 +147,10 @@ fn detect() -> Vec<Toolchain> {
         // Resolve shims (pyenv) to the real interpreter and its prefix.
         let (exe, prefix) = match command_lines(
             &py,
-            &["-c", "import sys;print(sys.executable);print(sys.base_prefix)"],
+            &[
+                "-c",
+                "import sys;print(sys.executable);print(sys.base_prefix)",
+            ],
         ) {
             Some(l) if l.len() >= 2 => (PathBuf::from(&l[0]), PathBuf::from(&l[1])),
             _ => (real(&py), PathBuf::from("/usr")),
@@ -189,7 +194,12 @@ fn detect() -> Vec<Toolchain> {
     }
     if let (Some(javac), Some(java)) = (which("javac"), which("java")) {
         let (javac, java) = (real(&javac), real(&java));
-        let mut binds = outside_usr(javac.parent().and_then(Path::parent).unwrap_or(Path::new("/usr")));
+        let mut binds = outside_usr(
+            javac
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("/usr")),
+        );
         if let Ok(rd) = std::fs::read_dir("/etc") {
             binds.extend(
                 rd.flatten()
@@ -197,7 +207,11 @@ fn detect() -> Vec<Toolchain> {
                     .map(|e| e.path()),
             );
         }
-        let jflags = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"];
+        let jflags = [
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:-UsePerfData",
+        ];
         let mut compile = vec![s(&javac), "-J-Xmx512m".into()];
         compile.extend(jflags.iter().map(|f| format!("-J{f}")));
         compile.extend(["-encoding", "UTF-8", "-d", ".", "Main.java"].map(String::from));
@@ -316,7 +330,10 @@ impl CodeHandler {
     /// A handler that runs the sandbox helper as `brigade_exe sandbox-exec`
     /// (normally [`std::env::current_exe`]) and caches compiled programs
     /// under `cache_dir` (created if missing).
-    pub fn new(brigade_exe: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+    pub fn new(
+        brigade_exe: impl Into<PathBuf>,
+        cache_dir: impl Into<PathBuf>,
+    ) -> std::io::Result<Self> {
         let cache_dir = cache_dir.into();
         std::fs::create_dir_all(cache_dir.join("build"))?;
         std::fs::create_dir_all(cache_dir.join(".mnt"))?;
@@ -528,9 +545,8 @@ async fn run_box(
     // The helper waits for this close before it exits.
     drop((rd, wr));
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-    let result: BoxResult = serde_json::from_slice(&answer).map_err(|e| {
-        format!("the sandbox helper gave no answer ({e}); exit status {status:?}")
-    })?;
+    let result: BoxResult = serde_json::from_slice(&answer)
+        .map_err(|e| format!("the sandbox helper gave no answer ({e}); exit status {status:?}"))?;
     // Everything in the box is dead once the helper answered, so EOF is near;
     // still, never hang on a pipe.
     let grab = |t: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
@@ -620,7 +636,10 @@ impl CodeHandler {
             return Err(TaskFailure::bad_input(if KNOWN.contains(&language) {
                 format!("language `{language}` has no toolchain on this worker")
             } else {
-                format!("unknown language `{language}` (known: {})", KNOWN.join(", "))
+                format!(
+                    "unknown language `{language}` (known: {})",
+                    KNOWN.join(", ")
+                )
             }));
         };
         let limits = input.limits.resolve().map_err(TaskFailure::bad_input)?;
@@ -645,9 +664,15 @@ impl CodeHandler {
                 compile.join("\0").as_bytes(),
                 source.as_bytes(),
             ]);
-            let build = self.cache_dir.join("build").join(format!("{language}-{key}"));
+            let build = self
+                .cache_dir
+                .join("build")
+                .join(format!("{language}-{key}"));
             if !build.join(".ok").exists() {
-                match self.compile(tc, compile, source, &base, &build, cancel).await {
+                match self
+                    .compile(tc, compile, source, &base, &build, cancel)
+                    .await
+                {
                     Ok(Ok(out)) => compile_output = out,
                     Ok(Err(value)) => return Ok(value),
                     Err(e) => return Ok(internal(&e, "")),
@@ -656,7 +681,10 @@ impl CodeHandler {
                 compile_output = out;
             }
             let Ok(entries) = std::fs::read_dir(&build) else {
-                return Ok(internal("the compiled program vanished from the cache", &compile_output));
+                return Ok(internal(
+                    "the compiled program vanished from the cache",
+                    &compile_output,
+                ));
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -724,11 +752,13 @@ impl CodeHandler {
         build: &Path,
         cancel: &CancellationToken,
     ) -> Result<Result<String, serde_json::Value>, String> {
-        let staging = self
-            .cache_dir
-            .join("build")
-            .join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>()));
-        std::fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
+        let staging = self.cache_dir.join("build").join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| format!("creating {}: {e}", staging.display()))?;
         let cleanup = scopeguard(staging.clone());
         let cfg = BoxConfig {
             argv: compile.to_vec(),
@@ -886,12 +916,16 @@ async fn time_direct(argv: &[String], dir: &Path) -> Result<f64, String> {
 pub async fn bench_code(brigade_exe: &Path, runs: u32) -> Result<String, String> {
     let runs = runs.max(1);
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let handler = CodeHandler::new(brigade_exe, tmp.path().join("cache")).map_err(|e| e.to_string())?;
+    let handler =
+        CodeHandler::new(brigade_exe, tmp.path().join("cache")).map_err(|e| e.to_string())?;
     let cancel = CancellationToken::new();
     let mut out = String::new();
     let cases = [
         ("python", "print('hello')\n"),
-        ("c", "#include <stdio.h>\nint main(void){puts(\"hello\");return 0;}\n"),
+        (
+            "c",
+            "#include <stdio.h>\nint main(void){puts(\"hello\");return 0;}\n",
+        ),
     ];
     for (lang, src) in cases {
         let Some(tc) = toolchains().iter().find(|t| t.language == lang) else {
@@ -949,9 +983,15 @@ pub async fn bench_code(brigade_exe: &Path, runs: u32) -> Result<String, String>
         let (b50, d50) = (percentile(&boxed, 0.5), percentile(&direct, 0.5));
         out.push_str(&format!("code_{lang}_runs={runs}\n"));
         out.push_str(&format!("code_{lang}_sandboxed_ms_p50={b50:.2}\n"));
-        out.push_str(&format!("code_{lang}_sandboxed_ms_p90={:.2}\n", percentile(&boxed, 0.9)));
+        out.push_str(&format!(
+            "code_{lang}_sandboxed_ms_p90={:.2}\n",
+            percentile(&boxed, 0.9)
+        ));
         out.push_str(&format!("code_{lang}_direct_ms_p50={d50:.2}\n"));
-        out.push_str(&format!("code_{lang}_direct_ms_p90={:.2}\n", percentile(&direct, 0.9)));
+        out.push_str(&format!(
+            "code_{lang}_direct_ms_p90={:.2}\n",
+            percentile(&direct, 0.9)
+        ));
         out.push_str(&format!("code_{lang}_overhead_ms_p50={:.2}\n", b50 - d50));
         out.push_str(&format!(
             "code_{lang}_overhead_ratio={:.2}\n",

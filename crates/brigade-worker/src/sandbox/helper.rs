@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{
-    BoxConfig, BoxResult, CGROUP_PARENT, Protection, SANDBOX_SLOTS, SANDBOX_UID_BASE,
-    SLOT_LOCK_DIR,
+    BoxConfig, BoxResult, CGROUP_PARENT, Protection, SANDBOX_SLOTS, SANDBOX_UID_BASE, SLOT_LOCK_DIR,
 };
 
 type Res<T> = Result<T, String>;
@@ -213,7 +212,10 @@ fn setup_cgroups(
         let dir = root.join(CGROUP_PARENT).join(format!("slot-{slot}"));
         let made = (|| -> Res<()> {
             if !root.join("cgroup.procs").exists() {
-                return Err(format!("no cgroup v1 `{ctrl}` hierarchy at {}", root.display()));
+                return Err(format!(
+                    "no cgroup v1 `{ctrl}` hierarchy at {}",
+                    root.display()
+                ));
             }
             // A dead helper may have left this slot's cgroup behind.
             remove_cgroup(&dir);
@@ -266,7 +268,10 @@ struct Cgroups {
 
 impl Cgroups {
     fn attach(&self, pid: i32) -> Res<()> {
-        for dir in [&self.memory, &self.pids, &self.cpuacct].into_iter().flatten() {
+        for dir in [&self.memory, &self.pids, &self.cpuacct]
+            .into_iter()
+            .flatten()
+        {
             fs::write(dir.join("cgroup.procs"), pid.to_string())
                 .map_err(|e| format!("joining {}: {e}", dir.display()))?;
         }
@@ -405,8 +410,14 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         protection(prot, "user namespace", true, "one-entry uid/gid map");
     }
     for (name, detail) in [
-        ("network namespace", "no interfaces but a down loopback: no network at all"),
-        ("pid namespace", "the program sees only its own tree; all of it dies with it"),
+        (
+            "network namespace",
+            "no interfaces but a down loopback: no network at all",
+        ),
+        (
+            "pid namespace",
+            "the program sees only its own tree; all of it dies with it",
+        ),
         ("mount namespace", ""),
         ("ipc namespace", ""),
         ("uts namespace", "hostname `box`"),
@@ -459,7 +470,14 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         cfg.processes,
         cfg.nofile,
         if cfg.rlimit_data {
-            format!(", DATA {} KiB", if cgroups.memory.is_some() { cfg.memory_kb * 4 } else { cfg.memory_kb })
+            format!(
+                ", DATA {} KiB",
+                if cgroups.memory.is_some() {
+                    cfg.memory_kb * 4
+                } else {
+                    cfg.memory_kb
+                }
+            )
         } else {
             ", no DATA/AS limit (JVM/V8: heap flags + cgroup)".into()
         },
@@ -516,9 +534,8 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
     });
     let mut killed = false;
     let status = loop {
-        match try_wait_pid(pid)? {
-            Some(status) => break status,
-            None => {}
+        if let Some(status) = try_wait_pid(pid)? {
+            break status;
         }
         if !killed {
             let mut kill_now = false;
@@ -584,9 +601,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         result.cpu_exceeded = true;
     }
     let rusage_cpu_ms = ((report.utime_us + report.stime_us) / 1000).max(0) as u64;
-    result.cpu_ms = cgroups
-        .cpu_ns()
-        .map_or(rusage_cpu_ms, |ns| ns / 1_000_000);
+    result.cpu_ms = cgroups.cpu_ns().map_or(rusage_cpu_ms, |ns| ns / 1_000_000);
     result.memory_kb = cgroups
         .mem_peak_bytes()
         .map_or(report.maxrss_kb.max(0) as u64, |b| b / 1024);
@@ -854,8 +869,7 @@ fn build_root(cfg: &BoxConfig, newroot: &Path, uid: Option<u32>) -> Res<()> {
 
 /// `name` must be a plain file name (no `/`, not `.`/`..`).
 fn box_path(boxdir: &Path, name: &str) -> Res<PathBuf> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0')
-    {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         return Err(format!("bad file name {name:?}"));
     }
     Ok(boxdir.join(name))
@@ -943,7 +957,11 @@ impl Prepared {
         if cfg.rlimit_data {
             // With a memory cgroup the cgroup decides (a clean memory_limit
             // verdict); RLIMIT_DATA is then only a generous backstop.
-            let data = if mem_cgroup { kb(cfg.memory_kb).saturating_mul(4) } else { kb(cfg.memory_kb) };
+            let data = if mem_cgroup {
+                kb(cfg.memory_kb).saturating_mul(4)
+            } else {
+                kb(cfg.memory_kb)
+            };
             rlimits.push((libc::RLIMIT_DATA, data, data));
         }
         if cfg.stack_kb > 0 {
@@ -1133,13 +1151,12 @@ fn exec_program(prog: &Prepared, mut exec_w: File) -> ! {
                 fail(&mut exec_w);
             }
         }
-        if let Some(uid) = prog.uid {
-            if libc::setgroups(0, std::ptr::null()) != 0
+        if let Some(uid) = prog.uid
+            && (libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(uid, uid, uid) != 0
-                || libc::setresuid(uid, uid, uid) != 0
-            {
-                fail(&mut exec_w);
-            }
+                || libc::setresuid(uid, uid, uid) != 0)
+        {
+            fail(&mut exec_w);
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(&mut exec_w);
