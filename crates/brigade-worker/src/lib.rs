@@ -7,6 +7,7 @@ pub mod executors;
 pub mod handler;
 pub mod load;
 pub mod runtime;
+pub mod sandbox;
 
 pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskOutcome};
 pub use runtime::{Worker, WorkerConfig, WorkerError};
