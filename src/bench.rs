@@ -13,9 +13,21 @@ use tokio::process::{Child, Command};
 
 use crate::up::{spawn_workers, stop_children};
 
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTarget {
+    /// The cluster: submit, throughput and round-trip latency of `noop` tasks.
+    Cluster,
+    /// The `code` sandbox: per-run overhead against running the program directly.
+    Code,
+}
+
 /// Options of `brigade bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum, default_value_t = BenchTarget::Cluster)]
+    pub target: BenchTarget,
     /// Tasks in the throughput run.
     #[arg(long, default_value_t = 100_000)]
     pub tasks: u32,
@@ -66,6 +78,15 @@ async fn wait_ready(client: &Client, workers: usize) -> anyhow::Result<()> {
 
 /// Run the benchmark and print `key=value` lines.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.target == BenchTarget::Code {
+        let exe = std::env::current_exe()?;
+        let runs = args.latency_runs.clamp(5, 1000);
+        let lines = brigade_worker::executors::code::bench_code(&exe, runs)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        println!("{}", lines.trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = tempfile::tempdir().context("temp dir")?;
     let db = args
         .database_url

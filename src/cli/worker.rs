@@ -35,6 +35,15 @@ pub struct WorkerArgs {
     /// On shutdown, how long running tasks may finish before they are handed back.
     #[arg(long, default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
+    /// Do not offer the `code` kind (sandboxed compile-and-run).
+    #[arg(long)]
+    pub no_code: bool,
+    /// Where compiled `code` artefacts are cached (default: a directory under $TMPDIR).
+    #[arg(long)]
+    pub code_cache: Option<std::path::PathBuf>,
+    /// Print which sandbox protections this host gives the `code` kind, and exit.
+    #[arg(long)]
+    pub sandbox_check: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -52,7 +61,7 @@ impl WorkerArgs {
             "--capacity must be 1 to 10000"
         );
         let client = brigade_client::Client::new(&self.server, self.token.clone())?;
-        let registry = brigade_worker::executors::builtins(self.allow_exec);
+        let mut registry = brigade_worker::executors::builtins(self.allow_exec);
         // Comma-separated values of one key accumulate ("any of").
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in &self.labels {
@@ -60,6 +69,9 @@ impl WorkerArgs {
                 .entry(k.clone())
                 .and_modify(|old| *old = format!("{old},{v}"))
                 .or_insert_with(|| v.clone());
+        }
+        if !self.no_code {
+            self.add_code(&mut registry, &mut labels)?;
         }
         let config = brigade_worker::WorkerConfig {
             name: self
@@ -76,8 +88,48 @@ impl WorkerArgs {
     }
 }
 
+impl WorkerArgs {
+    /// Offer the `code` kind, advertising the languages whose toolchains exist as label `lang`.
+    fn add_code(
+        &self,
+        registry: &mut brigade_worker::Registry,
+        labels: &mut BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        use brigade_worker::executors::code::CodeHandler;
+        let exe = std::env::current_exe()?;
+        let languages = brigade_worker::sandbox::detect_languages();
+        if languages.is_empty() {
+            tracing::warn!(
+                "no toolchain found for the code kind (python, gcc, g++, javac, rustc, node, bash); not offering it"
+            );
+            return Ok(());
+        }
+        let handler = match &self.code_cache {
+            Some(dir) => CodeHandler::new(exe.clone(), dir.clone())?,
+            None => CodeHandler::with_defaults()?,
+        };
+        for line in brigade_worker::sandbox::sandbox_check_report(&exe).lines() {
+            tracing::info!("sandbox: {line}");
+        }
+        registry.register("code", handler);
+        labels
+            .entry("lang".into())
+            .or_insert_with(|| languages.join(","));
+        Ok(())
+    }
+}
+
 /// Run a worker until Ctrl-C / SIGTERM or until drained.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if args.sandbox_check {
+        let exe = std::env::current_exe()?;
+        println!("{}", brigade_worker::sandbox::sandbox_check_report(&exe));
+        println!(
+            "languages: {}",
+            brigade_worker::sandbox::detect_languages().join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let worker = args.worker()?;
     worker.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
