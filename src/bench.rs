@@ -109,7 +109,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .context("starting the server")?;
     let mut children = vec![server];
     let result = measure(&args, &url, &db, &mut children).await;
+    // Workers first, so they can say goodbye to a server that is still there.
+    let mut server = children.remove(0);
     stop_children(&mut children).await;
+    stop_children(std::slice::from_mut(&mut server)).await;
     result
 }
 
@@ -128,7 +131,7 @@ async fn measure(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut workers = spawn_workers(url, args.workers, args.capacity, "bench", &[])?;
+    let mut workers = spawn_workers(url, args.workers, args.capacity, "bench", &[], true)?;
     children.append(&mut workers);
     wait_ready(&client, args.workers as usize).await?;
 

@@ -35,31 +35,35 @@ pub struct UpArgs {
     pub allow_exec: bool,
 }
 
-/// Start worker processes of this binary against `url`.
+/// Start worker processes of this binary against `url` (`quiet`: warnings only).
 pub fn spawn_workers(
     url: &str,
     count: u32,
     capacity: u32,
     prefix: &str,
     extra: &[&str],
+    quiet: bool,
 ) -> anyhow::Result<Vec<Child>> {
     let exe = std::env::current_exe().context("finding this program")?;
     (1..=count)
         .map(|i| {
-            Command::new(&exe)
-                .args([
-                    "worker",
-                    "--server",
-                    url,
-                    "--name",
-                    &format!("{prefix}-{i}"),
-                    "--capacity",
-                    &capacity.to_string(),
-                ])
-                .args(extra)
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting worker {i}"))
+            let mut cmd = Command::new(&exe);
+            if quiet && std::env::var_os("RUST_LOG").is_none() {
+                cmd.env("RUST_LOG", "warn");
+            }
+            cmd.args([
+                "worker",
+                "--server",
+                url,
+                "--name",
+                &format!("{prefix}-{i}"),
+                "--capacity",
+                &capacity.to_string(),
+            ])
+            .args(extra)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting worker {i}"))
         })
         .collect()
 }
@@ -105,7 +109,7 @@ pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         &[]
     };
-    let mut workers = spawn_workers(&url, args.workers, args.capacity, "local", extra)?;
+    let mut workers = spawn_workers(&url, args.workers, args.capacity, "local", extra, false)?;
     println!("brigade is up at {url}");
     println!("  dashboard   {url}/");
     println!("  API docs    {url}/docs");

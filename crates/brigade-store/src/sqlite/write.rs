@@ -249,10 +249,20 @@ pub(crate) async fn lease(
         .flat_map(|(k, v)| v.split(',').map(move |one| format!("{k}={}", one.trim())))
         .collect();
 
+    let expires = now + ttl;
+    // One statement picks and marks the tasks; SQLite's single writer makes it race-free.
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT seq, id, job_id, kind, input, attempt, timeout_ms FROM tasks INDEXED BY tasks_ready \
-         WHERE state = 'queued' AND queue IN (",
+        "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker_id = ",
     );
+    qb.push_bind(worker_id.as_str())
+        .push(", started_at = ")
+        .push_bind(now)
+        .push(", lease_expires_at = ")
+        .push_bind(expires)
+        .push(
+            ", run_at = NULL, finished_at = NULL WHERE seq IN (SELECT seq FROM tasks INDEXED BY tasks_ready \
+             WHERE state = 'queued' AND queue IN (",
+        );
     let mut sep = qb.separated(", ");
     for q in &queues {
         sep.push_bind(q.as_str());
@@ -270,38 +280,23 @@ pub(crate) async fn lease(
     qb.push_bind(json(&offered)?);
     qb.push(")))) ORDER BY priority DESC, seq LIMIT ");
     qb.push_bind(i64::from(max));
-    let picked = qb.build().fetch_all(&mut *conn).await?;
+    qb.push(") RETURNING seq, priority, id, job_id, kind, input, attempt, timeout_ms");
+    let mut picked = qb.build().fetch_all(&mut *conn).await?;
+    // RETURNING has no order: hand them out in dispatch order.
+    picked.sort_by_cached_key(|r| {
+        (
+            std::cmp::Reverse(r.try_get::<i64, _>("priority").unwrap_or(0)),
+            r.try_get::<i64, _>("seq").unwrap_or(0),
+        )
+    });
 
-    let expires = now + ttl;
     let mut leased = Vec::with_capacity(picked.len());
     let mut changes = Changes::default();
     let mut jobs = BTreeSet::new();
     for row in picked {
-        let seq: i64 = row.try_get("seq")?;
         let id: String = row.try_get("id")?;
         let job_id: String = row.try_get("job_id")?;
-        let attempt = row.try_get::<i64, _>("attempt")? as u32 + 1;
-        sqlx::query(
-            "UPDATE tasks SET state = 'running', attempt = ?, worker_id = ?, started_at = ?, \
-             lease_expires_at = ?, run_at = NULL, finished_at = NULL WHERE seq = ?",
-        )
-        .bind(i64::from(attempt))
-        .bind(&worker_id)
-        .bind(now)
-        .bind(expires)
-        .bind(seq)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO attempts (task_id, attempt, worker_id, started_at, outcome) \
-             VALUES (?, ?, ?, ?, 'running')",
-        )
-        .bind(&id)
-        .bind(i64::from(attempt))
-        .bind(&worker_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        let attempt = row.try_get::<i64, _>("attempt")? as u32;
         changes.events.push(events::task(
             "task.started",
             now,
@@ -322,14 +317,29 @@ pub(crate) async fn lease(
         });
         jobs.insert(job_id);
     }
-    for job_id in &jobs {
-        sqlx::query(
-            "UPDATE jobs SET started_at = ?, state = 'running' WHERE id = ? AND started_at IS NULL",
-        )
-        .bind(now)
-        .bind(job_id)
-        .execute(&mut *conn)
-        .await?;
+    for chunk in leased.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT OR REPLACE INTO attempts (task_id, attempt, worker_id, started_at, outcome) ",
+        );
+        qb.push_values(chunk, |mut b, t| {
+            b.push_bind(t.id.as_str())
+                .push_bind(i64::from(t.attempt))
+                .push_bind(worker_id.as_str())
+                .push_bind(now)
+                .push_bind("running");
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    if !jobs.is_empty() {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE jobs SET started_at = ");
+        qb.push_bind(now)
+            .push(", state = 'running' WHERE started_at IS NULL AND id IN (");
+        let mut sep = qb.separated(", ");
+        for j in &jobs {
+            sep.push_bind(j.as_str());
+        }
+        qb.push(")");
+        qb.build().execute(&mut *conn).await?;
     }
     Ok(Some((leased, changes)))
 }
@@ -365,6 +375,48 @@ async fn running_row(conn: &mut SqliteConnection, id: &str) -> Result<Option<Run
         worker_id: row.try_get("worker_id")?,
         backoff: serde_json::from_str(&backoff)?,
     }))
+}
+
+/// Whether `id` was already handled in this batch (and remember it).
+fn seen_before(applied: &mut std::collections::HashSet<String>, id: &str) -> bool {
+    !applied.insert(id.to_owned())
+}
+
+/// The rows of many tasks at once, by id.
+async fn running_rows<'a>(
+    conn: &mut SqliteConnection,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, Running>> {
+    let ids: Vec<&str> = ids.collect();
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff \
+             FROM tasks WHERE id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            let backoff: String = row.try_get("backoff")?;
+            found.insert(
+                row.try_get("id")?,
+                Running {
+                    seq: row.try_get("seq")?,
+                    job_id: row.try_get("job_id")?,
+                    state: row.try_get("state")?,
+                    attempt: row.try_get::<i64, _>("attempt")? as u32,
+                    attempt_base: row.try_get::<i64, _>("attempt_base")? as u32,
+                    max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+                    worker_id: row.try_get("worker_id")?,
+                    backoff: serde_json::from_str(&backoff)?,
+                },
+            );
+        }
+    }
+    Ok(found)
 }
 
 /// End attempt `attempt` of a running task with a failure: retry, requeue or fail it.
@@ -459,15 +511,27 @@ pub(crate) async fn report(
     let mut reply = ResultsReply::default();
     let mut changes = Changes::default();
     let mut jobs = BTreeSet::new();
+    let tasks = running_rows(conn, results.iter().map(|r| r.task_id.as_str())).await?;
+    let mut applied: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Successes are applied together below: (seq, output, task id, attempt).
+    let mut succeeded: Vec<(i64, String, String, u32)> = Vec::with_capacity(results.len());
     for r in results {
         let reject = |reason: String| RejectedResult {
             task_id: r.task_id.clone(),
             reason,
         };
-        let Some(task) = running_row(conn, &r.task_id).await? else {
+        let Some(task) = tasks.get(&r.task_id) else {
             reply.rejected.push(reject("unknown task".into()));
             continue;
         };
+        // The rows were read before this batch changed them: a second result
+        // for the same task in one batch finds it no longer running.
+        if seen_before(&mut applied, &r.task_id) {
+            reply
+                .rejected
+                .push(reject("the task's result was already recorded".into()));
+            continue;
+        }
         if task.attempt != r.attempt {
             reply.rejected.push(reject(format!(
                 "stale attempt: the task is on attempt {}",
@@ -489,16 +553,6 @@ pub(crate) async fn report(
         }
         match r.outcome {
             Outcome::Succeeded => {
-                sqlx::query(
-                    "UPDATE tasks SET state = 'succeeded', output = ?, error = NULL, finished_at = ?, \
-                     lease_expires_at = NULL WHERE seq = ?",
-                )
-                .bind(json(&r.output)?)
-                .bind(now)
-                .bind(task.seq)
-                .execute(&mut *conn)
-                .await?;
-                end_attempt(conn, &r.task_id, task.attempt, "succeeded", None, now).await?;
                 changes.events.push(events::task(
                     "task.succeeded",
                     now,
@@ -507,6 +561,7 @@ pub(crate) async fn report(
                     Some(&worker_id),
                     task.attempt,
                 ));
+                succeeded.push((task.seq, json(&r.output)?, r.task_id.clone(), task.attempt));
             }
             Outcome::Failed => {
                 let error = r
@@ -522,7 +577,7 @@ pub(crate) async fn report(
                 fail_attempt(
                     conn,
                     &r.task_id,
-                    &task,
+                    task,
                     &error,
                     retryable,
                     false,
@@ -534,7 +589,27 @@ pub(crate) async fn report(
             }
         }
         reply.accepted.push(r.task_id);
-        jobs.insert(task.job_id);
+        jobs.insert(task.job_id.clone());
+    }
+    for chunk in succeeded.chunks(INSERT_CHUNK / 2) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE tasks SET state = 'succeeded', output = r.column2, error = NULL, finished_at = ",
+        );
+        qb.push_bind(now).push(", lease_expires_at = NULL FROM (");
+        qb.push_values(chunk, |mut b, (seq, output, _, _)| {
+            b.push_bind(*seq).push_bind(output.as_str());
+        });
+        qb.push(") AS r WHERE tasks.seq = r.column1");
+        qb.build().execute(&mut *conn).await?;
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE attempts SET outcome = 'succeeded', error = NULL, finished_at = ",
+        );
+        qb.push_bind(now).push(" WHERE (task_id, attempt) IN (");
+        qb.push_values(chunk, |mut b, (_, _, id, attempt)| {
+            b.push_bind(id.as_str()).push_bind(i64::from(*attempt));
+        });
+        qb.push(")");
+        qb.build().execute(&mut *conn).await?;
     }
     finish_jobs(conn, jobs.iter().map(String::as_str), now, &mut changes).await?;
     Ok(Some((reply, changes)))
