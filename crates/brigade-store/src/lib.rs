@@ -23,7 +23,9 @@ use brigade_api::{
 use brigade_core::NewJob;
 
 pub use error::StoreError;
-pub use model::{Changes, DeleteOutcome, Idempotency, JobFilter, Remote, RetryOutcome, Submitted};
+pub use model::{
+    Changes, DeleteOutcome, Idempotency, JobFilter, Phase, Remote, RetryOutcome, Submitted, Timing,
+};
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -71,8 +73,9 @@ pub trait Store: Send + Sync + 'static {
     async fn task(&self, id: &str) -> Result<Option<TaskView>>;
     /// Cancel one unfinished task; `None` when unknown.
     async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>>;
-    /// Put a failed or cancelled task back in the queue with a fresh attempt budget.
-    async fn retry_task(&self, id: &str) -> Result<RetryOutcome>;
+    /// Put a failed or cancelled task back in the queue with a fresh attempt budget
+    /// (ready from `now`).
+    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome>;
 
     /// Register a worker.
     async fn join_worker(

@@ -72,7 +72,7 @@ pub async fn retry(
 ) -> ApiResult<Json<TaskView>> {
     caller.require(&[Role::Client])?;
     owned_task(&state, &caller, &id).await?;
-    match state.store.retry_task(&id).await? {
+    match state.store.retry_task(&id, state.now()).await? {
         RetryOutcome::Retried(view, changes) => {
             state.publish(changes);
             Ok(Json(*view))

@@ -318,8 +318,8 @@ impl Store for PostgresStore {
         write_tx!(self, |c| write::cancel_task(c, id, now), |v| v.as_ref())
     }
 
-    async fn retry_task(&self, id: &str) -> Result<RetryOutcome> {
-        write_tx!(self, |c| write::retry_task(c, id), |v| match v {
+    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
+        write_tx!(self, |c| write::retry_task(c, id, now), |v| match v {
             RetryOutcome::Retried(_, changes) => Some(changes),
             _ => None,
         })

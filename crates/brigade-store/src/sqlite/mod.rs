@@ -163,10 +163,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn retry_task(&self, id: &str) -> Result<RetryOutcome> {
+    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
         let id = id.to_owned();
         self.writer
-            .write(move |c| Box::pin(write::retry_task(c, id)))
+            .write(move |c| Box::pin(write::retry_task(c, id, now)))
             .await
     }
 

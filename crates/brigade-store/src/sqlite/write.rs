@@ -13,7 +13,7 @@ use brigade_core::{NewJob, from_ms, ids::new_id};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{read, rows};
-use crate::model::{Changes, DeleteOutcome, Idempotency, RetryOutcome, Submitted};
+use crate::model::{Changes, DeleteOutcome, Idempotency, Phase, RetryOutcome, Submitted, Timing};
 use crate::{Result, StoreError, events};
 
 /// Unfinished task states, as SQL.
@@ -96,7 +96,7 @@ pub(crate) async fn submit(
     for chunk in job.tasks.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, timeout_ms, \
-             backoff, requires, run_at, created_at) ",
+             backoff, requires, run_at, created_at, ready_at) ",
         );
         let mut prepared = Vec::with_capacity(chunk.len());
         for t in chunk {
@@ -129,7 +129,8 @@ pub(crate) async fn submit(
                     .push_bind(backoff.as_str())
                     .push_bind(requires.as_deref())
                     .push_bind(if *scheduled { t.run_at } else { None })
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind(if *scheduled { t.run_at } else { Some(now) });
             },
         );
         qb.build().execute(&mut *conn).await?;
@@ -160,6 +161,7 @@ pub(crate) async fn submit(
         )],
         ready: progress.queued > 0,
         scheduled: progress.scheduled > 0,
+        ..Changes::default()
     };
     Ok(Submitted {
         job: view,
@@ -250,7 +252,8 @@ pub(crate) async fn lease(
         .collect();
 
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT seq, id, job_id, kind, input, attempt, timeout_ms FROM tasks INDEXED BY tasks_ready \
+        "SELECT seq, id, job_id, kind, input, attempt, timeout_ms, \
+         coalesce(ready_at, run_at, created_at) AS ready_at FROM tasks INDEXED BY tasks_ready \
          WHERE state = 'queued' AND queue IN (",
     );
     let mut sep = qb.separated(", ");
@@ -311,10 +314,17 @@ pub(crate) async fn lease(
             attempt,
         ));
         let input: String = row.try_get("input")?;
+        let kind: String = row.try_get("kind")?;
+        changes.timings.push(Timing::between(
+            kind.clone(),
+            Phase::Queued,
+            row.try_get("ready_at")?,
+            now,
+        ));
         leased.push(LeasedTask {
             id,
             job_id: job_id.clone(),
-            kind: row.try_get("kind")?,
+            kind,
             input: serde_json::from_str(&input)?,
             attempt,
             timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
@@ -344,11 +354,14 @@ struct Running {
     max_attempts: u32,
     worker_id: Option<String>,
     backoff: Backoff,
+    kind: String,
+    started_at: Option<i64>,
 }
 
 async fn running_row(conn: &mut SqliteConnection, id: &str) -> Result<Option<Running>> {
     let row = sqlx::query(
-        "SELECT seq, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff FROM tasks WHERE id = ?",
+        "SELECT seq, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff, kind, started_at \
+         FROM tasks WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -364,6 +377,8 @@ async fn running_row(conn: &mut SqliteConnection, id: &str) -> Result<Option<Run
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
         worker_id: row.try_get("worker_id")?,
         backoff: serde_json::from_str(&backoff)?,
+        kind: row.try_get("kind")?,
+        started_at: row.try_get("started_at")?,
     }))
 }
 
@@ -396,13 +411,21 @@ async fn fail_attempt(
         Failure::Requeue => ("queued", None, None, "task.retrying"),
         Failure::Fail => ("failed", None, Some(now), "task.failed"),
     };
+    // A requeued task is ready now; a retry when its backoff is over.
+    let ready_at = match decision {
+        Failure::Retry { run_at } => Some(run_at),
+        Failure::Requeue => Some(now),
+        Failure::Fail => None,
+    };
     sqlx::query(
-        "UPDATE tasks SET state = ?, run_at = ?, finished_at = ?, error = ?, lease_expires_at = NULL WHERE seq = ?",
+        "UPDATE tasks SET state = ?, run_at = ?, finished_at = ?, error = ?, lease_expires_at = NULL, \
+         ready_at = coalesce(?, ready_at) WHERE seq = ?",
     )
     .bind(state)
     .bind(run_at)
     .bind(finished)
     .bind(&error_json)
+    .bind(ready_at)
     .bind(task.seq)
     .execute(&mut *conn)
     .await?;
@@ -499,6 +522,14 @@ pub(crate) async fn report(
                 .execute(&mut *conn)
                 .await?;
                 end_attempt(conn, &r.task_id, task.attempt, "succeeded", None, now).await?;
+                if let Some(started) = task.started_at {
+                    changes.timings.push(Timing::between(
+                        task.kind.clone(),
+                        Phase::Run,
+                        started,
+                        now,
+                    ));
+                }
                 changes.events.push(events::task(
                     "task.succeeded",
                     now,
@@ -519,6 +550,14 @@ pub(crate) async fn report(
                     _ => "failed",
                 };
                 let retryable = r.retryable.unwrap_or(true);
+                if let Some(started) = task.started_at {
+                    changes.timings.push(Timing::between(
+                        task.kind.clone(),
+                        Phase::Run,
+                        started,
+                        now,
+                    ));
+                }
                 fail_attempt(
                     conn,
                     &r.task_id,
@@ -670,9 +709,10 @@ async fn hand_back(
         ));
     }
     let moved = sqlx::query(
-        "UPDATE tasks SET state = 'queued', attempt_base = attempt_base + 1, lease_expires_at = NULL \
-         WHERE worker_id = ? AND state = 'running'",
+        "UPDATE tasks SET state = 'queued', attempt_base = attempt_base + 1, lease_expires_at = NULL, \
+         ready_at = ? WHERE worker_id = ? AND state = 'running'",
     )
+    .bind(now)
     .bind(worker_id)
     .execute(&mut *conn)
     .await?;
@@ -772,7 +812,7 @@ pub(crate) async fn promote_due(
     conn: &mut SqliteConnection,
     now: i64,
 ) -> Result<(u64, Option<i64>)> {
-    let moved = sqlx::query("UPDATE tasks SET state = 'queued', run_at = NULL WHERE state = 'scheduled' AND run_at <= ?")
+    let moved = sqlx::query("UPDATE tasks SET state = 'queued', ready_at = run_at, run_at = NULL WHERE state = 'scheduled' AND run_at <= ?")
         .bind(now)
         .execute(&mut *conn)
         .await?
@@ -875,7 +915,11 @@ pub(crate) async fn cancel_task(
     Ok(Some(changes))
 }
 
-pub(crate) async fn retry_task(conn: &mut SqliteConnection, id: String) -> Result<RetryOutcome> {
+pub(crate) async fn retry_task(
+    conn: &mut SqliteConnection,
+    id: String,
+    now: i64,
+) -> Result<RetryOutcome> {
     let Some(task) = read::task(conn, &id).await? else {
         return Ok(RetryOutcome::NotFound);
     };
@@ -887,8 +931,9 @@ pub(crate) async fn retry_task(conn: &mut SqliteConnection, id: String) -> Resul
     }
     sqlx::query(
         "UPDATE tasks SET state = 'queued', attempt_base = attempt, finished_at = NULL, run_at = NULL, \
-         lease_expires_at = NULL WHERE id = ?",
+         lease_expires_at = NULL, ready_at = ? WHERE id = ?",
     )
+    .bind(now)
     .bind(&id)
     .execute(&mut *conn)
     .await?;
