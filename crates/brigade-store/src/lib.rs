@@ -9,6 +9,7 @@
 
 pub(crate) mod error;
 mod events;
+mod logs;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult,
-    TaskState, TaskView, WorkerJoin, WorkerView,
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
+    ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
 use brigade_core::NewJob;
 
@@ -113,6 +114,24 @@ pub trait Store: Send + Sync + 'static {
         results: Vec<TaskResult>,
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>>;
+    /// Store log lines of tasks running on a worker; each batch only for the
+    /// task's current attempt on this worker, at most
+    /// [`brigade_api::logs::MAX_LOG_BYTES_PER_ATTEMPT`] bytes per attempt (then a
+    /// final `[truncated]` line). `None` when the worker is unknown.
+    async fn append_logs(
+        &self,
+        worker_id: &str,
+        logs: Vec<LogBatch>,
+        now: i64,
+    ) -> Result<Option<LogsReply>>;
+    /// A task's log lines after position `after` (from the start when `None`),
+    /// oldest first, at most `limit`, each with its position (the cursor).
+    async fn task_logs(
+        &self,
+        task_id: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>>;
     /// A worker leaves: its running tasks go back to the queue at once.
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>>;
     /// Ask a worker to drain.

@@ -1084,6 +1084,12 @@ pub(crate) async fn delete_job(conn: &mut PgConnection, id: &str) -> Result<Dele
             .bind(id)
             .execute(&mut *conn)
             .await?;
+            sqlx::query(
+                "DELETE FROM task_logs WHERE task_id IN (SELECT id FROM tasks WHERE job_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query("DELETE FROM tasks WHERE job_id = $1")
                 .bind(id)
                 .execute(&mut *conn)
@@ -1114,4 +1120,80 @@ pub(crate) async fn set_queue_paused(
     all.into_iter()
         .find(|q| q.name == name)
         .ok_or_else(|| StoreError::Corrupt("queue vanished".into()))
+}
+
+pub(crate) async fn append_logs(
+    conn: &mut PgConnection,
+    worker_id: &str,
+    logs: &[brigade_api::LogBatch],
+    now: i64,
+) -> Result<Option<brigade_api::LogsReply>> {
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1::BIGINT FROM workers WHERE id = $1")
+        .bind(worker_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if known.is_none() {
+        return Ok(None);
+    }
+    let mut reply = brigade_api::LogsReply::default();
+    for b in logs {
+        let reject = |reason: String| RejectedResult {
+            task_id: b.task_id.clone(),
+            reason,
+        };
+        // Locked, so two batches of one attempt count its bytes one after the other.
+        let row =
+            sqlx::query("SELECT state, attempt, worker_id FROM tasks WHERE id = $1 FOR UPDATE")
+                .bind(&b.task_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some(row) = row else {
+            reply.rejected.push(reject("unknown task".into()));
+            continue;
+        };
+        let attempt = row.try_get::<i64, _>("attempt")? as u32;
+        let state: String = row.try_get("state")?;
+        let lessee: Option<String> = row.try_get("worker_id")?;
+        if attempt != b.attempt {
+            reply.rejected.push(reject(format!(
+                "stale attempt: the task is on attempt {attempt}"
+            )));
+            continue;
+        }
+        if lessee.as_deref() != Some(worker_id) || state != "running" {
+            reply.rejected.push(reject(
+                "stale attempt: the task is not running on this worker".into(),
+            ));
+            continue;
+        }
+        let stored = sqlx::query(
+            "SELECT coalesce(sum(octet_length(line)), 0)::BIGINT AS bytes, \
+             coalesce(bool_or(line = $1), FALSE) AS cut FROM task_logs WHERE task_id = $2 AND attempt = $3",
+        )
+        .bind(brigade_api::logs::TRUNCATED)
+        .bind(&b.task_id)
+        .bind(i64::from(b.attempt))
+        .fetch_one(&mut *conn)
+        .await?;
+        let lines = crate::logs::admit(
+            stored.try_get("bytes")?,
+            stored.try_get("cut")?,
+            b.lines.clone(),
+        );
+        if !lines.is_empty() {
+            sqlx::query(
+                "INSERT INTO task_logs (task_id, attempt, line, at) \
+                 SELECT $1, $2, u.line, $3 FROM unnest($4::text[]) WITH ORDINALITY AS u(line, ord) \
+                 ORDER BY u.ord",
+            )
+            .bind(&b.task_id)
+            .bind(i64::from(b.attempt))
+            .bind(now)
+            .bind(&lines)
+            .execute(&mut *conn)
+            .await?;
+        }
+        reply.accepted.push(b.task_id.clone());
+    }
+    Ok(Some(reply))
 }

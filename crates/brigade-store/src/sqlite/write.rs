@@ -970,6 +970,12 @@ pub(crate) async fn delete_job(conn: &mut SqliteConnection, id: String) -> Resul
             .bind(&id)
             .execute(&mut *conn)
             .await?;
+            sqlx::query(
+                "DELETE FROM task_logs WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
+            )
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query("DELETE FROM tasks WHERE job_id = ?")
                 .bind(&id)
                 .execute(&mut *conn)
@@ -997,4 +1003,76 @@ pub(crate) async fn set_queue_paused(
     all.into_iter()
         .find(|q| q.name == name)
         .ok_or_else(|| StoreError::Corrupt("queue vanished".into()))
+}
+
+pub(crate) async fn append_logs(
+    conn: &mut SqliteConnection,
+    worker_id: String,
+    logs: Vec<brigade_api::LogBatch>,
+    now: i64,
+) -> Result<Option<brigade_api::LogsReply>> {
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workers WHERE id = ?")
+        .bind(&worker_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if known.is_none() {
+        return Ok(None);
+    }
+    let mut reply = brigade_api::LogsReply::default();
+    for b in logs {
+        let reject = |reason: String| RejectedResult {
+            task_id: b.task_id.clone(),
+            reason,
+        };
+        let row = sqlx::query("SELECT state, attempt, worker_id FROM tasks WHERE id = ?")
+            .bind(&b.task_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            reply.rejected.push(reject("unknown task".into()));
+            continue;
+        };
+        let attempt = row.try_get::<i64, _>("attempt")? as u32;
+        let state: String = row.try_get("state")?;
+        let lessee: Option<String> = row.try_get("worker_id")?;
+        if attempt != b.attempt {
+            reply.rejected.push(reject(format!(
+                "stale attempt: the task is on attempt {attempt}"
+            )));
+            continue;
+        }
+        if lessee.as_deref() != Some(worker_id.as_str()) || state != "running" {
+            reply.rejected.push(reject(
+                "stale attempt: the task is not running on this worker".into(),
+            ));
+            continue;
+        }
+        let stored = sqlx::query(
+            "SELECT coalesce(sum(length(CAST(line AS BLOB))), 0) AS bytes, \
+             coalesce(max(line = ?), 0) AS cut FROM task_logs WHERE task_id = ? AND attempt = ?",
+        )
+        .bind(brigade_api::logs::TRUNCATED)
+        .bind(&b.task_id)
+        .bind(i64::from(b.attempt))
+        .fetch_one(&mut *conn)
+        .await?;
+        let lines = crate::logs::admit(
+            stored.try_get("bytes")?,
+            stored.try_get::<i64, _>("cut")? != 0,
+            b.lines,
+        );
+        for chunk in lines.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO task_logs (task_id, attempt, line, at) ");
+            qb.push_values(chunk, |mut v, line| {
+                v.push_bind(b.task_id.as_str())
+                    .push_bind(i64::from(b.attempt))
+                    .push_bind(line.as_str())
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut *conn).await?;
+        }
+        reply.accepted.push(b.task_id);
+    }
+    Ok(Some(reply))
 }
