@@ -8,5 +8,5 @@ pub mod handler;
 pub mod load;
 pub mod runtime;
 
-pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskOutcome};
+pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskLog, TaskOutcome};
 pub use runtime::{Worker, WorkerConfig, WorkerError};
