@@ -213,7 +213,7 @@ fn parse_prometheus(text: &str) -> Vec<Sample> {
             continue;
         }
         let name_end = line
-            .find(|ch: char| ch == '{' || ch == ' ')
+            .find(['{', ' '])
             .unwrap_or_else(|| panic!("no value on {line:?}"));
         let name = &line[..name_end];
         assert!(
