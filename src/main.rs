@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::status::tasks(&job, state.as_deref(), &cli.global).await
         }
         Command::Watch { job } => cli::watch::run(&job, &cli.global).await,
+        Command::Logs { task, follow } => cli::logs::run(&task, follow, &cli.global).await,
         Command::Workers => cli::status::workers(&cli.global).await,
         Command::Queues => cli::status::queues(&cli.global).await,
         Command::Cancel { job } => cli::status::cancel(&job, &cli.global).await,

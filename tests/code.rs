@@ -52,6 +52,7 @@ fn ctx(input: Value) -> TaskContext {
         attempt: 1,
         timeout: Duration::from_secs(120),
         cancel: CancellationToken::new(),
+        log: brigade_worker::handler::TaskLog::discard(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and the client commands.
 
+pub mod logs;
 pub mod server;
 pub mod status;
 pub mod submit;
@@ -81,6 +82,14 @@ pub enum Command {
     Watch {
         /// Job id.
         job: String,
+    },
+    /// Print a task's log lines; with --follow, keep printing new ones until it finishes.
+    Logs {
+        /// Task id.
+        task: String,
+        /// Stream new lines as they are written, until the task is finished.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// List the workers with their load.
     Workers,

@@ -6,6 +6,7 @@ mod harness;
 
 mod faults;
 mod input;
+mod observability;
 mod operations;
 mod running;
 mod servers;

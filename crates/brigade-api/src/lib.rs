@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod jobs;
+pub mod logs;
 pub mod page;
 pub mod problem;
 pub mod queues;
@@ -14,6 +15,7 @@ pub mod workers;
 
 pub use events::Event;
 pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec};
+pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};
 pub use page::Page;
 pub use problem::{FieldError, Problem};
 pub use queues::QueueView;

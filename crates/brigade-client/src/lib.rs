@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, Page, Problem,
-    QueueView, ResultsReply, ResultsRequest, TaskResult, TaskView, WorkerJoin, WorkerJoined,
-    WorkerView,
+    Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, LogBatch, LogLine,
+    LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply, ResultsRequest, TaskResult,
+    TaskView, WorkerJoin, WorkerJoined, WorkerView,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -393,6 +393,61 @@ impl Client {
             .await
     }
 
+    /// One page of a task's log lines, oldest first.
+    pub async fn task_logs_page(
+        &self,
+        id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<LogLine>> {
+        let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_owned()));
+        }
+        let path = format!("/v1/tasks/{}/logs", enc(id));
+        let res = self
+            .send::<()>(Method::GET, &path, Some(&q), None, DEFAULT_TIMEOUT, &[])
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Every log line of a task so far, following pages.
+    pub async fn task_logs(&self, id: &str) -> Result<Vec<LogLine>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .task_logs_page(id, brigade_api::page::MAX_LIMIT, cursor.as_deref())
+                .await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Follow a task's log (`?follow=true`): its lines so far, then new ones as
+    /// they are written, until the task is finished.
+    pub async fn follow_task_logs(&self, id: &str) -> Result<LogFollow> {
+        let path = format!("/v1/tasks/{}/logs", enc(id));
+        let q = [("follow", "true")];
+        let res = self
+            .send::<()>(Method::GET, &path, Some(&q), None, FOLLOW_TIMEOUT, &[])
+            .await?;
+        let status = res.status();
+        if !status.is_success() {
+            let bytes = res.bytes().await.unwrap_or_default();
+            return Err(Self::problem(status, &bytes));
+        }
+        Ok(LogFollow {
+            url: res.url().to_string(),
+            body: Box::pin(res.bytes_stream()),
+            buf: Vec::new(),
+            done: false,
+        })
+    }
+
     // ---- cluster ----
 
     /// Every worker.
@@ -484,6 +539,13 @@ impl Client {
         .await
     }
 
+    /// Ship log lines of tasks running on this worker.
+    pub async fn logs(&self, worker_id: &str, logs: Vec<LogBatch>) -> Result<LogsReply> {
+        let body = LogsRequest { logs };
+        self.post(&format!("/v1/workers/{}/logs", enc(worker_id)), Some(&body))
+            .await
+    }
+
     /// Leave.
     pub async fn leave(&self, worker_id: &str) -> Result<()> {
         let path = format!("/v1/workers/{}", enc(worker_id));
@@ -491,6 +553,67 @@ impl Client {
             .send::<()>(Method::DELETE, &path, None, None, DEFAULT_TIMEOUT, &[])
             .await?;
         Self::no_content(res).await
+    }
+}
+
+/// Longest a followed log stream stays open.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// A followed task log (Server-Sent Events), from [`Client::follow_task_logs`].
+pub struct LogFollow {
+    url: String,
+    body:
+        std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Sync>>,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl LogFollow {
+    /// The next line; `None` once the task is finished and every line was read.
+    pub async fn next(&mut self) -> Result<Option<LogLine>> {
+        use futures::StreamExt;
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            // One SSE event ends at a blank line.
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&event);
+                let mut kind = "message";
+                let mut data = String::new();
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                match kind {
+                    "log" => {
+                        return serde_json::from_str(&data).map(Some).map_err(|e| {
+                            ClientError::Protocol {
+                                url: self.url.clone(),
+                                message: e.to_string(),
+                            }
+                        });
+                    }
+                    "end" => self.done = true,
+                    _ => {}
+                }
+                continue;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Err(ClientError::Protocol {
+                        url: self.url.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                None => return Ok(None),
+            }
+        }
     }
 }
 

@@ -14,6 +14,8 @@ const CAPACITY: usize = 8192;
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Ids of tasks that have new log lines (followers of their logs re-read).
+    logs: broadcast::Sender<Arc<str>>,
 }
 
 impl Default for Bus {
@@ -26,7 +28,8 @@ impl Bus {
     /// A bus with nobody listening.
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(CAPACITY);
-        Self { tx }
+        let (logs, _) = broadcast::channel(CAPACITY);
+        Self { tx, logs }
     }
 
     /// Send an event to every subscriber (none is fine).
@@ -37,5 +40,15 @@ impl Bus {
     /// Receive every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Say that task `task_id` has new log lines.
+    pub fn publish_logs(&self, task_id: &str) {
+        let _ = self.logs.send(Arc::from(task_id));
+    }
+
+    /// Receive the ids of tasks with new log lines from now on.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<Arc<str>> {
+        self.logs.subscribe()
     }
 }

@@ -30,6 +30,10 @@ pub mod names {
     pub const WORKER_LOAD: &str = "brigade_worker_load";
     /// HTTP request latency by route.
     pub const HTTP_SECONDS: &str = "brigade_http_request_duration_seconds";
+    /// Time from a task being ready (created, due or requeued) to its lease, by kind.
+    pub const TASK_QUEUED_SECONDS: &str = "brigade_task_queued_seconds";
+    /// Time from a task's lease to its accepted result, by kind.
+    pub const TASK_RUN_SECONDS: &str = "brigade_task_run_seconds";
 }
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -62,6 +66,15 @@ impl Metrics {
     /// Count an event.
     pub fn event(&self, e: &Event) {
         counter!(names::EVENTS, "type" => e.kind.clone()).increment(1);
+    }
+
+    /// Record a task latency sample in its histogram.
+    pub fn timing(&self, t: &brigade_store::Timing) {
+        let name = match t.phase {
+            brigade_store::Phase::Queued => names::TASK_QUEUED_SECONDS,
+            brigade_store::Phase::Run => names::TASK_RUN_SECONDS,
+        };
+        histogram!(name, "kind" => t.kind.clone()).record(t.seconds);
     }
 
     /// Render the text exposition, refreshing the gauges from the store.

@@ -34,6 +34,9 @@ impl Publisher {
         if changes.scheduled {
             self.scheduled.notify_one();
         }
+        for timing in &changes.timings {
+            self.metrics.timing(timing);
+        }
         for event in changes.events {
             self.metrics.event(&event);
             self.bus.publish(event);

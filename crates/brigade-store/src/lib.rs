@@ -9,6 +9,7 @@
 
 pub(crate) mod error;
 mod events;
+mod logs;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -17,13 +18,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult,
-    TaskState, TaskView, WorkerJoin, WorkerView,
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
+    ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
 use brigade_core::NewJob;
 
 pub use error::StoreError;
-pub use model::{Changes, DeleteOutcome, Idempotency, JobFilter, Remote, RetryOutcome, Submitted};
+pub use model::{
+    Changes, DeleteOutcome, Idempotency, JobFilter, Phase, Remote, RetryOutcome, Submitted, Timing,
+};
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -71,8 +74,9 @@ pub trait Store: Send + Sync + 'static {
     async fn task(&self, id: &str) -> Result<Option<TaskView>>;
     /// Cancel one unfinished task; `None` when unknown.
     async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>>;
-    /// Put a failed or cancelled task back in the queue with a fresh attempt budget.
-    async fn retry_task(&self, id: &str) -> Result<RetryOutcome>;
+    /// Put a failed or cancelled task back in the queue with a fresh attempt budget
+    /// (ready from `now`).
+    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome>;
 
     /// Register a worker.
     async fn join_worker(
@@ -110,6 +114,24 @@ pub trait Store: Send + Sync + 'static {
         results: Vec<TaskResult>,
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>>;
+    /// Store log lines of tasks running on a worker; each batch only for the
+    /// task's current attempt on this worker, at most
+    /// [`brigade_api::logs::MAX_LOG_BYTES_PER_ATTEMPT`] bytes per attempt (then a
+    /// final `[truncated]` line). `None` when the worker is unknown.
+    async fn append_logs(
+        &self,
+        worker_id: &str,
+        logs: Vec<LogBatch>,
+        now: i64,
+    ) -> Result<Option<LogsReply>>;
+    /// A task's log lines after position `after` (from the start when `None`),
+    /// oldest first, at most `limit`, each with its position (the cursor).
+    async fn task_logs(
+        &self,
+        task_id: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>>;
     /// A worker leaves: its running tasks go back to the queue at once.
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>>;
     /// Ask a worker to drain.

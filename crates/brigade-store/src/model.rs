@@ -31,6 +31,39 @@ pub struct Changes {
     pub ready: bool,
     /// Some task became `scheduled`: the promoter should recompute its next wake-up.
     pub scheduled: bool,
+    /// Latency samples of the tasks this change started or finished, for metrics.
+    pub timings: Vec<Timing>,
+}
+
+/// Which latency of a task a [`Timing`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// From the moment the task became ready (created, due or requeued) to its lease.
+    Queued,
+    /// From its lease to the accepted result.
+    Run,
+}
+
+/// One latency sample of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// The task's kind.
+    pub kind: String,
+    /// What was measured.
+    pub phase: Phase,
+    /// How long it took, in seconds (never negative).
+    pub seconds: f64,
+}
+
+impl Timing {
+    /// A sample of `phase` for `kind`, from two times in ms since the epoch.
+    pub fn between(kind: impl Into<String>, phase: Phase, from_ms: i64, to_ms: i64) -> Self {
+        Self {
+            kind: kind.into(),
+            phase,
+            seconds: (to_ms.saturating_sub(from_ms)).max(0) as f64 / 1000.0,
+        }
+    }
 }
 
 impl Changes {
@@ -39,6 +72,7 @@ impl Changes {
         self.events.extend(other.events);
         self.ready |= other.ready;
         self.scheduled |= other.scheduled;
+        self.timings.extend(other.timings);
     }
 }
 

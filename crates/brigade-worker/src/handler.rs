@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use async_trait::async_trait;
+use brigade_api::logs::{MAX_LOG_BYTES_PER_ATTEMPT, MAX_LOG_LINE_BYTES, TRUNCATED};
 use brigade_api::{ErrorKind, TaskError};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +28,112 @@ pub struct TaskContext {
     pub timeout: Duration,
     /// Fires when the task is cancelled, timed out or the worker stops hard.
     pub cancel: CancellationToken,
+    /// Where the handler writes log lines (shipped to the server; see [`TaskLog`]).
+    pub log: TaskLog,
+}
+
+/// What the runtime's log shipper receives.
+#[derive(Debug)]
+pub(crate) enum LogMsg {
+    /// A line of an attempt.
+    Line {
+        task_id: String,
+        attempt: u32,
+        line: String,
+    },
+    /// Ship everything received so far, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle a handler writes its log lines to.
+///
+/// The worker ships the lines to the server in batches
+/// (`GET /v1/tasks/{id}/logs` shows them). An attempt keeps at most
+/// [`brigade_api::logs::MAX_LOG_BYTES_PER_ATTEMPT`] bytes; what comes after is
+/// dropped, with one final `[truncated]` line. Lines longer than
+/// [`brigade_api::logs::MAX_LOG_LINE_BYTES`] are cut. The default handle discards.
+#[derive(Clone, Default)]
+pub struct TaskLog {
+    sink: Option<Arc<LogSink>>,
+}
+
+struct LogSink {
+    task_id: String,
+    attempt: u32,
+    tx: tokio::sync::mpsc::UnboundedSender<LogMsg>,
+    bytes: AtomicUsize,
+    truncated: AtomicBool,
+}
+
+impl std::fmt::Debug for TaskLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.sink {
+            Some(s) => write!(f, "TaskLog({}#{})", s.task_id, s.attempt),
+            None => f.write_str("TaskLog(discard)"),
+        }
+    }
+}
+
+impl TaskLog {
+    /// A log that keeps nothing (tests, handlers run outside a worker).
+    pub fn discard() -> Self {
+        Self::default()
+    }
+
+    /// A log of attempt `attempt` of `task_id`, sent to the runtime's shipper.
+    pub(crate) fn new(
+        task_id: &str,
+        attempt: u32,
+        tx: tokio::sync::mpsc::UnboundedSender<LogMsg>,
+    ) -> Self {
+        Self {
+            sink: Some(Arc::new(LogSink {
+                task_id: task_id.to_owned(),
+                attempt,
+                tx,
+                bytes: AtomicUsize::new(0),
+                truncated: AtomicBool::new(false),
+            })),
+        }
+    }
+
+    /// Write one line (several, when it holds newlines).
+    pub fn line(&self, text: impl AsRef<str>) {
+        let Some(sink) = &self.sink else { return };
+        for line in text.as_ref().lines() {
+            let mut line = line.trim_end_matches('\r').to_owned();
+            if line.len() > MAX_LOG_LINE_BYTES {
+                let mut end = MAX_LOG_LINE_BYTES;
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                line.truncate(end);
+            }
+            let before = sink.bytes.fetch_add(line.len(), Ordering::Relaxed);
+            if before + line.len() > MAX_LOG_BYTES_PER_ATTEMPT {
+                if !sink.truncated.swap(true, Ordering::Relaxed) {
+                    sink.send(TRUNCATED.to_owned());
+                }
+                return;
+            }
+            sink.send(line);
+        }
+    }
+
+    /// Whether lines go anywhere (handlers may skip building them otherwise).
+    pub fn is_enabled(&self) -> bool {
+        self.sink.is_some()
+    }
+}
+
+impl LogSink {
+    fn send(&self, line: String) {
+        let _ = self.tx.send(LogMsg::Line {
+            task_id: self.task_id.clone(),
+            attempt: self.attempt,
+            line,
+        });
+    }
 }
 
 /// Why an attempt failed, and whether trying again may help.

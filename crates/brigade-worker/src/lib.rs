@@ -9,5 +9,5 @@ pub mod load;
 pub mod runtime;
 pub mod sandbox;
 
-pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskOutcome};
+pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskLog, TaskOutcome};
 pub use runtime::{Worker, WorkerConfig, WorkerError};

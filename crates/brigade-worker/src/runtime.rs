@@ -12,8 +12,9 @@ use brigade_client::{Client, ClientError};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::handler::LogMsg;
 use crate::load::{LoadSampler, memory};
-use crate::{Registry, TaskContext, TaskFailure};
+use crate::{Registry, TaskContext, TaskFailure, TaskLog};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -79,6 +80,8 @@ struct Shared {
     running: Mutex<HashMap<String, Running>>,
     slots: Arc<Semaphore>,
     results: mpsc::UnboundedSender<TaskResult>,
+    /// Log lines of running tasks, to the log shipper.
+    logs: mpsc::UnboundedSender<LogMsg>,
     /// Stop leasing (drain or shutdown).
     stop_leasing: CancellationToken,
 }
@@ -162,6 +165,7 @@ impl Worker {
             .map_err(WorkerError::Join)?;
         tracing::info!(worker = %id, name = %self.config.name, capacity = self.config.capacity, kinds = ?self.registry.kinds(), "joined");
         let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let (logs_tx, logs_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             client: self.client.clone(),
             registry: self.registry,
@@ -170,11 +174,13 @@ impl Worker {
             worker_id: Mutex::new(id),
             running: Mutex::new(HashMap::new()),
             results: results_tx,
+            logs: logs_tx,
             stop_leasing: CancellationToken::new(),
         });
         let (reporter_done_tx, reporter_done) = watch::channel(false);
         let reporter = tokio::spawn(report_loop(shared.clone(), results_rx, reporter_done_tx));
         let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), heartbeat_every));
+        let log_shipper = tokio::spawn(log_loop(shared.clone(), logs_rx));
         let leasing = tokio::spawn(lease_loop(shared.clone()));
 
         tokio::select! {
@@ -206,6 +212,7 @@ impl Worker {
         // Report what is waiting, then stop the reporter.
         wait_reported(&shared, reporter_done).await;
         reporter.abort();
+        log_shipper.abort();
         let id = shared.id();
         match shared.client.leave(&id).await {
             Ok(()) => tracing::info!(worker = %id, "left"),
@@ -341,6 +348,8 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
                 duration_ms,
             },
         };
+        // The attempt's log lines reach the server before its result.
+        flush_logs(&shared).await;
         let _ = shared.results.send(result);
     });
 }
@@ -369,6 +378,7 @@ async fn run_one(
         attempt: task.attempt,
         timeout,
         cancel: cancel.clone(),
+        log: TaskLog::new(&task.id, task.attempt, shared.logs.clone()),
     };
     // Its own task, so a panic is caught and an overrun can be aborted.
     let mut handle = tokio::spawn(async move { handler.run(ctx).await });
@@ -491,6 +501,83 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
             }
             Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => rejoin(&shared).await,
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Most log lines in one request.
+const MAX_LOG_BATCH: usize = 5000;
+/// Longest a finished task's result waits for its log lines to be shipped.
+const LOG_FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// Wait until the log lines written so far are shipped (or given up on).
+async fn flush_logs(shared: &Shared) {
+    let (done, shipped) = tokio::sync::oneshot::channel();
+    if shared.logs.send(LogMsg::Flush(done)).is_ok() {
+        let _ = tokio::time::timeout(LOG_FLUSH_WAIT, shipped).await;
+    }
+}
+
+/// Ships log lines in batches: whatever was written while the previous request
+/// was in flight goes in the next one. Lines the server cannot take after a few
+/// tries are dropped (logs are best effort; results are not).
+async fn log_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<LogMsg>) {
+    while let Some(first) = rx.recv().await {
+        let mut batches: Vec<brigade_api::LogBatch> = Vec::new();
+        let mut flushes = Vec::new();
+        let mut lines = 0usize;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                LogMsg::Line {
+                    task_id,
+                    attempt,
+                    line,
+                } => {
+                    lines += 1;
+                    match batches
+                        .iter_mut()
+                        .rev()
+                        .find(|b| b.task_id == task_id && b.attempt == attempt)
+                    {
+                        Some(b) => b.lines.push(line),
+                        None => batches.push(brigade_api::LogBatch {
+                            task_id,
+                            attempt,
+                            lines: vec![line],
+                        }),
+                    }
+                }
+                LogMsg::Flush(done) => flushes.push(done),
+            }
+            if lines < MAX_LOG_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batches.is_empty() {
+            let mut backoff = Duration::from_millis(100);
+            for _ in 0..3 {
+                match shared.client.logs(&shared.id(), batches.clone()).await {
+                    Ok(reply) => {
+                        for r in reply.rejected {
+                            tracing::debug!(task = %r.task_id, reason = %r.reason, "log lines not stored");
+                        }
+                        break;
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "cannot ship log lines; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, lines, "the server refused log lines; dropping them");
+                        break;
+                    }
+                }
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use brigade_api::{
-    FieldError, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, Outcome, Problem,
-    ResultsReply, ResultsRequest, WorkerJoin, WorkerJoined, WorkerView,
+    FieldError, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LogsReply, LogsRequest,
+    Outcome, Problem, ResultsReply, ResultsRequest, WorkerJoin, WorkerJoined, WorkerView,
 };
 use brigade_core::validate::{is_valid_kind, is_valid_queue};
 
@@ -244,6 +244,68 @@ pub async fn results(
     metrics::counter!(names::RESULTS, "status" => "rejected")
         .increment(reply.rejected.len() as u64);
     state.publish(changes);
+    Ok(Json(reply))
+}
+
+/// Most batches (task attempts) in one logs request.
+pub const MAX_LOG_BATCHES: usize = 10_000;
+/// Most lines in one batch.
+pub const MAX_LOG_LINES: usize = 10_000;
+
+/// Ship log lines of running tasks; each batch is stored only for the task's
+/// current attempt on this worker, up to 64 KiB per attempt (then `[truncated]`).
+#[utoipa::path(post, path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path)),
+    request_body = LogsRequest,
+    responses(
+        (status = 200, body = LogsReply),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<LogsRequest>,
+) -> ApiResult<Json<LogsReply>> {
+    caller.require(&[Role::Worker])?;
+    if req.logs.len() > MAX_LOG_BATCHES {
+        return Err(ApiError::field(
+            "logs",
+            format!("at most {MAX_LOG_BATCHES} per request"),
+        ));
+    }
+    let mut errors = Vec::new();
+    for (i, b) in req.logs.iter().enumerate() {
+        if b.task_id.is_empty() || b.task_id.len() > 128 {
+            errors.push(FieldError::new(
+                format!("logs[{i}].task_id"),
+                "1 to 128 bytes",
+            ));
+        }
+        if b.attempt == 0 {
+            errors.push(FieldError::new(
+                format!("logs[{i}].attempt"),
+                "attempts start at 1",
+            ));
+        }
+        if b.lines.len() > MAX_LOG_LINES {
+            errors.push(FieldError::new(
+                format!("logs[{i}].lines"),
+                format!("at most {MAX_LOG_LINES} lines per batch"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let reply = state
+        .store
+        .append_logs(&id, req.logs, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    for task_id in &reply.accepted {
+        state.publisher.bus.publish_logs(task_id);
+    }
     Ok(Json(reply))
 }
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult,
-    TaskState, TaskView, WorkerJoin, WorkerView,
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
+    ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
 use brigade_core::NewJob;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -318,8 +318,8 @@ impl Store for PostgresStore {
         write_tx!(self, |c| write::cancel_task(c, id, now), |v| v.as_ref())
     }
 
-    async fn retry_task(&self, id: &str) -> Result<RetryOutcome> {
-        write_tx!(self, |c| write::retry_task(c, id), |v| match v {
+    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
+        write_tx!(self, |c| write::retry_task(c, id, now), |v| match v {
             RetryOutcome::Retried(_, changes) => Some(changes),
             _ => None,
         })
@@ -381,6 +381,28 @@ impl Store for PostgresStore {
         write_tx!(self, |c| write::report(c, worker_id, &results, now), |v| v
             .as_ref()
             .map(|(_, changes)| changes))
+    }
+
+    async fn append_logs(
+        &self,
+        worker_id: &str,
+        logs: Vec<LogBatch>,
+        now: i64,
+    ) -> Result<Option<LogsReply>> {
+        write_tx!(
+            self,
+            |c| write::append_logs(c, worker_id, &logs, now),
+            |_v| None
+        )
+    }
+
+    async fn task_logs(
+        &self,
+        task_id: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>> {
+        read::task_logs(&mut *self.pool.acquire().await?, task_id, after, limit).await
     }
 
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {

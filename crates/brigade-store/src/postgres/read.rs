@@ -274,3 +274,33 @@ pub(crate) async fn queues(conn: &mut PgConnection) -> Result<Vec<QueueView>> {
     }
     Ok(views)
 }
+
+pub(crate) async fn task_logs(
+    conn: &mut PgConnection,
+    task_id: &str,
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Vec<(i64, brigade_api::LogLine)>> {
+    let found = sqlx::query(
+        "SELECT seq, attempt, line, at FROM task_logs WHERE task_id = $1 AND seq > $2 \
+         ORDER BY seq LIMIT $3",
+    )
+    .bind(task_id)
+    .bind(after.unwrap_or(0))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    found
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("seq")?,
+                brigade_api::LogLine {
+                    attempt: row.try_get::<i64, _>("attempt")? as u32,
+                    at: brigade_core::from_ms(row.try_get("at")?),
+                    line: row.try_get("line")?,
+                },
+            ))
+        })
+        .collect()
+}

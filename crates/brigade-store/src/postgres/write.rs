@@ -19,7 +19,7 @@ use brigade_core::{NewJob, from_ms, ids::new_id};
 use sqlx::{PgConnection, Row};
 
 use super::{read, rows};
-use crate::model::{Changes, DeleteOutcome, Idempotency, RetryOutcome, Submitted};
+use crate::model::{Changes, DeleteOutcome, Idempotency, Phase, RetryOutcome, Submitted, Timing};
 use crate::{Result, StoreError, events};
 
 /// Unfinished task states, as SQL.
@@ -161,9 +161,9 @@ pub(crate) async fn submit(
     // One statement for all tasks: arrays, one per column, unnested in order.
     sqlx::query(
         "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, \
-         timeout_ms, backoff, requires, run_at, created_at) \
+         timeout_ms, backoff, requires, run_at, created_at, ready_at) \
          SELECT u.id, $1, u.kind, u.name, u.queue, u.priority, u.state, u.input::json, u.max_attempts, \
-                u.timeout_ms, u.backoff::jsonb, u.requires::jsonb, u.run_at, $2 \
+                u.timeout_ms, u.backoff::jsonb, u.requires::jsonb, u.run_at, $2, coalesce(u.run_at, $2) \
          FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], \
                      $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::bigint[]) \
               WITH ORDINALITY AS u(id, kind, name, queue, priority, state, input, max_attempts, \
@@ -211,6 +211,7 @@ pub(crate) async fn submit(
         )],
         ready: progress.queued > 0,
         scheduled: progress.scheduled > 0,
+        ..Changes::default()
     };
     Ok(Submitted {
         job: view,
@@ -328,7 +329,8 @@ pub(crate) async fn lease(
                     started_at = $6, lease_expires_at = $7, run_at = NULL, finished_at = NULL \
              FROM picked WHERE tasks.seq = picked.seq \
              RETURNING tasks.seq, tasks.priority, tasks.id, tasks.job_id, tasks.kind, \
-                       tasks.input::text AS input, tasks.attempt, tasks.timeout_ms \
+                       tasks.input::text AS input, tasks.attempt, tasks.timeout_ms, \
+                       coalesce(tasks.ready_at, tasks.created_at) AS ready_at \
          ), opened AS ( \
              INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) \
              SELECT id, attempt, $5, $6, 'running' FROM leased \
@@ -338,7 +340,8 @@ pub(crate) async fn lease(
              UPDATE jobs SET started_at = $6, state = 'running' \
              WHERE id IN (SELECT job_id FROM leased) AND started_at IS NULL \
          ) \
-         SELECT id, job_id, kind, input, attempt, timeout_ms FROM leased ORDER BY priority DESC, seq",
+         SELECT id, job_id, kind, input, attempt, timeout_ms, ready_at FROM leased \
+         ORDER BY priority DESC, seq",
     )
     .bind(&queues)
     .bind(&kinds)
@@ -365,10 +368,17 @@ pub(crate) async fn lease(
             attempt,
         ));
         let input: String = row.try_get("input")?;
+        let kind: String = row.try_get("kind")?;
+        changes.timings.push(Timing::between(
+            kind.clone(),
+            Phase::Queued,
+            row.try_get("ready_at")?,
+            now,
+        ));
         leased.push(LeasedTask {
             id,
             job_id,
-            kind: row.try_get("kind")?,
+            kind,
             input: serde_json::from_str(&input)?,
             attempt,
             timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
@@ -389,9 +399,12 @@ struct Running {
     max_attempts: u32,
     worker_id: Option<String>,
     backoff: Backoff,
+    kind: String,
+    started_at: Option<i64>,
 }
 
-const RUNNING_COLUMNS: &str = "seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff::text AS backoff";
+const RUNNING_COLUMNS: &str = "seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, \
+                               backoff::text AS backoff, kind, started_at";
 
 fn running(row: &sqlx::postgres::PgRow) -> Result<Running> {
     let backoff: String = row.try_get("backoff")?;
@@ -405,6 +418,8 @@ fn running(row: &sqlx::postgres::PgRow) -> Result<Running> {
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
         worker_id: row.try_get("worker_id")?,
         backoff: serde_json::from_str(&backoff)?,
+        kind: row.try_get("kind")?,
+        started_at: row.try_get("started_at")?,
     })
 }
 
@@ -437,15 +452,22 @@ async fn fail_attempt(
         Failure::Requeue => ("queued", None, None, "task.retrying"),
         Failure::Fail => ("failed", None, Some(now), "task.failed"),
     };
+    // A requeued task is ready now; a retry when its backoff is over.
+    let ready_at = match decision {
+        Failure::Retry { run_at } => Some(run_at),
+        Failure::Requeue => Some(now),
+        Failure::Fail => None,
+    };
     sqlx::query(
         "UPDATE tasks SET state = $1, run_at = $2, finished_at = $3, error = $4::jsonb, \
-         lease_expires_at = NULL WHERE seq = $5",
+         lease_expires_at = NULL, ready_at = coalesce($6, ready_at) WHERE seq = $5",
     )
     .bind(state)
     .bind(run_at)
     .bind(finished)
     .bind(&error_json)
     .bind(task.seq)
+    .bind(ready_at)
     .execute(&mut *conn)
     .await?;
     end_attempts(
@@ -572,6 +594,14 @@ pub(crate) async fn report(
                 ok_ids.push(r.task_id.clone());
                 ok_attempts.push(i64::from(task.attempt));
                 task.state = "succeeded".into();
+                if let Some(started) = task.started_at {
+                    changes.timings.push(Timing::between(
+                        task.kind.clone(),
+                        Phase::Run,
+                        started,
+                        now,
+                    ));
+                }
                 changes.events.push(events::task(
                     "task.succeeded",
                     now,
@@ -592,6 +622,14 @@ pub(crate) async fn report(
                     _ => "failed",
                 };
                 let retryable = r.retryable.unwrap_or(true);
+                if let Some(started) = task.started_at {
+                    changes.timings.push(Timing::between(
+                        task.kind.clone(),
+                        Phase::Run,
+                        started,
+                        now,
+                    ));
+                }
                 let state = fail_attempt(
                     conn,
                     task,
@@ -736,10 +774,11 @@ async fn hand_back(
     changes: &mut Changes,
 ) -> Result<()> {
     let moved = sqlx::query(
-        "UPDATE tasks SET state = 'queued', attempt_base = attempt_base + 1, lease_expires_at = NULL \
-         WHERE worker_id = $1 AND state = 'running' RETURNING seq, id, job_id, attempt",
+        "UPDATE tasks SET state = 'queued', attempt_base = attempt_base + 1, lease_expires_at = NULL, \
+         ready_at = $2 WHERE worker_id = $1 AND state = 'running' RETURNING seq, id, job_id, attempt",
     )
     .bind(worker_id)
+    .bind(now)
     .fetch_all(&mut *conn)
     .await?;
     let mut moved = moved
@@ -850,7 +889,7 @@ pub(crate) async fn reap(conn: &mut PgConnection, now: i64, ttl: i64) -> Result<
 
 pub(crate) async fn promote_due(conn: &mut PgConnection, now: i64) -> Result<(u64, Option<i64>)> {
     let moved = sqlx::query(
-        "UPDATE tasks SET state = 'queued', run_at = NULL WHERE seq IN ( \
+        "UPDATE tasks SET state = 'queued', ready_at = run_at, run_at = NULL WHERE seq IN ( \
              SELECT seq FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
              FOR UPDATE SKIP LOCKED)",
     )
@@ -984,7 +1023,11 @@ pub(crate) async fn cancel_task(
     Ok(Some(changes))
 }
 
-pub(crate) async fn retry_task(conn: &mut PgConnection, id: &str) -> Result<RetryOutcome> {
+pub(crate) async fn retry_task(
+    conn: &mut PgConnection,
+    id: &str,
+    now: i64,
+) -> Result<RetryOutcome> {
     let state: Option<String> =
         sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1 FOR UPDATE")
             .bind(id)
@@ -1002,9 +1045,10 @@ pub(crate) async fn retry_task(conn: &mut PgConnection, id: &str) -> Result<Retr
     }
     let job_id: String = sqlx::query_scalar(
         "UPDATE tasks SET state = 'queued', attempt_base = attempt, finished_at = NULL, run_at = NULL, \
-         lease_expires_at = NULL WHERE id = $1 RETURNING job_id",
+         lease_expires_at = NULL, ready_at = $2 WHERE id = $1 RETURNING job_id",
     )
     .bind(id)
+    .bind(now)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query(
@@ -1040,6 +1084,12 @@ pub(crate) async fn delete_job(conn: &mut PgConnection, id: &str) -> Result<Dele
             .bind(id)
             .execute(&mut *conn)
             .await?;
+            sqlx::query(
+                "DELETE FROM task_logs WHERE task_id IN (SELECT id FROM tasks WHERE job_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query("DELETE FROM tasks WHERE job_id = $1")
                 .bind(id)
                 .execute(&mut *conn)
@@ -1070,4 +1120,80 @@ pub(crate) async fn set_queue_paused(
     all.into_iter()
         .find(|q| q.name == name)
         .ok_or_else(|| StoreError::Corrupt("queue vanished".into()))
+}
+
+pub(crate) async fn append_logs(
+    conn: &mut PgConnection,
+    worker_id: &str,
+    logs: &[brigade_api::LogBatch],
+    now: i64,
+) -> Result<Option<brigade_api::LogsReply>> {
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1::BIGINT FROM workers WHERE id = $1")
+        .bind(worker_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if known.is_none() {
+        return Ok(None);
+    }
+    let mut reply = brigade_api::LogsReply::default();
+    for b in logs {
+        let reject = |reason: String| RejectedResult {
+            task_id: b.task_id.clone(),
+            reason,
+        };
+        // Locked, so two batches of one attempt count its bytes one after the other.
+        let row =
+            sqlx::query("SELECT state, attempt, worker_id FROM tasks WHERE id = $1 FOR UPDATE")
+                .bind(&b.task_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some(row) = row else {
+            reply.rejected.push(reject("unknown task".into()));
+            continue;
+        };
+        let attempt = row.try_get::<i64, _>("attempt")? as u32;
+        let state: String = row.try_get("state")?;
+        let lessee: Option<String> = row.try_get("worker_id")?;
+        if attempt != b.attempt {
+            reply.rejected.push(reject(format!(
+                "stale attempt: the task is on attempt {attempt}"
+            )));
+            continue;
+        }
+        if lessee.as_deref() != Some(worker_id) || state != "running" {
+            reply.rejected.push(reject(
+                "stale attempt: the task is not running on this worker".into(),
+            ));
+            continue;
+        }
+        let stored = sqlx::query(
+            "SELECT coalesce(sum(octet_length(line)), 0)::BIGINT AS bytes, \
+             coalesce(bool_or(line = $1), FALSE) AS cut FROM task_logs WHERE task_id = $2 AND attempt = $3",
+        )
+        .bind(brigade_api::logs::TRUNCATED)
+        .bind(&b.task_id)
+        .bind(i64::from(b.attempt))
+        .fetch_one(&mut *conn)
+        .await?;
+        let lines = crate::logs::admit(
+            stored.try_get("bytes")?,
+            stored.try_get("cut")?,
+            b.lines.clone(),
+        );
+        if !lines.is_empty() {
+            sqlx::query(
+                "INSERT INTO task_logs (task_id, attempt, line, at) \
+                 SELECT $1, $2, u.line, $3 FROM unnest($4::text[]) WITH ORDINALITY AS u(line, ord) \
+                 ORDER BY u.ord",
+            )
+            .bind(&b.task_id)
+            .bind(i64::from(b.attempt))
+            .bind(now)
+            .bind(&lines)
+            .execute(&mut *conn)
+            .await?;
+        }
+        reply.accepted.push(b.task_id.clone());
+    }
+    Ok(Some(reply))
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, Page, QueueView, ResultsReply, TaskResult,
-    TaskState, TaskView, WorkerJoin, WorkerView,
+    Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
+    ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
 use brigade_core::NewJob;
 use sqlx::sqlite::{
@@ -163,10 +163,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn retry_task(&self, id: &str) -> Result<RetryOutcome> {
+    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
         let id = id.to_owned();
         self.writer
-            .write(move |c| Box::pin(write::retry_task(c, id)))
+            .write(move |c| Box::pin(write::retry_task(c, id, now)))
             .await
     }
 
@@ -226,6 +226,27 @@ impl Store for SqliteStore {
         self.writer
             .write(move |c| Box::pin(write::report(c, id, results, now)))
             .await
+    }
+
+    async fn append_logs(
+        &self,
+        worker_id: &str,
+        logs: Vec<LogBatch>,
+        now: i64,
+    ) -> Result<Option<LogsReply>> {
+        let id = worker_id.to_owned();
+        self.writer
+            .write(move |c| Box::pin(write::append_logs(c, id, logs, now)))
+            .await
+    }
+
+    async fn task_logs(
+        &self,
+        task_id: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>> {
+        read::task_logs(&mut *self.read.acquire().await?, task_id, after, limit).await
     }
 
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {

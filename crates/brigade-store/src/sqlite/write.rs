@@ -13,7 +13,7 @@ use brigade_core::{NewJob, from_ms, ids::new_id};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{read, rows};
-use crate::model::{Changes, DeleteOutcome, Idempotency, RetryOutcome, Submitted};
+use crate::model::{Changes, DeleteOutcome, Idempotency, Phase, RetryOutcome, Submitted, Timing};
 use crate::{Result, StoreError, events};
 
 /// Unfinished task states, as SQL.
@@ -96,7 +96,7 @@ pub(crate) async fn submit(
     for chunk in job.tasks.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, timeout_ms, \
-             backoff, requires, run_at, created_at) ",
+             backoff, requires, run_at, created_at, ready_at) ",
         );
         let mut prepared = Vec::with_capacity(chunk.len());
         for t in chunk {
@@ -129,7 +129,8 @@ pub(crate) async fn submit(
                     .push_bind(backoff.as_str())
                     .push_bind(requires.as_deref())
                     .push_bind(if *scheduled { t.run_at } else { None })
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind(if *scheduled { t.run_at } else { Some(now) });
             },
         );
         qb.build().execute(&mut *conn).await?;
@@ -160,6 +161,7 @@ pub(crate) async fn submit(
         )],
         ready: progress.queued > 0,
         scheduled: progress.scheduled > 0,
+        ..Changes::default()
     };
     Ok(Submitted {
         job: view,
@@ -280,7 +282,10 @@ pub(crate) async fn lease(
     qb.push_bind(json(&offered)?);
     qb.push(")))) ORDER BY priority DESC, seq LIMIT ");
     qb.push_bind(i64::from(max));
-    qb.push(") RETURNING seq, priority, id, job_id, kind, input, attempt, timeout_ms");
+    qb.push(
+        ") RETURNING seq, priority, id, job_id, kind, input, attempt, timeout_ms, \
+         coalesce(ready_at, created_at) AS ready_at",
+    );
     let mut picked = qb.build().fetch_all(&mut *conn).await?;
     // RETURNING has no order: hand them out in dispatch order.
     picked.sort_by_cached_key(|r| {
@@ -306,10 +311,17 @@ pub(crate) async fn lease(
             attempt,
         ));
         let input: String = row.try_get("input")?;
+        let kind: String = row.try_get("kind")?;
+        changes.timings.push(Timing::between(
+            kind.clone(),
+            Phase::Queued,
+            row.try_get("ready_at")?,
+            now,
+        ));
         leased.push(LeasedTask {
             id,
             job_id: job_id.clone(),
-            kind: row.try_get("kind")?,
+            kind,
             input: serde_json::from_str(&input)?,
             attempt,
             timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
@@ -354,11 +366,14 @@ struct Running {
     max_attempts: u32,
     worker_id: Option<String>,
     backoff: Backoff,
+    kind: String,
+    started_at: Option<i64>,
 }
 
 async fn running_row(conn: &mut SqliteConnection, id: &str) -> Result<Option<Running>> {
     let row = sqlx::query(
-        "SELECT seq, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff FROM tasks WHERE id = ?",
+        "SELECT seq, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff, kind, started_at \
+         FROM tasks WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -374,6 +389,8 @@ async fn running_row(conn: &mut SqliteConnection, id: &str) -> Result<Option<Run
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
         worker_id: row.try_get("worker_id")?,
         backoff: serde_json::from_str(&backoff)?,
+        kind: row.try_get("kind")?,
+        started_at: row.try_get("started_at")?,
     }))
 }
 
@@ -391,8 +408,8 @@ async fn running_rows<'a>(
     let mut found = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff \
-             FROM tasks WHERE id IN (",
+            "SELECT seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, backoff, \
+             kind, started_at FROM tasks WHERE id IN (",
         );
         let mut sep = qb.separated(", ");
         for id in chunk {
@@ -412,6 +429,8 @@ async fn running_rows<'a>(
                     max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
                     worker_id: row.try_get("worker_id")?,
                     backoff: serde_json::from_str(&backoff)?,
+                    kind: row.try_get("kind")?,
+                    started_at: row.try_get("started_at")?,
                 },
             );
         }
@@ -448,13 +467,21 @@ async fn fail_attempt(
         Failure::Requeue => ("queued", None, None, "task.retrying"),
         Failure::Fail => ("failed", None, Some(now), "task.failed"),
     };
+    // A requeued task is ready now; a retry when its backoff is over.
+    let ready_at = match decision {
+        Failure::Retry { run_at } => Some(run_at),
+        Failure::Requeue => Some(now),
+        Failure::Fail => None,
+    };
     sqlx::query(
-        "UPDATE tasks SET state = ?, run_at = ?, finished_at = ?, error = ?, lease_expires_at = NULL WHERE seq = ?",
+        "UPDATE tasks SET state = ?, run_at = ?, finished_at = ?, error = ?, lease_expires_at = NULL, \
+         ready_at = coalesce(?, ready_at) WHERE seq = ?",
     )
     .bind(state)
     .bind(run_at)
     .bind(finished)
     .bind(&error_json)
+    .bind(ready_at)
     .bind(task.seq)
     .execute(&mut *conn)
     .await?;
@@ -562,6 +589,14 @@ pub(crate) async fn report(
                     task.attempt,
                 ));
                 succeeded.push((task.seq, json(&r.output)?, r.task_id.clone(), task.attempt));
+                if let Some(started) = task.started_at {
+                    changes.timings.push(Timing::between(
+                        task.kind.clone(),
+                        Phase::Run,
+                        started,
+                        now,
+                    ));
+                }
             }
             Outcome::Failed => {
                 let error = r
@@ -574,6 +609,14 @@ pub(crate) async fn report(
                     _ => "failed",
                 };
                 let retryable = r.retryable.unwrap_or(true);
+                if let Some(started) = task.started_at {
+                    changes.timings.push(Timing::between(
+                        task.kind.clone(),
+                        Phase::Run,
+                        started,
+                        now,
+                    ));
+                }
                 fail_attempt(
                     conn,
                     &r.task_id,
@@ -745,9 +788,10 @@ async fn hand_back(
         ));
     }
     let moved = sqlx::query(
-        "UPDATE tasks SET state = 'queued', attempt_base = attempt_base + 1, lease_expires_at = NULL \
-         WHERE worker_id = ? AND state = 'running'",
+        "UPDATE tasks SET state = 'queued', attempt_base = attempt_base + 1, lease_expires_at = NULL, \
+         ready_at = ? WHERE worker_id = ? AND state = 'running'",
     )
+    .bind(now)
     .bind(worker_id)
     .execute(&mut *conn)
     .await?;
@@ -847,7 +891,7 @@ pub(crate) async fn promote_due(
     conn: &mut SqliteConnection,
     now: i64,
 ) -> Result<(u64, Option<i64>)> {
-    let moved = sqlx::query("UPDATE tasks SET state = 'queued', run_at = NULL WHERE state = 'scheduled' AND run_at <= ?")
+    let moved = sqlx::query("UPDATE tasks SET state = 'queued', ready_at = run_at, run_at = NULL WHERE state = 'scheduled' AND run_at <= ?")
         .bind(now)
         .execute(&mut *conn)
         .await?
@@ -950,7 +994,11 @@ pub(crate) async fn cancel_task(
     Ok(Some(changes))
 }
 
-pub(crate) async fn retry_task(conn: &mut SqliteConnection, id: String) -> Result<RetryOutcome> {
+pub(crate) async fn retry_task(
+    conn: &mut SqliteConnection,
+    id: String,
+    now: i64,
+) -> Result<RetryOutcome> {
     let Some(task) = read::task(conn, &id).await? else {
         return Ok(RetryOutcome::NotFound);
     };
@@ -962,8 +1010,9 @@ pub(crate) async fn retry_task(conn: &mut SqliteConnection, id: String) -> Resul
     }
     sqlx::query(
         "UPDATE tasks SET state = 'queued', attempt_base = attempt, finished_at = NULL, run_at = NULL, \
-         lease_expires_at = NULL WHERE id = ?",
+         lease_expires_at = NULL, ready_at = ? WHERE id = ?",
     )
+    .bind(now)
     .bind(&id)
     .execute(&mut *conn)
     .await?;
@@ -1000,6 +1049,12 @@ pub(crate) async fn delete_job(conn: &mut SqliteConnection, id: String) -> Resul
             .bind(&id)
             .execute(&mut *conn)
             .await?;
+            sqlx::query(
+                "DELETE FROM task_logs WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
+            )
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query("DELETE FROM tasks WHERE job_id = ?")
                 .bind(&id)
                 .execute(&mut *conn)
@@ -1027,4 +1082,76 @@ pub(crate) async fn set_queue_paused(
     all.into_iter()
         .find(|q| q.name == name)
         .ok_or_else(|| StoreError::Corrupt("queue vanished".into()))
+}
+
+pub(crate) async fn append_logs(
+    conn: &mut SqliteConnection,
+    worker_id: String,
+    logs: Vec<brigade_api::LogBatch>,
+    now: i64,
+) -> Result<Option<brigade_api::LogsReply>> {
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workers WHERE id = ?")
+        .bind(&worker_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if known.is_none() {
+        return Ok(None);
+    }
+    let mut reply = brigade_api::LogsReply::default();
+    for b in logs {
+        let reject = |reason: String| RejectedResult {
+            task_id: b.task_id.clone(),
+            reason,
+        };
+        let row = sqlx::query("SELECT state, attempt, worker_id FROM tasks WHERE id = ?")
+            .bind(&b.task_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            reply.rejected.push(reject("unknown task".into()));
+            continue;
+        };
+        let attempt = row.try_get::<i64, _>("attempt")? as u32;
+        let state: String = row.try_get("state")?;
+        let lessee: Option<String> = row.try_get("worker_id")?;
+        if attempt != b.attempt {
+            reply.rejected.push(reject(format!(
+                "stale attempt: the task is on attempt {attempt}"
+            )));
+            continue;
+        }
+        if lessee.as_deref() != Some(worker_id.as_str()) || state != "running" {
+            reply.rejected.push(reject(
+                "stale attempt: the task is not running on this worker".into(),
+            ));
+            continue;
+        }
+        let stored = sqlx::query(
+            "SELECT coalesce(sum(length(CAST(line AS BLOB))), 0) AS bytes, \
+             coalesce(max(line = ?), 0) AS cut FROM task_logs WHERE task_id = ? AND attempt = ?",
+        )
+        .bind(brigade_api::logs::TRUNCATED)
+        .bind(&b.task_id)
+        .bind(i64::from(b.attempt))
+        .fetch_one(&mut *conn)
+        .await?;
+        let lines = crate::logs::admit(
+            stored.try_get("bytes")?,
+            stored.try_get::<i64, _>("cut")? != 0,
+            b.lines,
+        );
+        for chunk in lines.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO task_logs (task_id, attempt, line, at) ");
+            qb.push_values(chunk, |mut v, line| {
+                v.push_bind(b.task_id.as_str())
+                    .push_bind(i64::from(b.attempt))
+                    .push_bind(line.as_str())
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut *conn).await?;
+        }
+        reply.accepted.push(b.task_id);
+    }
+    Ok(Some(reply))
 }

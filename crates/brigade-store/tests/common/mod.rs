@@ -148,6 +148,15 @@ pub async fn round_trip(store: Arc<dyn Store>) -> TestResult {
         changes.events.iter().all(|e| e.kind == "task.started") && changes.events.len() == 2,
         "lease events",
     )?;
+    // Queued since the submit at T0, leased at T0 + 1: 1 ms each.
+    ensure(
+        changes.timings.len() == 2
+            && changes
+                .timings
+                .iter()
+                .all(|t| t.phase == brigade_store::Phase::Queued && t.seconds == 0.001),
+        format!("lease timings {:?}", changes.timings),
+    )?;
     ensure(
         task_state(store, &ids[0]).await? == TaskState::Running,
         "running",
@@ -178,6 +187,15 @@ pub async fn round_trip(store: Arc<dyn Store>) -> TestResult {
         format!("report events {kinds:?}"),
     )?;
     ensure(!changes.ready && !changes.scheduled, "report flags")?;
+    // Leased at T0 + 1, reported at T0 + 3: 2 ms each.
+    ensure(
+        changes.timings.len() == 2
+            && changes
+                .timings
+                .iter()
+                .all(|t| t.phase == brigade_store::Phase::Run && t.seconds == 0.002),
+        format!("report timings {:?}", changes.timings),
+    )?;
     let done = store.task(&ids[0]).await?.ok_or("task")?;
     ensure(done.state == TaskState::Succeeded, "succeeded")?;
     ensure(done.output == serde_json::json!({"ok": true}), "output")?;
@@ -672,7 +690,7 @@ pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResul
     ensure(late.0.rejected.len() == 1, "result after cancel refused")?;
 
     // Retry gives a fresh budget and reopens the job.
-    match store.retry_task(&ids[0]).await? {
+    match store.retry_task(&ids[0], 2_000_000).await? {
         brigade_store::RetryOutcome::Retried(view, changes) => {
             ensure(view.state == TaskState::Queued && changes.ready, "retried")?;
         }

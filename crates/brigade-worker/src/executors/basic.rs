@@ -99,6 +99,7 @@ mod tests {
             attempt,
             timeout: Duration::from_secs(5),
             cancel: CancellationToken::new(),
+            log: crate::TaskLog::discard(),
         }
     }
 

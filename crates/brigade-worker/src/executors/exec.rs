@@ -1,4 +1,5 @@
-//! `exec`: run a command (only on workers started with `--allow-exec`).
+//! `exec`: run a command (only on workers started with `--allow-exec`); its
+//! stderr lines also go to the task's log.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -9,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use crate::{Handler, TaskContext, TaskFailure, TaskOutcome};
+use crate::{Handler, TaskContext, TaskFailure, TaskLog, TaskOutcome};
 
 /// Bytes of stdout and of stderr kept; the rest is cut.
 const OUTPUT_CAP: usize = 1 << 20;
@@ -42,10 +43,14 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn read_capped(mut r: impl AsyncRead + Unpin) -> (String, bool) {
+/// Read a pipe to its end, keeping at most [`OUTPUT_CAP`] bytes; with a
+/// `log`, each complete line is also written to it as it arrives.
+async fn read_capped(mut r: impl AsyncRead + Unpin, log: Option<TaskLog>) -> (String, bool) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let mut truncated = false;
+    // The start of the line not yet logged.
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         match r.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -55,8 +60,25 @@ async fn read_capped(mut r: impl AsyncRead + Unpin) -> (String, bool) {
                     truncated = true;
                 }
                 buf.extend_from_slice(&chunk[..n.min(room)]);
+                if let Some(log) = &log {
+                    pending.extend_from_slice(&chunk[..n]);
+                    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=nl).collect();
+                        log.line(String::from_utf8_lossy(&line[..nl]));
+                    }
+                    // A line without end is logged in pieces rather than held forever.
+                    if pending.len() > 64 * 1024 {
+                        log.line(String::from_utf8_lossy(&pending));
+                        pending.clear();
+                    }
+                }
             }
         }
+    }
+    if let Some(log) = &log
+        && !pending.is_empty()
+    {
+        log.line(String::from_utf8_lossy(&pending));
     }
     (String::from_utf8_lossy(&buf).into_owned(), truncated)
 }
@@ -90,8 +112,15 @@ impl Handler for Exec {
                 let _ = stdin.write_all(text.as_bytes()).await;
             });
         }
-        let out = child.stdout.take().map(|o| tokio::spawn(read_capped(o)));
-        let err = child.stderr.take().map(|e| tokio::spawn(read_capped(e)));
+        let out = child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(read_capped(o, None)));
+        // stderr lines also go to the task's log, as they come.
+        let err = child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(read_capped(e, Some(ctx.log.clone()))));
         let status = child
             .wait()
             .await
