@@ -17,6 +17,7 @@ use utoipa::OpenApi;
         (name = "queues", description = "Queues"),
         (name = "events", description = "Live events"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "auth", description = "OAuth2 client credentials"),
     ),
     components(schemas(brigade_api::Problem, brigade_api::Event))
 )]

@@ -126,6 +126,7 @@ pub async fn get(
     if wait == 0 || job.state.is_finished() {
         return Ok(Json(job));
     }
+    let _permit = state.long_poll_permit()?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
     loop {
         // Re-read now and then in case the finish happened on another server.

@@ -1,10 +1,11 @@
 //! Operations: liveness, readiness, metrics.
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 
-use crate::auth::Caller;
+use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -34,9 +35,12 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(
     State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<impl IntoResponse> {
-    caller.require(&[])?;
+    parts: Parts,
+) -> Result<impl IntoResponse, Response> {
+    if !state.config.public_metrics {
+        let caller = auth::authenticate(&parts, &state)?;
+        caller.require(&[]).map_err(IntoResponse::into_response)?;
+    }
     let text = state.publisher.metrics.render(&state).await;
     Ok((
         [(
