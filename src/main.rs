@@ -58,6 +58,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { job } => cli::status::cancel(&job, &cli.global).await,
         Command::Demo(demo) => demo::run(demo, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Token(cmd) => {
+            cli::token(&cmd, cli.global.output)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             cli::completions(shell);
             Ok(ExitCode::SUCCESS)
