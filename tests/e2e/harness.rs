@@ -250,6 +250,11 @@ impl Cluster {
         self.client.job_tasks(id, None).await.unwrap()
     }
 
+    /// Make the typed client send `token` as its bearer token.
+    pub fn use_token(&mut self, token: Option<&str>) {
+        self.client = Client::new(&self.url, token.map(str::to_owned)).unwrap();
+    }
+
     /// A raw HTTP client for requests the typed client would not send.
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()

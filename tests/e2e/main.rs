@@ -8,3 +8,4 @@ mod faults;
 mod input;
 mod operations;
 mod running;
+mod security;
