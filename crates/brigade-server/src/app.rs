@@ -89,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ops::metrics))
         .routes(routes!(token::token))
         .split_for_parts();
+    let mut openapi = openapi;
+    crate::openapi::document_common(&mut openapi);
     let openapi = Arc::new(openapi);
     let doc = openapi.clone();
     let body_limit = state.config.max_body_bytes;
