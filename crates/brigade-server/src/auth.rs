@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -421,14 +420,9 @@ impl RateLimiter {
     }
 }
 
-/// 401 with `WWW-Authenticate: Bearer`.
-pub fn unauthorized(detail: &str) -> Response {
-    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, detail).into_response();
-    res.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"brigade\""),
-    );
-    res
+/// 401 (answered with `WWW-Authenticate: Bearer`).
+pub fn unauthorized(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, detail)
 }
 
 /// The bearer token of a request: the `Authorization` header, or on the event
@@ -479,7 +473,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Authenticate and rate-limit the caller of a request.
-pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Response> {
+pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let auth = &state.config.auth;
     if auth.is_open() {
         // Open mode (loopback or --insecure, no tokens configured): everyone is an admin.
@@ -500,13 +494,13 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Response>
             format!("{} is over its rate limit; slow down", caller.name),
         );
         err.retry_after = Some(secs);
-        return Err(err.into_response());
+        return Err(err);
     }
     Ok(caller)
 }
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = Response;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
@@ -33,13 +33,9 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-pub async fn metrics(
-    State(state): State<AppState>,
-    parts: Parts,
-) -> Result<impl IntoResponse, Response> {
+pub async fn metrics(State(state): State<AppState>, parts: Parts) -> ApiResult<impl IntoResponse> {
     if !state.config.public_metrics {
-        let caller = auth::authenticate(&parts, &state)?;
-        caller.require(&[]).map_err(IntoResponse::into_response)?;
+        auth::authenticate(&parts, &state)?.require(&[])?;
     }
     let text = state.publisher.metrics.render(&state).await;
     Ok((
