@@ -271,6 +271,9 @@ pub async fn leave(
         .await?
         .ok_or_else(|| ApiError::not_found("worker", &id))?;
     state.dispatcher().forget(&id);
+    if let Ok(mut owners) = state.worker_owners.lock() {
+        owners.remove(&id);
+    }
     state.publish(changes);
     Ok(StatusCode::NO_CONTENT)
 }
