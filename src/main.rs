@@ -66,6 +66,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{database_url}: schema up to date");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token(cmd) => {
+            cli::token(&cmd, cli.global.output)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             cli::completions(shell);
             Ok(ExitCode::SUCCESS)

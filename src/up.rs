@@ -9,7 +9,7 @@ use clap::Args;
 use tokio::process::{Child, Command};
 
 use crate::cli::Global;
-use crate::cli::server::{ServerArgs, shutdown_signal};
+use crate::cli::server::shutdown_signal;
 
 /// Options of `brigade up`.
 #[derive(Debug, Clone, Args)]
@@ -90,15 +90,14 @@ pub async fn stop_children(children: &mut [Child]) {
 
 /// Run it all until Ctrl-C.
 pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
-    let server_args = ServerArgs {
+    // Open mode with defaults: refused by the server unless on loopback.
+    let config = brigade_server::ServerConfig {
         listen: args.listen,
         database_url: args.database_url.clone(),
-        lease_ttl_ms: 15_000,
-        heartbeat_ms: 5_000,
-        max_body_bytes: 16 << 20,
+        ..Default::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = brigade_server::start(server_args.config()?, async {
+    let server = brigade_server::start(config, async {
         let _ = stop_rx.await;
     })
     .await

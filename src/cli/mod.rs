@@ -38,6 +38,9 @@ pub struct Global {
     /// API token.
     #[arg(long, global = true, env = "BRIGADE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust this CA certificate (PEM) for https:// servers (e.g. a self-signed server).
+    #[arg(long, global = true, env = "BRIGADE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -115,11 +118,59 @@ pub enum Command {
         )]
         database_url: String,
     },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `brigade token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new random secret; prints it once and the auth-file entry holding only its hash.
+    Create {
+        /// Token name: owns the jobs and workers made with it.
+        #[arg(long)]
+        name: String,
+        /// admin, client or worker.
+        #[arg(long)]
+        role: brigade_server::auth::Role,
+    },
+}
+
+/// Run a token command.
+pub fn token(cmd: &TokenCommand, output: Output) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create { name, role } => {
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 128 && !name.contains(['"', '\\', '\n']),
+                "--name must be 1 to 128 characters without quotes, backslashes or newlines"
+            );
+            let (secret, hash) = brigade_server::auth::generate_secret();
+            let entry = format!(
+                "[[token]]\nname = \"{name}\"\nrole = \"{}\"\nsecret_hash = \"{hash}\"\n",
+                role.as_str()
+            );
+            match output {
+                Output::Json => print_json(&serde_json::json!({
+                    "name": name, "role": role.as_str(), "secret": secret,
+                    "secret_hash": hash, "toml": entry,
+                }))?,
+                Output::Text => {
+                    println!("secret (shown once; give it to the token's user as BRIGADE_TOKEN):");
+                    println!("  {secret}");
+                    println!();
+                    println!("add to the server's auth file:");
+                    print!("{entry}");
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Print completions for `shell`.
@@ -148,10 +199,21 @@ pub fn init_tracing(command: &Command, verbose: u8) {
 
 /// A client for the global options.
 pub fn client(global: &Global) -> anyhow::Result<brigade_client::Client> {
-    Ok(brigade_client::Client::new(
+    Ok(brigade_client::Client::with_options(
         &global.server,
         global.token.clone(),
+        client_options(global.ca_cert.as_deref())?,
     )?)
+}
+
+/// Client options for an optional `--ca-cert` file.
+pub fn client_options(
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<brigade_client::ClientOptions> {
+    Ok(match ca_cert {
+        Some(p) => brigade_client::ClientOptions::with_ca_cert_file(p)?,
+        None => brigade_client::ClientOptions::default(),
+    })
 }
 
 /// Turn a client error into advice.

@@ -1,7 +1,9 @@
 //! `brigade server`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -28,6 +30,44 @@ pub struct ServerArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
+    /// Tokens (TOML `[[token]]` entries with name, role, secret or secret_hash).
+    /// Without it the server runs open: everyone is an admin.
+    #[arg(long, env = "BRIGADE_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Allow running open (no tokens) on an address other than loopback.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Serve /metrics without a token.
+    #[arg(long)]
+    pub public_metrics: bool,
+    /// HMAC key for access tokens (at least 32 bytes); default: random at each start,
+    /// so issued tokens die with the process.
+    #[arg(long, env = "BRIGADE_TOKEN_SIGNING_KEY_FILE")]
+    pub token_signing_key_file: Option<PathBuf>,
+    /// Lifetime of access tokens from /v1/auth/token.
+    #[arg(long, default_value_t = 3600, hide = true)]
+    pub access_token_ttl_s: u64,
+    /// Requests per second per client or admin token (bursts of twice that); 0 = no limit.
+    #[arg(long, default_value_t = 1000)]
+    pub rate_limit_per_s: u32,
+    /// Requests per second per worker token; 0 = no limit.
+    #[arg(long, default_value_t = 20_000)]
+    pub worker_rate_limit_per_s: u32,
+    /// Long-polls (lease, job wait) held at once; more are answered 503.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_long_polls: usize,
+    /// Time limit of a request that does not long-poll, body included.
+    #[arg(long, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Time a client has to send its request headers (and finish a TLS handshake).
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "BRIGADE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "BRIGADE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -41,12 +81,46 @@ impl ServerArgs {
             self.heartbeat_ms >= 10 && self.heartbeat_ms < self.lease_ttl_ms,
             "--heartbeat-ms must be at least 10 and less than --lease-ttl-ms"
         );
+        let tokens = match &self.auth_file {
+            Some(path) => brigade_server::auth::load_auth_file(path)?,
+            None => Vec::new(),
+        };
+        let key = match &self.token_signing_key_file {
+            Some(path) => {
+                let key = std::fs::read(path).with_context(|| {
+                    format!("reading --token-signing-key-file {}", path.display())
+                })?;
+                anyhow::ensure!(
+                    key.len() >= 32,
+                    "--token-signing-key-file must hold at least 32 bytes"
+                );
+                Some(key)
+            }
+            None => None,
+        };
+        let mut auth = brigade_server::auth::AuthConfig::new(tokens, key);
+        auth.access_token_ttl_s = self.access_token_ttl_s;
         Ok(brigade_server::ServerConfig {
             listen: self.listen,
             database_url: self.database_url.clone(),
             lease_ttl_ms: self.lease_ttl_ms,
             heartbeat_ms: self.heartbeat_ms,
             max_body_bytes: self.max_body_bytes,
+            auth,
+            insecure: self.insecure,
+            public_metrics: self.public_metrics,
+            rate_limit_per_s: self.rate_limit_per_s,
+            worker_rate_limit_per_s: self.worker_rate_limit_per_s,
+            max_long_polls: self.max_long_polls.max(1),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(100)),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(100)),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(brigade_server::config::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             ..Default::default()
         })
     }
@@ -74,12 +148,30 @@ pub async fn shutdown_signal() {
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     let url = config.database_url.clone();
-    let server = brigade_server::start(config, shutdown_signal())
-        .await
-        .with_context(|| format!("starting on {url}"))?;
-    tracing::info!(addr = %server.addr, database = %url, "brigade server listening on http://{}", server.addr);
-    if server.addr.ip().is_loopback() {
-        tracing::info!("no tokens configured: running open on loopback");
+    let open = config.auth.is_open();
+    let tokens = config.auth.tokens.len();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let server = match brigade_server::start(config, shutdown_signal()).await {
+        Ok(s) => s,
+        Err(e @ brigade_server::StartError::Insecure(_)) => return Err(e.into()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("starting on {url}"))),
+    };
+    tracing::info!(addr = %server.addr, database = %url, "brigade server listening on {scheme}://{}", server.addr);
+    if open {
+        tracing::warn!(
+            "no tokens configured: running open, every caller is an admin{}",
+            if server.addr.ip().is_loopback() {
+                " (loopback only)"
+            } else {
+                " (--insecure)"
+            }
+        );
+    } else {
+        tracing::info!(tokens, "token authentication on");
     }
     server
         .task

@@ -17,6 +17,9 @@ pub struct WorkerArgs {
     /// API token.
     #[arg(long, env = "BRIGADE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust this CA certificate (PEM) for an https:// server.
+    #[arg(long, env = "BRIGADE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// A name for this worker (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
@@ -60,7 +63,11 @@ impl WorkerArgs {
             (1..=10_000).contains(&self.capacity),
             "--capacity must be 1 to 10000"
         );
-        let client = brigade_client::Client::new(&self.server, self.token.clone())?;
+        let client = brigade_client::Client::with_options(
+            &self.server,
+            self.token.clone(),
+            crate::cli::client_options(self.ca_cert.as_deref())?,
+        )?;
         let mut registry = brigade_worker::executors::builtins(self.allow_exec);
         // Comma-separated values of one key accumulate ("any of").
         let mut labels: BTreeMap<String, String> = BTreeMap::new();

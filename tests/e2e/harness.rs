@@ -175,6 +175,7 @@ impl Cluster {
                 name,
                 "--capacity",
                 &capacity.to_string(),
+                "--no-code",
             ])
             .env("RUST_LOG", "info")
             .stdout(self.log(name))
@@ -210,6 +211,8 @@ impl Cluster {
                 &capacity.to_string(),
             ])
             .args(extra)
+            // The code kind's start-up probe runs a sandbox; only tests of that kind need it.
+            .args(if extra.iter().any(|a| *a == "--code-cache") { &[][..] } else { &["--no-code"][..] })
             .env("RUST_LOG", "info")
             .stdout(self.log(name))
             .stderr(self.log(name))
@@ -305,6 +308,11 @@ impl Cluster {
     /// All tasks of job `id`.
     pub async fn tasks(&self, id: &str) -> Vec<TaskView> {
         self.client.job_tasks(id, None).await.unwrap()
+    }
+
+    /// Make the typed client send `token` as its bearer token.
+    pub fn use_token(&mut self, token: Option<&str>) {
+        self.client = Client::new(&self.url, token.map(str::to_owned)).unwrap();
     }
 
     /// A raw HTTP client for requests the typed client would not send.

@@ -9,4 +9,5 @@ mod input;
 mod observability;
 mod operations;
 mod running;
+mod security;
 mod servers;

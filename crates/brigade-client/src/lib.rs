@@ -115,9 +115,37 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Extra settings of a [`Client`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// A CA certificate (PEM) to trust for `https://` servers, in addition to the
+    /// public roots: for servers with a self-signed or private-CA certificate.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+impl ClientOptions {
+    /// Options trusting the CA certificate in the PEM file at `path`.
+    pub fn with_ca_cert_file(path: &std::path::Path) -> Result<Self> {
+        let pem = std::fs::read(path).map_err(|e| {
+            ClientError::Config(format!(
+                "cannot read the CA certificate {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Self {
+            ca_cert_pem: Some(pem),
+        })
+    }
+}
+
 impl Client {
     /// A client of the servers in `urls` (comma-separated, tried in turn when one is unreachable).
     pub fn new(urls: &str, token: Option<String>) -> Result<Self> {
+        Self::with_options(urls, token, ClientOptions::default())
+    }
+
+    /// Like [`Client::new`], with [`ClientOptions`].
+    pub fn with_options(urls: &str, token: Option<String>, options: ClientOptions) -> Result<Self> {
         let bases: Vec<String> = urls
             .split(',')
             .map(|u| u.trim().trim_end_matches('/').to_owned())
@@ -133,10 +161,24 @@ impl Client {
                 )));
             }
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(pem) = &options.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ClientError::Config(format!("the CA certificate is not valid PEM: {e}"))
+            })?;
+            if certs.is_empty() {
+                return Err(ClientError::Config(
+                    "the CA certificate file holds no certificate".into(),
+                ));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use brigade_core::{Clock, Limits, SystemClock};
 use brigade_store::{Remote, Store};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -18,13 +19,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::RateLimiter;
 use crate::bus::Bus;
 use crate::config::ServerConfig;
 use crate::dispatcher::Dispatcher;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, track_http};
 use crate::openapi::ApiDoc;
-use crate::routes::{events, jobs, ops, queues, tasks, workers};
+use crate::routes::{events, jobs, ops, queues, tasks, token, workers};
 use crate::state::{AppState, Publisher};
 
 /// Errors starting a server.
@@ -33,6 +35,16 @@ pub enum StartError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] brigade_store::StoreError),
+    /// Open mode (no tokens) on an address others can reach.
+    #[error(
+        "refusing to listen on {0} with no tokens configured: anyone who can reach it could run \
+         anything. Give --auth-file (see `brigade token create`), listen on 127.0.0.1, \
+         or pass --insecure if this network is trusted"
+    )]
+    Insecure(SocketAddr),
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::serve::TlsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -77,10 +89,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
+        .routes(routes!(token::token))
         .split_for_parts();
+    let mut openapi = openapi;
+    crate::openapi::document_common(&mut openapi);
     let openapi = Arc::new(openapi);
     let doc = openapi.clone();
     let body_limit = state.config.max_body_bytes;
+    let request_timeout = state.config.request_timeout;
     api_router
         .route(
             "/openapi.json",
@@ -101,13 +117,56 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            time_limit,
+        ))
         .layer(axum::middleware::from_fn(track_http))
-        .layer(TraceLayer::new_for_http())
+        // Spans name the path only: a query may hold `access_token`.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+        }))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
         .with_state(state)
+}
+
+/// Whether a request may be held open long: lease and job long-polls, event streams.
+fn is_long(req: &axum::extract::Request) -> bool {
+    let path = req.uri().path();
+    path.starts_with("/v1/events")
+        || path.ends_with("/lease")
+        || (path.starts_with("/v1/jobs/")
+            && req.uri().query().is_some_and(|q| q.contains("wait_ms")))
+}
+
+/// Long-polls wait at most 60 s; this is their limit, margin included.
+const LONG_POLL_LIMIT: std::time::Duration = std::time::Duration::from_secs(75);
+
+/// A time limit on every request (reading its body included), against slow clients;
+/// long-polls get a longer one and event streams none.
+async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = if req.uri().path().starts_with("/v1/events") {
+        return next.run(req).await;
+    } else if is_long(&req) {
+        LONG_POLL_LIMIT.max(limit)
+    } else {
+        limit
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request took longer than {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
 }
 
 /// Open the store, bind, start the background duties and serve until `shutdown` completes.
@@ -126,6 +185,13 @@ pub async fn start_with(
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningServer, StartError> {
+    if config.auth.is_open() && !config.listen.ip().is_loopback() && !config.insecure {
+        return Err(StartError::Insecure(config.listen));
+    }
+    let tls = match &config.tls {
+        Some(files) => Some(crate::serve::tls_acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -151,6 +217,12 @@ pub async fn start_with(
     let state = AppState {
         store: store.clone(),
         clock: clock.clone(),
+        limiter: Arc::new(RateLimiter::new(
+            config.rate_limit_per_s,
+            config.worker_rate_limit_per_s,
+        )),
+        long_polls: Arc::new(Semaphore::new(config.max_long_polls)),
+        worker_owners: Default::default(),
         config: Arc::new(config),
         publisher,
         limits,
@@ -166,15 +238,15 @@ pub async fn start_with(
         state.publisher.clone(),
     );
     crate::duties::spawn(state.clone(), scheduled);
+    let header_timeout = state.config.header_read_timeout;
     let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-    });
+    let task = tokio::spawn(crate::serve::serve(
+        listener,
+        app,
+        tls,
+        header_timeout,
+        shutdown,
+    ));
     Ok(RunningServer { addr, task })
 }
 

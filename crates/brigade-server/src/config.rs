@@ -1,6 +1,19 @@
 //! Server configuration.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::AuthConfig;
+
+/// Certificate chain and private key files (PEM) to serve HTTPS with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
 
 /// How a server runs.
 #[derive(Debug, Clone)]
@@ -19,6 +32,24 @@ pub struct ServerConfig {
     pub max_tasks_per_job: usize,
     /// Bytes of one task's input.
     pub max_input_bytes: usize,
+    /// Tokens and access-token signing; no tokens means open mode.
+    pub auth: AuthConfig,
+    /// Allow open mode on a non-loopback address.
+    pub insecure: bool,
+    /// Serve `/metrics` without a token.
+    pub public_metrics: bool,
+    /// Requests per second per client/admin token (bursts of twice that); 0 = no limit.
+    pub rate_limit_per_s: u32,
+    /// Requests per second per worker token; 0 = no limit.
+    pub worker_rate_limit_per_s: u32,
+    /// Long-polls (lease, job wait) held at once; more get 503.
+    pub max_long_polls: usize,
+    /// Time limit of a request that does not long-poll (reading its body included).
+    pub request_timeout: Duration,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Serve HTTPS with these.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +62,15 @@ impl Default for ServerConfig {
             max_body_bytes: 16 << 20,
             max_tasks_per_job: 10_000,
             max_input_bytes: 1 << 20,
+            auth: AuthConfig::default(),
+            insecure: false,
+            public_metrics: false,
+            rate_limit_per_s: 1000,
+            worker_rate_limit_per_s: 20_000,
+            max_long_polls: 10_000,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

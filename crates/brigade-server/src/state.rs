@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use brigade_core::{Clock, Limits};
 use brigade_store::{Changes, Store};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::auth::{Caller, RateLimiter, Role};
+use crate::error::ApiError;
 
 use crate::bus::Bus;
 use crate::config::ServerConfig;
@@ -57,6 +60,12 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Submission limits.
     pub limits: Limits,
+    /// Per-caller rate limits.
+    pub limiter: Arc<RateLimiter>,
+    /// Permits for long-polls held at once.
+    pub long_polls: Arc<Semaphore>,
+    /// Owners of workers seen so far (a worker's owner never changes).
+    pub worker_owners: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl AppState {
@@ -73,5 +82,52 @@ impl AppState {
     /// Publish a committed change.
     pub fn publish(&self, changes: Changes) {
         self.publisher.publish(changes);
+    }
+
+    /// A permit to hold a long-poll, or 503 when too many are held.
+    pub fn long_poll_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.long_polls.clone().try_acquire_owned().map_err(|_| {
+            let mut e = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too many long-polls are waiting on this server; try again shortly",
+            );
+            e.retry_after = Some(1);
+            e
+        })
+    }
+
+    /// A worker-role caller may speak only for the workers it registered (403 otherwise,
+    /// 404 for an unknown worker). Admins speak for all.
+    pub async fn check_worker_owner(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        if caller.role == Role::Admin {
+            return Ok(());
+        }
+        let cached = self
+            .worker_owners
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned());
+        let owner = match cached {
+            Some(o) => o,
+            None => {
+                let o = self
+                    .store
+                    .worker_owner(id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("worker", id))?;
+                if let Ok(mut m) = self.worker_owners.lock() {
+                    m.insert(id.to_owned(), o.clone());
+                }
+                o
+            }
+        };
+        if owner == caller.name {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!("worker {id:?} was registered by another token"),
+            ))
+        }
     }
 }

@@ -87,6 +87,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(WorkerView, Changes)>;
     /// One worker, `None` when unknown.
     async fn worker(&self, id: &str) -> Result<Option<WorkerView>>;
+    /// The token name that registered a worker (for authorization), `None` when unknown.
+    async fn worker_owner(&self, id: &str) -> Result<Option<String>>;
     /// All workers, most recently joined first.
     async fn workers(&self) -> Result<Vec<WorkerView>>;
     /// Hand up to `max` runnable tasks to a worker, leased until `now + ttl`.

@@ -29,6 +29,8 @@ use crate::state::AppState;
 pub struct EventParams {
     /// Only events of this job.
     pub job: Option<String>,
+    /// A bearer token, for browsers that cannot set `Authorization` on an event stream.
+    pub access_token: Option<String>,
 }
 
 enum Next {

@@ -116,6 +116,7 @@ pub async fn get(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<GetJobParams>,
 ) -> ApiResult<Json<JobView>> {
+    caller.require(&[Role::Client])?;
     let wait = q.wait_ms.unwrap_or(0);
     if wait > MAX_WAIT_MS {
         return Err(ApiError::field("wait_ms", format!("at most {MAX_WAIT_MS}")));
@@ -126,6 +127,7 @@ pub async fn get(
     if wait == 0 || job.state.is_finished() {
         return Ok(Json(job));
     }
+    let _permit = state.long_poll_permit()?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
     loop {
         // Re-read now and then in case the finish happened on another server.
@@ -238,6 +240,7 @@ pub async fn tasks(
             )
         })?),
     };
+    caller.require(&[Role::Client])?;
     let (limit, cursor) = (limit(q.limit)?, cursor(&q.cursor)?);
     owned_job(&state, &caller, &id).await?;
     let page = state

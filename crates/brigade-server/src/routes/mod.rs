@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod ops;
 pub mod queues;
 pub mod tasks;
+pub mod token;
 pub mod workers;
 
 use brigade_api::page::{DEFAULT_LIMIT, MAX_LIMIT};

@@ -1,10 +1,11 @@
 //! Operations: liveness, readiness, metrics.
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::auth::Caller;
+use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -32,11 +33,10 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-pub async fn metrics(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<impl IntoResponse> {
-    caller.require(&[])?;
+pub async fn metrics(State(state): State<AppState>, parts: Parts) -> ApiResult<impl IntoResponse> {
+    if !state.config.public_metrics {
+        auth::authenticate(&parts, &state)?.require(&[])?;
+    }
     let text = state.publisher.metrics.render(&state).await;
     Ok((
         [(

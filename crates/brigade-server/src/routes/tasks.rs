@@ -46,6 +46,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaskView>> {
+    caller.require(&[Role::Client])?;
     Ok(Json(owned_task(&state, &caller, &id).await?))
 }
 

@@ -133,6 +133,7 @@ pub async fn lease(
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> ApiResult<Json<LeaseResponse>> {
     caller.require(&[Role::Worker])?;
+    state.check_worker_owner(&caller, &id).await?;
     if !(1..=MAX_LEASE).contains(&req.max) {
         return Err(ApiError::field("max", format!("must be 1 to {MAX_LEASE}")));
     }
@@ -143,6 +144,11 @@ pub async fn lease(
             format!("at most {MAX_LEASE_WAIT_MS}"),
         ));
     }
+    let _permit = if wait > 0 {
+        Some(state.long_poll_permit()?)
+    } else {
+        None
+    };
     let tasks = state
         .dispatcher()
         .lease(id, req.max, Duration::from_millis(wait))
@@ -168,6 +174,7 @@ pub async fn heartbeat(
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatReply>> {
     caller.require(&[Role::Worker])?;
+    state.check_worker_owner(&caller, &id).await?;
     if hb.running.len() > 100_000 {
         return Err(ApiError::field("running", "at most 100000 task ids"));
     }
@@ -196,6 +203,7 @@ pub async fn results(
     ApiJson(req): ApiJson<ResultsRequest>,
 ) -> ApiResult<Json<ResultsReply>> {
     caller.require(&[Role::Worker])?;
+    state.check_worker_owner(&caller, &id).await?;
     if req.results.len() > MAX_RESULTS {
         return Err(ApiError::field(
             "results",
@@ -268,6 +276,7 @@ pub async fn logs(
     ApiJson(req): ApiJson<LogsRequest>,
 ) -> ApiResult<Json<LogsReply>> {
     caller.require(&[Role::Worker])?;
+    state.check_worker_owner(&caller, &id).await?;
     if req.logs.len() > MAX_LOG_BATCHES {
         return Err(ApiError::field(
             "logs",
@@ -318,12 +327,16 @@ pub async fn leave(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(&[Role::Worker])?;
+    state.check_worker_owner(&caller, &id).await?;
     let changes = state
         .store
         .leave(&id, state.now())
         .await?
         .ok_or_else(|| ApiError::not_found("worker", &id))?;
     state.dispatcher().forget(&id);
+    if let Ok(mut owners) = state.worker_owners.lock() {
+        owners.remove(&id);
+    }
     state.publish(changes);
     Ok(StatusCode::NO_CONTENT)
 }

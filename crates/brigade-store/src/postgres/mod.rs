@@ -346,6 +346,15 @@ impl Store for PostgresStore {
         read::workers(&mut *self.pool.acquire().await?).await
     }
 
+    async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT owner FROM workers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     async fn lease(
         &self,
         worker_id: &str,

@@ -186,6 +186,10 @@ impl Store for SqliteStore {
         read::worker(&mut *self.read.acquire().await?, id).await
     }
 
+    async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
+        read::worker_owner(&mut *self.read.acquire().await?, id).await
+    }
+
     async fn workers(&self) -> Result<Vec<WorkerView>> {
         read::workers(&mut *self.read.acquire().await?).await
     }

@@ -54,6 +54,13 @@ pub(crate) async fn job_owner(conn: &mut SqliteConnection, id: &str) -> Result<O
         .await?)
 }
 
+pub(crate) async fn worker_owner(conn: &mut SqliteConnection, id: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT owner FROM workers WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
 pub(crate) async fn jobs(
     conn: &mut SqliteConnection,
     filter: &JobFilter,
