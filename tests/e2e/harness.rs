@@ -212,7 +212,11 @@ impl Cluster {
             ])
             .args(extra)
             // The code kind's start-up probe runs a sandbox; only tests of that kind need it.
-            .args(if extra.iter().any(|a| *a == "--code-cache") { &[][..] } else { &["--no-code"][..] })
+            .args(if extra.contains(&"--code-cache") {
+                &[][..]
+            } else {
+                &["--no-code"][..]
+            })
             .env("RUST_LOG", "info")
             .stdout(self.log(name))
             .stderr(self.log(name))

@@ -217,17 +217,27 @@ async fn code_runs_sandboxed_on_a_worker_that_has_the_language() {
     c.spawn_worker("coder", 2, &["--code-cache", &cache]);
     let w = c.worker_named("coder").await;
     let langs = w.labels.get("lang").cloned().unwrap_or_default();
-    assert!(langs.split(',').any(|l| l == "python"), "lang label {langs:?}");
+    assert!(
+        langs.split(',').any(|l| l == "python"),
+        "lang label {langs:?}"
+    );
     let mut t = task(
         "code",
         json!({ "language": "python", "source": "print(input()[::-1])", "stdin": "stressed", "expected_output": "desserts" }),
     );
     t.requires = [("lang".to_owned(), "python".to_owned())].into();
-    let mut wrong = task("code", json!({ "language": "python", "source": "print('no')", "expected_output": "yes" }));
+    let mut wrong = task(
+        "code",
+        json!({ "language": "python", "source": "print('no')", "expected_output": "yes" }),
+    );
     wrong.requires = t.requires.clone();
     let job = c.submit(vec![t, wrong]).await;
     let done = c.finished(&job.id).await;
-    assert_eq!(done.state, JobState::Succeeded, "a program's own failure is a succeeded task");
+    assert_eq!(
+        done.state,
+        JobState::Succeeded,
+        "a program's own failure is a succeeded task"
+    );
     let all = c.tasks(&job.id).await;
     assert_eq!(all[0].output["verdict"], "accepted");
     assert_eq!(all[0].output["stdout"], "desserts\n");
