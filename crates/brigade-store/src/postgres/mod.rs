@@ -130,6 +130,15 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Url(format!("{url}: {e}")))?
         .application_name("brigade")
+        // A queue table's hot indexes fill with entries of rows that just left
+        // the state they index. Plain index scans mark those entries dead as
+        // they pass them, so the next lease skips them; bitmap scans never do,
+        // and the planner picks them on stale statistics, making every lease
+        // walk all the tasks ever leased since the last vacuum.
+        //
+        // Plans are made for each execution's real arrays: a generic plan of a
+        // join against `unnest($n)` guesses its size and may scan a whole table.
+        .options([("enable_bitmapscan", "off"), ("plan_cache_mode", "force_custom_plan")])
         .log_statements(tracing::log::LevelFilter::Trace))
 }
 
