@@ -12,6 +12,7 @@ mod events;
 mod logs;
 pub mod model;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;

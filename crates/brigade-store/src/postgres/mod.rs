@@ -138,7 +138,10 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
         //
         // Plans are made for each execution's real arrays: a generic plan of a
         // join against `unnest($n)` guesses its size and may scan a whole table.
-        .options([("enable_bitmapscan", "off"), ("plan_cache_mode", "force_custom_plan")])
+        .options([
+            ("enable_bitmapscan", "off"),
+            ("plan_cache_mode", "force_custom_plan"),
+        ])
         .log_statements(tracing::log::LevelFilter::Trace))
 }
 
