@@ -681,3 +681,39 @@ async fn tls_round_trip_with_a_self_signed_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn clients_follow_only_their_own_jobs_events() {
+    let (c, _dir) = secured(&[]).await;
+    let alice = brigade_client::Client::new(&c.url, Some(ALICE.into())).unwrap();
+    let job = alice
+        .submit(
+            &brigade_api::JobSubmit {
+                name: None,
+                queue: None,
+                labels: Default::default(),
+                tasks: vec![task("noop", Value::Null)],
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let status = |path: String, token: &'static str| {
+        let req = c.http().get(format!("{}{path}", c.url)).bearer_auth(token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // The whole stream would show every client's job ids: admins only.
+    assert_eq!(status("/v1/events".into(), ALICE).await, 403);
+    assert_eq!(status("/v1/events/ws".into(), ALICE).await, 403);
+    assert_eq!(status("/v1/events".into(), W1).await, 403);
+    assert_eq!(
+        status(format!("/v1/events?job={}", job.id), ALICE).await,
+        200
+    );
+    assert_eq!(status(format!("/v1/events?job={}", job.id), BOB).await, 404);
+    assert_eq!(
+        status(format!("/v1/events/ws?job={}", job.id), BOB).await,
+        404
+    );
+    assert_eq!(status("/v1/events".into(), ADMIN).await, 200);
+}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use brigade_api::Event;
@@ -18,8 +20,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 use utoipa::IntoParams;
 
-use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 
@@ -62,14 +64,34 @@ fn lagged_notice(n: u64) -> String {
     .to_string()
 }
 
+/// Who may follow which events: admins all of them, clients only a job of
+/// their own (named with `?job=`), workers none.
+async fn authorize(state: &AppState, caller: &Caller, job: Option<&str>) -> ApiResult<()> {
+    if caller.role == Role::Admin {
+        return Ok(());
+    }
+    caller.require(&[Role::Client])?;
+    let Some(job) = job else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "clients follow the events of one of their own jobs: pass ?job=ID",
+        ));
+    };
+    match state.store.job_owner(job).await? {
+        Some(owner) if caller.may_touch(&owner) => Ok(()),
+        _ => Err(ApiError::not_found("job", job)),
+    }
+}
+
 /// Live events as Server-Sent Events; `?job=` keeps one job's.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventParams),
     responses((status = 200, description = "text/event-stream of events", body = Event, content_type = "text/event-stream")))]
 pub async fn sse(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<EventParams>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    authorize(&state, &caller, q.job.as_deref()).await?;
     let rx = state.publisher.bus.subscribe();
     let stream = futures::stream::unfold((rx, q.job, false), |(mut rx, job, done)| async move {
         if done {
@@ -100,10 +122,20 @@ pub async fn sse(
     responses((status = 101, description = "Switching to WebSocket; each message is an Event", body = Event)))]
 pub async fn ws(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<EventParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Who may listen is decided before whether the request is a proper upgrade.
+    if let Err(e) = authorize(&state, &caller, q.job.as_deref()).await {
+        return e.into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            return ApiError::new(rejection.status(), rejection.body_text()).into_response();
+        }
+    };
     let rx = state.publisher.bus.subscribe();
     upgrade
         .on_upgrade(move |socket| pump(socket, rx, q.job))
