@@ -115,8 +115,20 @@ impl WorkerArgs {
             Some(dir) => CodeHandler::new(exe.clone(), dir.clone())?,
             None => CodeHandler::with_defaults()?,
         };
-        for line in brigade_worker::sandbox::sandbox_check_report(&exe).lines() {
-            tracing::info!("sandbox: {line}");
+        // One line when all is well; every protection that is off is named.
+        let report = brigade_worker::sandbox::sandbox_check_report(&exe);
+        let on = report.lines().filter(|l| l.contains("[on ]")).count();
+        let off: Vec<&str> = report.lines().filter(|l| l.contains("[OFF]")).collect();
+        tracing::info!(
+            languages = %languages.join(","),
+            "code sandbox: {on} protections on, {} off (brigade worker --sandbox-check lists them)",
+            off.len()
+        );
+        for line in off {
+            tracing::warn!("code sandbox: {}", line.trim());
+        }
+        for line in report.lines() {
+            tracing::debug!("code sandbox: {line}");
         }
         registry.register("code", handler);
         labels
