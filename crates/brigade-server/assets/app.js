@@ -258,9 +258,13 @@ async function loadJob() {
 async function loadTask() {
   if (!S.taskId) return;
   const id = S.taskId;
-  const t = await api(`/v1/tasks/${encodeURIComponent(id)}`);
+  const [t, logs] = await Promise.all([
+    api(`/v1/tasks/${encodeURIComponent(id)}`),
+    api(`/v1/tasks/${encodeURIComponent(id)}/logs?limit=1000`).catch(() => null),
+  ]);
   if (S.taskId !== id) return;
   S.task = t;
+  S.taskLogs = logs ? logs.items : null;
   renderDrawer();
 }
 
@@ -794,6 +798,13 @@ function renderDrawer() {
     </dl></section>
     ${t.error ? `<section><h4>Error</h4><div class="errbox" data-testid="task-error"><b>${esc(t.error.kind)}</b> ${esc(t.error.message)}</div></section>` : ''}
     <section><h4>Output</h4><pre class="json" data-testid="task-output">${esc(t.output == null ? 'null' : JSON.stringify(t.output, null, 2))}</pre></section>
+    <section><h4>Logs</h4>${
+      S.taskLogs && S.taskLogs.length
+        ? `<pre class="json logs" data-testid="task-logs">${S.taskLogs
+            .map((l) => `<span class="muted">#${l.attempt} ${esc(clock(l.at))}</span>  ${esc(l.line)}`)
+            .join('\n')}</pre>`
+        : '<div class="muted" data-testid="task-logs">No log lines.</div>'
+    }</section>
     <section><h4>Input</h4><pre class="json">${esc(JSON.stringify(t.input, null, 2))}</pre></section>
     <section><h4>History</h4>${
       (t.history || []).length
@@ -960,6 +971,8 @@ function init() {
   setInterval(() => {
     soon('workers', loadWorkers);
     soon('queues', loadQueues);
+    // Log lines do not come as events: follow a running task's by polling.
+    if (S.taskId && S.task && S.task.state === 'running') soon('task', loadTask);
   }, POLL_MS);
 }
 
