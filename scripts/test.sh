@@ -46,12 +46,25 @@ start_throwaway_pg() {
   id postgres >/dev/null 2>&1 || useradd --system --home /var/lib/postgresql postgres
   pg_tmp=$(mktemp -d /tmp/brigade-pg.XXXXXX)
   chown postgres "$pg_tmp"
-  local port=55432
-  while pg_answers 127.0.0.1 "$port"; do port=$((port + 1)); done
-  say "starting a throwaway PostgreSQL on 127.0.0.1:$port ($pg_tmp)"
   runuser -u postgres -- "$pg_bin/initdb" -D "$pg_tmp/data" -A trust -U postgres >/dev/null
-  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_tmp/data" -l "$pg_tmp/log" -w \
-    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$pg_tmp -c fsync=off -c max_connections=400" start >/dev/null
+  # A port below the ephemeral range, so no outgoing connection holds it; try a few.
+  local port=25432 tries=0
+  while :; do
+    while pg_answers 127.0.0.1 "$port"; do port=$((port + 1)); done
+    say "starting a throwaway PostgreSQL on 127.0.0.1:$port ($pg_tmp)"
+    if runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_tmp/data" -l "$pg_tmp/log" -w \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$pg_tmp -c fsync=off -c max_connections=400" \
+      start >/dev/null; then
+      break
+    fi
+    tries=$((tries + 1))
+    if [ "$tries" -ge 5 ]; then
+      echo "error: the throwaway PostgreSQL would not start; its log:" >&2
+      cat "$pg_tmp/log" >&2
+      exit 1
+    fi
+    port=$((port + 1))
+  done
   pg_url="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
