@@ -54,6 +54,31 @@ macro_rules! columns_for {
 columns_for!(sqlx::sqlite::SqliteRow);
 columns_for!(sqlx::postgres::PgRow);
 
+/// A page cursor as handed out (the `seq` of the last item), `None` for the first page.
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => c
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("bad cursor {c:?}"))),
+    }
+}
+
+/// Cut rows fetched with `LIMIT limit + 1` down to a page; the cursor of the
+/// next page when there was one more row.
+pub(crate) fn cut_page<R: Columns>(found: &mut Vec<R>, limit: u32) -> Result<Option<String>> {
+    if found.len() <= limit as usize {
+        return Ok(None);
+    }
+    found.truncate(limit as usize);
+    Ok(found
+        .last()
+        .map(|r| r.int("seq"))
+        .transpose()?
+        .map(|s| s.to_string()))
+}
+
 /// A JSON text column, or the type's default when NULL or empty.
 pub(crate) fn json_or<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> Result<T> {
     match s {

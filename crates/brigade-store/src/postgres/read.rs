@@ -7,17 +7,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::rows::{self, JOB_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS};
 use crate::model::JobFilter;
-use crate::{Result, StoreError};
-
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, StoreError> {
-    match cursor {
-        None | Some("") => Ok(None),
-        Some(c) => c
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| StoreError::Corrupt(format!("bad cursor {c:?}"))),
-    }
-}
+use crate::Result;
 
 /// Task counts of a job by state.
 pub(crate) async fn progress(conn: &mut PgConnection, job_id: &str) -> Result<Progress> {
@@ -62,7 +52,7 @@ pub(crate) async fn jobs(
 ) -> Result<Page<JobView>> {
     let mut qb: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
-    if let Some(c) = parse_cursor(cursor)? {
+    if let Some(c) = rows::parse_cursor(cursor)? {
         qb.push(" AND seq < ").push_bind(c);
     }
     if let Some(state) = filter.state {
@@ -85,16 +75,7 @@ pub(crate) async fn jobs(
     qb.push(" ORDER BY seq DESC LIMIT ")
         .push_bind(i64::from(limit) + 1);
     let mut found = qb.build().fetch_all(&mut *conn).await?;
-    let next = if found.len() > limit as usize {
-        found.truncate(limit as usize);
-        found
-            .last()
-            .map(|r| r.try_get::<i64, _>("seq"))
-            .transpose()?
-            .map(|s| s.to_string())
-    } else {
-        None
-    };
+    let next = rows::cut_page(&mut found, limit)?;
     let mut items = Vec::with_capacity(found.len());
     for row in &found {
         let id: String = row.try_get("id")?;
@@ -124,7 +105,7 @@ pub(crate) async fn job_tasks(
     let mut qb: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = "));
     qb.push_bind(job_id.to_owned());
-    if let Some(c) = parse_cursor(cursor)? {
+    if let Some(c) = rows::parse_cursor(cursor)? {
         qb.push(" AND seq > ").push_bind(c);
     }
     if let Some(s) = state {
@@ -133,16 +114,7 @@ pub(crate) async fn job_tasks(
     qb.push(" ORDER BY seq LIMIT ")
         .push_bind(i64::from(limit) + 1);
     let mut found = qb.build().fetch_all(&mut *conn).await?;
-    let next = if found.len() > limit as usize {
-        found.truncate(limit as usize);
-        found
-            .last()
-            .map(|r| r.try_get::<i64, _>("seq"))
-            .transpose()?
-            .map(|s| s.to_string())
-    } else {
-        None
-    };
+    let next = rows::cut_page(&mut found, limit)?;
     let items = found
         .iter()
         .map(rows::task_view)
