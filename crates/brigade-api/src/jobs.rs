@@ -21,6 +21,7 @@ pub struct JobSubmit {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// The tasks, 1 to 10000.
+    #[schema(min_items = 1, max_items = 10000)]
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -29,10 +30,11 @@ pub struct JobSubmit {
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Handler name: `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub kind: String,
     /// Input handed to the handler (`null` when absent).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub input: serde_json::Value,
     /// A name for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,9 +47,11 @@ pub struct TaskSpec {
     pub priority: Option<i32>,
     /// Attempts before the task fails for good (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
     /// Run time limit of one attempt (default 60000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400000)]
     pub timeout_ms: Option<u64>,
     /// Retry backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -153,10 +153,10 @@ pub struct TaskView {
     #[serde(default)]
     pub requires: BTreeMap<String, String>,
     /// Input.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub input: serde_json::Value,
     /// Output once succeeded.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub output: serde_json::Value,
     /// Last error.
     pub error: Option<TaskError>,

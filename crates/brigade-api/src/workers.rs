@@ -21,11 +21,13 @@ pub struct WorkerJoin {
     #[serde(default)]
     pub queues: Vec<String>,
     /// Task kinds it can run.
+    #[schema(min_items = 1, max_items = 1000)]
     pub kinds: Vec<String>,
     /// Labels matched against tasks' `requires`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Tasks it runs at once.
+    #[schema(minimum = 1, maximum = 10000)]
     pub capacity: u32,
     /// Its version.
     #[serde(default)]
@@ -47,9 +49,11 @@ pub struct WorkerJoined {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeaseRequest {
     /// Most tasks to hand out (1..=1000).
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: u32,
     /// Longest wait for work (max 60000; default 30000).
     #[serde(default)]
+    #[schema(maximum = 60000)]
     pub wait_ms: Option<u64>,
 }
 
@@ -70,7 +74,7 @@ pub struct LeasedTask {
     /// Handler name.
     pub kind: String,
     /// Handler input.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub input: serde_json::Value,
     /// This attempt's number; the result must carry it.
     pub attempt: u32,
@@ -139,7 +143,7 @@ pub struct TaskResult {
     pub outcome: Outcome,
     /// Output when succeeded.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub output: serde_json::Value,
     /// Error when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,8 +6,8 @@ use brigade_api::{JobView, Page, Progress, QueueView, TaskState, TaskView, Worke
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::rows::{self, JOB_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS};
-use crate::model::JobFilter;
 use crate::Result;
+use crate::model::JobFilter;
 
 /// Task counts of a job by state.
 pub(crate) async fn progress(conn: &mut SqliteConnection, job_id: &str) -> Result<Progress> {
