@@ -321,7 +321,9 @@ impl AuthConfig {
         let claims = Claims {
             sub: entry.name.clone(),
             role: entry.role,
-            exp: now_ms / 1000 + self.access_token_ttl_s as i64,
+            // Rounded up: a token lives at least its TTL (rounding down made a
+            // 1 s token issued late in a second expire within milliseconds).
+            exp: (now_ms + self.access_token_ttl_s as i64 * 1000 + 999) / 1000,
         };
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let signed = format!("{ACCESS_PREFIX}{payload}");
@@ -528,6 +530,9 @@ mod tests {
         let c = auth.authenticate(&t, 1_000_000).unwrap();
         assert_eq!((c.name.as_str(), c.role), ("alice", Role::Client));
         assert!(auth.authenticate(&t, 1_000_000 + 3_600_000).is_err());
+        // Issued late in a second, a token still lives its whole TTL.
+        let late = auth.issue(&entry, 1_000_999);
+        assert!(auth.authenticate(&late, 1_000_999 + 3_599_999).is_ok());
         let mut forged = t.clone();
         forged.push('A');
         assert!(auth.authenticate(&forged, 1_000_000).is_err());

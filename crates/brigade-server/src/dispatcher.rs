@@ -6,6 +6,10 @@
 //! workers wait, the least loaded gets the task. A request that finds work at
 //! once returns at once; one that finds none waits until woken or its
 //! `wait_ms` ends.
+//!
+//! The leases of one round (new requests, or the waiters woken together) are
+//! issued at once rather than one after another, in load order: the store
+//! commits them in one group (one fsync for all) instead of one each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,11 +136,17 @@ impl Task {
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    woken |= self.handle(cmd).await;
+                    let mut fresh = Vec::new();
+                    woken |= self.handle(cmd, &mut fresh);
                     // Take everything else already queued before leasing for anyone.
                     while let Ok(cmd) = rx.try_recv() {
-                        woken |= self.handle(cmd).await;
+                        woken |= self.handle(cmd, &mut fresh);
                     }
+                    // New requests try at once, each for all it asked; those
+                    // that find nothing wait.
+                    fresh.sort_by_key(|w| self.load_key(w));
+                    let asks: Vec<u32> = fresh.iter().map(|w| w.max).collect();
+                    self.lease_round(fresh, &asks).await;
                 }
                 _ = tick.tick() => woken = !self.waiters.is_empty(),
                 _ = sleep_until(next_deadline) => {}
@@ -148,17 +158,12 @@ impl Task {
         }
     }
 
-    /// Apply one command; true when waiters should look for work.
-    async fn handle(&mut self, cmd: Command) -> bool {
+    /// Apply one command; true when waiters should look for work. New lease
+    /// requests are collected in `fresh`.
+    fn handle(&mut self, cmd: Command, fresh: &mut Vec<Waiter>) -> bool {
         match cmd {
             Command::Wait(w) => {
-                // Try at once; wait only if there is nothing.
-                match self.try_lease(&w, w.max).await {
-                    Ok(tasks) if tasks.is_empty() => self.waiters.push(w),
-                    reply => {
-                        let _ = w.reply.send(reply);
-                    }
-                }
+                fresh.push(w);
                 false
             }
             Command::Wake => true,
@@ -169,6 +174,34 @@ impl Task {
             Command::Forget(id) => {
                 self.loads.remove(&id);
                 false
+            }
+        }
+    }
+
+    /// Lease for every waiter in `round` at once (waiter `i` asks for
+    /// `asks[i]`); answer those that got tasks or an error, keep the rest waiting.
+    async fn lease_round(&mut self, round: Vec<Waiter>, asks: &[u32]) {
+        if round.is_empty() {
+            return;
+        }
+        // Polled in order, so the store sees the requests in load order.
+        let replies = futures::future::join_all(
+            round
+                .iter()
+                .zip(asks)
+                .map(|(w, &max)| self.try_lease(w, max)),
+        )
+        .await;
+        for (w, reply) in round.into_iter().zip(replies) {
+            match reply {
+                Ok(tasks) if tasks.is_empty() => {
+                    if !w.reply.is_closed() {
+                        self.waiters.push(w);
+                    }
+                }
+                reply => {
+                    let _ = w.reply.send(reply);
+                }
             }
         }
     }
@@ -196,26 +229,17 @@ impl Task {
     }
 
     async fn serve_waiters(&mut self) {
-        if self.waiters.is_empty() {
+        let mut waiting = std::mem::take(&mut self.waiters);
+        waiting.retain(|w| !w.reply.is_closed());
+        if waiting.is_empty() {
             return;
         }
-        let mut waiting = std::mem::take(&mut self.waiters);
         waiting.sort_by_key(|w| self.load_key(w));
         // Spread a burst: with k workers waiting, each takes at most its
         // share now and comes back at once for more if it has room.
         let k = waiting.len() as u32;
-        for w in waiting {
-            if w.reply.is_closed() {
-                continue;
-            }
-            let share = w.max.div_ceil(k).max(1);
-            match self.try_lease(&w, share).await {
-                Ok(tasks) if tasks.is_empty() => self.waiters.push(w),
-                reply => {
-                    let _ = w.reply.send(reply);
-                }
-            }
-        }
+        let asks: Vec<u32> = waiting.iter().map(|w| w.max.div_ceil(k).max(1)).collect();
+        self.lease_round(waiting, &asks).await;
     }
 
     fn expire(&mut self) {

@@ -63,6 +63,8 @@ struct LogSink {
     tx: tokio::sync::mpsc::UnboundedSender<LogMsg>,
     bytes: AtomicUsize,
     truncated: AtomicBool,
+    /// Whether any line was sent (a finished attempt waits for its lines only then).
+    wrote: AtomicBool,
 }
 
 impl std::fmt::Debug for TaskLog {
@@ -93,6 +95,7 @@ impl TaskLog {
                 tx,
                 bytes: AtomicUsize::new(0),
                 truncated: AtomicBool::new(false),
+                wrote: AtomicBool::new(false),
             })),
         }
     }
@@ -124,10 +127,18 @@ impl TaskLog {
     pub fn is_enabled(&self) -> bool {
         self.sink.is_some()
     }
+
+    /// Whether any line was written to this log.
+    pub(crate) fn wrote_any(&self) -> bool {
+        self.sink
+            .as_ref()
+            .is_some_and(|s| s.wrote.load(Ordering::Relaxed))
+    }
 }
 
 impl LogSink {
     fn send(&self, line: String) {
+        self.wrote.store(true, Ordering::Relaxed);
         let _ = self.tx.send(LogMsg::Line {
             task_id: self.task_id.clone(),
             attempt: self.attempt,

@@ -246,13 +246,10 @@ async fn lease_loop(shared: Arc<Shared>) {
             _ = shared.stop_leasing.cancelled() => return,
         };
         let Ok(first) = first else { return };
-        let mut permits = vec![first];
-        while permits.len() < 1000 {
-            match shared.slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
+        let Some(permits) = gather_slots(&shared, first).await else {
+            return;
+        };
+        let mut permits = permits;
         let id = shared.id();
         let lease = shared
             .client
@@ -281,6 +278,42 @@ async fn lease_loop(shared: Arc<Shared>) {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// Longest a busy worker waits for more slots to free before leasing.
+const LEASE_GATHER: Duration = Duration::from_millis(2);
+
+/// The free slots to lease for, starting with `first`. When more than half
+/// the slots are busy, wait up to [`LEASE_GATHER`] for more to free, so a
+/// worker running many short tasks leases (and commits) in batches rather
+/// than one slot at a time. An idle or mostly idle worker leases at once.
+/// `None` when leasing should stop.
+async fn gather_slots(
+    shared: &Shared,
+    first: tokio::sync::OwnedSemaphorePermit,
+) -> Option<Vec<tokio::sync::OwnedSemaphorePermit>> {
+    let capacity = (shared.config.capacity as usize).clamp(1, 1000);
+    let mut permits = vec![first];
+    let deadline = tokio::time::Instant::now() + LEASE_GATHER;
+    loop {
+        while permits.len() < capacity {
+            match shared.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        if permits.len() * 2 >= capacity {
+            return Some(permits);
+        }
+        tokio::select! {
+            p = shared.slots.clone().acquire_owned() => match p {
+                Ok(p) => permits.push(p),
+                Err(_) => return None,
+            },
+            _ = tokio::time::sleep_until(deadline) => return Some(permits),
+            _ = shared.stop_leasing.cancelled() => return None,
         }
     }
 }
@@ -315,7 +348,8 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
     let shared = shared.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        let outcome = run_one(&shared, &task, cancel).await;
+        let log = TaskLog::new(&task.id, task.attempt, shared.logs.clone());
+        let outcome = run_one(&shared, &task, cancel, log.clone()).await;
         let abandoned = shared
             .running
             .lock()
@@ -349,7 +383,9 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
             },
         };
         // The attempt's log lines reach the server before its result.
-        flush_logs(&shared).await;
+        if log.wrote_any() {
+            flush_logs(&shared).await;
+        }
         let _ = shared.results.send(result);
     });
 }
@@ -359,6 +395,7 @@ async fn run_one(
     shared: &Shared,
     task: &LeasedTask,
     cancel: CancellationToken,
+    log: TaskLog,
 ) -> Option<Result<serde_json::Value, TaskFailure>> {
     let Some(handler) = shared.registry.get(&task.kind) else {
         return Some(Err(TaskFailure {
@@ -378,7 +415,7 @@ async fn run_one(
         attempt: task.attempt,
         timeout,
         cancel: cancel.clone(),
-        log: TaskLog::new(&task.id, task.attempt, shared.logs.clone()),
+        log,
     };
     // Its own task, so a panic is caught and an overrun can be aborted.
     let mut handle = tokio::spawn(async move { handler.run(ctx).await });

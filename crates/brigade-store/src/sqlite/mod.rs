@@ -56,7 +56,12 @@ impl SqliteStore {
             // A 201 means the fsync happened.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-65536")
+            // A modest page cache: SQLite scans the writer's whole cache at
+            // every commit (after a b-tree rebalance moves a page to the lock
+            // page's number) and a reader drops its cache whenever the file
+            // changed, so a large cache costs CPU on every commit and buys
+            // little; the OS page cache holds the file anyway.
+            .pragma("cache_size", "-8192")
             .pragma("temp_store", "memory")
             .log_statements(tracing::log::LevelFilter::Trace);
         if let Some(dir) = options.get_filename().parent()

@@ -644,14 +644,16 @@ pub(crate) async fn report(
         });
         qb.push(") AS r WHERE tasks.seq = r.column1");
         qb.build().execute(&mut *conn).await?;
+        // A join on the key, not `(task_id, attempt) IN (VALUES …)`: SQLite
+        // plans the row-value IN as a scan of every attempt ever recorded.
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "UPDATE attempts SET outcome = 'succeeded', error = NULL, finished_at = ",
         );
-        qb.push_bind(now).push(" WHERE (task_id, attempt) IN (");
+        qb.push_bind(now).push(" FROM (");
         qb.push_values(chunk, |mut b, (_, _, id, attempt)| {
             b.push_bind(id.as_str()).push_bind(i64::from(*attempt));
         });
-        qb.push(")");
+        qb.push(") AS r WHERE attempts.task_id = r.column1 AND attempts.attempt = r.column2");
         qb.build().execute(&mut *conn).await?;
     }
     finish_jobs(conn, jobs.iter().map(String::as_str), now, &mut changes).await?;
