@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::model::{Changes, DeleteOutcome, Idempotency, JobFilter, RetryOutcome, Submitted};
 use crate::{Result, Store, StoreError};
-use writer::Writer;
+use writer::{Durability, Writer};
 
 /// Migrations of the SQLite engine, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -208,7 +208,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
         let id = worker_id.to_owned();
         self.writer
-            .write(move |c| Box::pin(write::lease(c, id, max, now, ttl)))
+            // A lease lost with power is harmless: the task is queued again
+            // and the worker's result for it is refused as stale.
+            .write_with(Durability::Lazy, move |c| {
+                Box::pin(write::lease(c, id, max, now, ttl))
+            })
             .await
     }
 
@@ -221,7 +225,9 @@ impl Store for SqliteStore {
     ) -> Result<Option<HeartbeatReply>> {
         let id = worker_id.to_owned();
         self.writer
-            .write(move |c| Box::pin(write::heartbeat(c, id, hb, now, ttl)))
+            .write_with(Durability::Lazy, move |c| {
+                Box::pin(write::heartbeat(c, id, hb, now, ttl))
+            })
             .await
     }
 
@@ -245,7 +251,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<LogsReply>> {
         let id = worker_id.to_owned();
         self.writer
-            .write(move |c| Box::pin(write::append_logs(c, id, logs, now)))
+            // Logs are best effort.
+            .write_with(Durability::Lazy, move |c| {
+                Box::pin(write::append_logs(c, id, logs, now))
+            })
             .await
     }
 
