@@ -239,6 +239,14 @@ pub async fn start_with(
     );
     crate::duties::spawn(state.clone(), scheduled);
     let header_timeout = state.config.header_read_timeout;
+    // Waiting long-polls are answered as soon as shutdown begins: the
+    // graceful shutdown then only has short requests to finish.
+    let dispatcher = state.publisher.dispatcher.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: answering waiting long-polls, finishing requests");
+        dispatcher.shut_down();
+    };
     let app = router(state);
     let task = tokio::spawn(crate::serve::serve(
         listener,

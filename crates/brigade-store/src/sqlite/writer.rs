@@ -65,9 +65,7 @@ impl Writer {
                 let ok = result.is_ok();
                 let deliver: Deliver = Box::new(move |commit_error: Option<&StoreError>| {
                     let result = match (commit_error, result) {
-                        (Some(e), Ok(_)) => {
-                            Err(StoreError::Unavailable(format!("commit failed: {e}")))
-                        }
+                        (Some(e), Ok(_)) => Err(group_failed(e)),
                         (_, r) => r,
                     };
                     let _ = reply.send(result);
@@ -82,6 +80,14 @@ impl Writer {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the writer dropped a request".into()))?
+    }
+}
+
+/// What a request whose own work went well gets when its group could not commit.
+fn group_failed(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::DiskFull(m) => StoreError::DiskFull(format!("commit failed: {m}")),
+        other => StoreError::Unavailable(format!("commit failed: {other}")),
     }
 }
 
@@ -116,6 +122,24 @@ async fn refuse(
     }
 }
 
+/// Open the group's transaction. A connection still inside a transaction
+/// (SQLite rolls back on its own after some errors, such as a full disk, and
+/// a ROLLBACK of ours may have failed too) is rolled back first, so one bad
+/// moment never leaves the writer refusing everything after it.
+async fn begin(conn: &mut SqliteConnection) -> Result<()> {
+    match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(first) => {
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                return Err(first.into());
+            }
+            tracing::warn!(error = %first, "the writer was left in a transaction; rolled it back");
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            Ok(())
+        }
+    }
+}
+
 // Boxed so the spawned writer's future is provably Send (rustc cannot see
 // through sqlx's higher-ranked Executor bounds otherwise).
 fn commit_group<'a>(
@@ -127,9 +151,9 @@ fn commit_group<'a>(
 
 async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) -> GroupOutcome {
     let mut delivers = Vec::with_capacity(group.len());
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+    if let Err(e) = begin(conn).await {
         refuse(conn, group.drain(..), &mut delivers).await;
-        return Err((delivers, StoreError::Db(e)));
+        return Err((delivers, e));
     }
     if group.len() == 1 {
         // A lone request needs no savepoint: commit it or roll it back.
@@ -139,7 +163,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
             if !ok {
                 return match sqlx::query("ROLLBACK").execute(&mut *conn).await {
                     Ok(_) => Ok(delivers),
-                    Err(e) => Err((delivers, StoreError::Db(e))),
+                    Err(e) => Err((delivers, StoreError::from(e))),
                 };
             }
         }
@@ -154,7 +178,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
                     &mut delivers,
                 )
                 .await;
-                return Err((delivers, StoreError::Db(e)));
+                return Err((delivers, StoreError::from(e)));
             }
             let (ok, deliver) = request(&mut *conn, true).await;
             delivers.push(deliver);
@@ -169,7 +193,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
             if let Err(e) = end {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                 refuse(conn, requests, &mut delivers).await;
-                return Err((delivers, StoreError::Db(e)));
+                return Err((delivers, StoreError::from(e)));
             }
         }
     }
@@ -177,7 +201,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
         Ok(_) => Ok(delivers),
         Err(e) => {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err((delivers, StoreError::Db(e)))
+            Err((delivers, StoreError::from(e)))
         }
     }
 }
