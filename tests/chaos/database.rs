@@ -18,20 +18,28 @@ use crate::pg::Pg;
 #[tokio::test]
 async fn postgres_restarted_under_load() {
     if std::env::var("BRIGADE_TEST_POSTGRES").map_or(true, |v| v.is_empty()) {
-        eprintln!("SKIP postgres_restarted_under_load: PostgreSQL pass only (BRIGADE_TEST_POSTGRES unset)");
+        eprintln!(
+            "SKIP postgres_restarted_under_load: PostgreSQL pass only (BRIGADE_TEST_POSTGRES unset)"
+        );
         return;
     }
     let pg = match Pg::start() {
         Ok(pg) => pg,
         Err(why) => {
-            println!("SKIP postgres_restarted_under_load: cannot start a throwaway PostgreSQL: {why}");
-            eprintln!("SKIP postgres_restarted_under_load: cannot start a throwaway PostgreSQL: {why}");
+            println!(
+                "SKIP postgres_restarted_under_load: cannot start a throwaway PostgreSQL: {why}"
+            );
+            eprintln!(
+                "SKIP postgres_restarted_under_load: cannot start a throwaway PostgreSQL: {why}"
+            );
             return;
         }
     };
     {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&pg.url("postgres")).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&pg.url("postgres"))
+            .await
+            .unwrap();
         sqlx::query("CREATE DATABASE brigade_chaos")
             .execute(&mut conn)
             .await
@@ -48,7 +56,11 @@ async fn postgres_restarted_under_load() {
     let on_peer = l.spawn_worker(&peer, 8);
     l.c.worker_named(&on_peer).await;
     l.begin().await;
-    let rounds = ["restart -m immediate", "stop -m fast; start", "restart -m immediate"];
+    let rounds = [
+        "restart -m immediate",
+        "stop -m fast; start",
+        "restart -m immediate",
+    ];
     for (round, how) in rounds.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if how.starts_with("stop") {
@@ -65,13 +77,12 @@ async fn postgres_restarted_under_load() {
     let report_extra = "pg_restarts=3";
     l.stop_stream().await;
     // LISTEN survived: an event of a job submitted through A reaches B's stream.
-    let events = l
-        .c
-        .http()
-        .get(format!("{peer}/v1/events"))
-        .send()
-        .await
-        .unwrap();
+    let events =
+        l.c.http()
+            .get(format!("{peer}/v1/events"))
+            .send()
+            .await
+            .unwrap();
     assert!(events.status().is_success());
     let job = submit_echo(&l.c.client, &l.tracker, 1, 0, 0).await.unwrap();
     let mut stream = events.bytes_stream();
@@ -91,20 +102,19 @@ async fn postgres_restarted_under_load() {
     // The promoter still runs: a task due in a second is promoted and run.
     let mut later = TaskSpec::new("echo", json!({ "later": true }));
     later.run_at = Some(time::OffsetDateTime::now_utc() + Duration::from_millis(1000));
-    let due = l
-        .c
-        .client
-        .submit(
-            &JobSubmit {
-                name: Some("due".into()),
-                queue: None,
-                labels: Default::default(),
-                tasks: vec![later],
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    let due =
+        l.c.client
+            .submit(
+                &JobSubmit {
+                    name: Some("due".into()),
+                    queue: None,
+                    labels: Default::default(),
+                    tasks: vec![later],
+                },
+                None,
+            )
+            .await
+            .unwrap();
     l.c.finished(&due.id).await;
     // The reaper still runs: a killed worker is noticed.
     l.c.signal_worker(&on_peer, Signal::SIGKILL);

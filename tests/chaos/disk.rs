@@ -117,13 +117,18 @@ async fn the_disk_fills_up_and_frees_again() {
                 }
                 let ctype = res.headers()["content-type"].to_str().unwrap().to_owned();
                 assert_eq!(ctype, "application/problem+json");
-                assert!(res.headers().contains_key("retry-after"), "503 says when to come back");
+                assert!(
+                    res.headers().contains_key("retry-after"),
+                    "503 says when to come back"
+                );
                 let problem: serde_json::Value = res.json().await.unwrap();
                 break (before, problem);
             }
             Err(e) => panic!("a full disk must answer 503, got: {e}"),
         }
     };
+    // Stay full a while: workers keep leasing and reporting against a full disk.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let detail = problem["detail"].as_str().unwrap_or_default().to_owned();
     assert!(detail.contains("disk is full"), "a clear message: {detail}");
     // Reads still work while the disk is full.
@@ -132,11 +137,22 @@ async fn the_disk_fills_up_and_frees_again() {
     std::fs::remove_file(&filler).unwrap();
     let since = Instant::now();
     l.recovery(since).await;
+    let full_log = l.c.read_log("server");
+    let refusals = full_log.matches("disk is full").count();
+    eprintln!(
+        "disk_full: server log while full:\n{}",
+        full_log
+            .lines()
+            .filter(|l| l.contains("full") || l.contains("ERROR"))
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let report = l
         .finish(
             "disk_full",
             &format!(
-                "filled_mb={} acked_before_full={refusals_before}",
+                "filled_mb={} acked_before_full={refusals_before} disk_full_errors={refusals}",
                 filled / (1 << 20)
             ),
         )

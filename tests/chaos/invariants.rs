@@ -45,7 +45,8 @@ pub async fn check(client: &Client, acked: &[Acked]) -> Report {
         match client.job(&a.job_id).await {
             Ok(j) if j.state.is_finished() => {
                 if j.progress.total as usize != a.tasks.len() {
-                    r.lost.push(format!("job {} has {} tasks", a.job_id, j.progress.total));
+                    r.lost
+                        .push(format!("job {} has {} tasks", a.job_id, j.progress.total));
                 }
             }
             Ok(j) => r.stuck.push(format!("job {} is {:?}", a.job_id, j.state)),
@@ -93,17 +94,21 @@ pub async fn check(client: &Client, acked: &[Acked]) -> Report {
             r.stuck.push(format!("task {id} still running"));
         }
         if successes > 1 {
-            r.twice.push(format!("task {id}: {successes} succeeded attempts"));
+            r.twice
+                .push(format!("task {id}: {successes} succeeded attempts"));
         }
         if spent > t.max_attempts as usize {
             r.over_budget
                 .push(format!("task {id}: {spent} attempts of {}", t.max_attempts));
         }
         if t.state != TaskState::Succeeded || successes == 0 {
-            r.lost
-                .push(format!("task {id} is {:?} with {successes} successes", t.state));
+            r.lost.push(format!(
+                "task {id} is {:?} with {successes} successes",
+                t.state
+            ));
         } else if t.output != input {
-            r.wrong.push(format!("task {id}: output {} for input {input}", t.output));
+            r.wrong
+                .push(format!("task {id}: output {} for input {input}", t.output));
         } else if successes == 1 {
             r.finished += 1;
         }
@@ -150,9 +155,8 @@ impl Report {
         );
         println!("{line}");
         eprintln!("{line}");
-        let path = std::env::var("BRIGADE_CHAOS_SUMMARY").unwrap_or_else(|_| {
-            format!("{}/chaos-summary.txt", env!("CARGO_TARGET_TMPDIR"))
-        });
+        let path = std::env::var("BRIGADE_CHAOS_SUMMARY")
+            .unwrap_or_else(|_| format!("{}/chaos-summary.txt", env!("CARGO_TARGET_TMPDIR")));
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -165,17 +169,40 @@ impl Report {
     /// Fail the test on any violated invariant, naming a few examples.
     pub fn assert_clean(&self, scenario: &str) {
         let show = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
-        assert!(self.lost.is_empty(), "{scenario}: lost {}: {}", self.lost.len(), show(&self.lost));
-        assert!(self.twice.is_empty(), "{scenario}: done twice {}: {}", self.twice.len(), show(&self.twice));
-        assert!(self.stuck.is_empty(), "{scenario}: stuck {}: {}", self.stuck.len(), show(&self.stuck));
-        assert!(self.wrong.is_empty(), "{scenario}: wrong output {}: {}", self.wrong.len(), show(&self.wrong));
+        assert!(
+            self.lost.is_empty(),
+            "{scenario}: lost {}: {}",
+            self.lost.len(),
+            show(&self.lost)
+        );
+        assert!(
+            self.twice.is_empty(),
+            "{scenario}: done twice {}: {}",
+            self.twice.len(),
+            show(&self.twice)
+        );
+        assert!(
+            self.stuck.is_empty(),
+            "{scenario}: stuck {}: {}",
+            self.stuck.len(),
+            show(&self.stuck)
+        );
+        assert!(
+            self.wrong.is_empty(),
+            "{scenario}: wrong output {}: {}",
+            self.wrong.len(),
+            show(&self.wrong)
+        );
         assert!(
             self.over_budget.is_empty(),
             "{scenario}: over budget {}: {}",
             self.over_budget.len(),
             show(&self.over_budget)
         );
-        assert_eq!(self.finished, self.submitted, "{scenario}: every task finished once");
+        assert_eq!(
+            self.finished, self.submitted,
+            "{scenario}: every task finished once"
+        );
     }
 
     /// Tasks that needed more than one attempt (a lease lost, a hand-back).
@@ -193,15 +220,14 @@ impl Report {
             .values()
             .filter(|t| {
                 let h = t.history.as_deref().unwrap_or_default();
-                let Some(at) = h
-                    .iter()
-                    .position(|e| e.worker_id.as_deref() == Some(worker_id) && e.outcome == outcome)
-                else {
+                let Some(at) = h.iter().position(|e| {
+                    e.worker_id.as_deref() == Some(worker_id) && e.outcome == outcome
+                }) else {
                     return false;
                 };
-                h[at + 1..].iter().any(|e| {
-                    e.outcome == "succeeded" && e.worker_id.as_deref() != Some(worker_id)
-                })
+                h[at + 1..]
+                    .iter()
+                    .any(|e| e.outcome == "succeeded" && e.worker_id.as_deref() != Some(worker_id))
             })
             .count()
     }

@@ -66,7 +66,12 @@ impl Tracker {
 
     /// Tasks acknowledged so far.
     pub fn acked_tasks(&self) -> usize {
-        self.acked.lock().unwrap().iter().map(|a| a.tasks.len()).sum()
+        self.acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.tasks.len())
+            .sum()
     }
 }
 
@@ -175,16 +180,21 @@ impl Load {
     pub async fn worker(&self, name: &str) -> Option<WorkerView> {
         let ws = self.c.client.workers().await.ok()?;
         // The latest registration of that name.
-        ws.into_iter().filter(|w| w.name == name).max_by_key(|w| w.joined_at)
+        ws.into_iter()
+            .filter(|w| w.name == name)
+            .max_by_key(|w| w.joined_at)
     }
 
     /// Wait until the API shows worker `name` lost with nothing left running.
     pub async fn until_lost_and_reaped(&self, name: &str) -> WorkerView {
         self.c
-            .until(&format!("worker {name} lost and its tasks requeued"), || async {
-                let w = self.worker(name).await?;
-                (w.state == WorkerState::Lost && w.running == 0).then_some(w)
-            })
+            .until(
+                &format!("worker {name} lost and its tasks requeued"),
+                || async {
+                    let w = self.worker(name).await?;
+                    (w.state == WorkerState::Lost && w.running == 0).then_some(w)
+                },
+            )
             .await
     }
 
@@ -289,7 +299,22 @@ impl Load {
             }
         }
         let report = invariants::check(&self.c.client, &self.tracker.acked()).await;
-        report.print(scenario, engine(&self.c), &self.recoveries, extra);
+        // Faults of the surroundings answer 503; a 500 would be a bug to look at.
+        let errors_500: usize = ["server", "server-b"]
+            .iter()
+            .map(|n| {
+                self.c
+                    .read_log(n)
+                    .matches("500 Internal Server Error")
+                    .count()
+            })
+            .sum();
+        let extra = format!(
+            "{extra}{}submits_refused={} http_500={errors_500}",
+            if extra.is_empty() { "" } else { " " },
+            self.tracker.refused.load(Ordering::Relaxed)
+        );
+        report.print(scenario, engine(&self.c), &self.recoveries, &extra);
         report.assert_clean(scenario);
         report
     }

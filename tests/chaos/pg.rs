@@ -94,8 +94,17 @@ impl Pg {
 
     /// Crash-restart: every backend killed, recovery from the WAL.
     pub fn restart_immediate(&self) {
-        self.ctl(&["restart", "-m", "immediate", "-w", "-t", "60", "-o", &self.options()])
-            .unwrap();
+        self.ctl(&[
+            "restart",
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &self.options(),
+        ])
+        .unwrap();
     }
 
     /// Clean stop (fast: sessions are terminated).

@@ -70,7 +70,10 @@ async fn the_server_stopped_with_sigterm_answers_long_polls_and_workers_come_bac
         if let Some(s) = server.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let stopped = term.elapsed();
@@ -78,7 +81,9 @@ async fn the_server_stopped_with_sigterm_answers_long_polls_and_workers_come_bac
     let since = Instant::now();
     l.c.start_server().await;
     // More work after the restart: the same worker processes must take it.
-    submit_echo(&l.c.client, &l.tracker, 500, 0, 0).await.unwrap();
+    submit_echo(&l.c.client, &l.tracker, 500, 0, 0)
+        .await
+        .unwrap();
     l.recovery(since).await;
     l.finish(
         "server_sigterm",
