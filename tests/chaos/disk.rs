@@ -127,8 +127,9 @@ async fn the_disk_fills_up_and_frees_again() {
             Err(e) => panic!("a full disk must answer 503, got: {e}"),
         }
     };
-    // Stay full a while: workers keep leasing and reporting against a full disk.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Stay full longer than a lease TTL: workers keep leasing, heartbeating
+    // and reporting against a full disk, and none of it is recorded.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let detail = problem["detail"].as_str().unwrap_or_default().to_owned();
     assert!(detail.contains("disk is full"), "a clear message: {detail}");
     // Reads still work while the disk is full.
@@ -157,7 +158,14 @@ async fn the_disk_fills_up_and_frees_again() {
             ),
         )
         .await;
-    drop(report);
+    // The workers were alive all along: once space returned they got their
+    // heartbeats and results in before any lease was judged expired, so no
+    // task ran a second time.
+    assert_eq!(
+        report.redone(),
+        0,
+        "tasks of live workers were requeued after the outage"
+    );
     // The file is sound and its WAL can be checkpointed now that there is room.
     {
         use sqlx::{Connection, Row};

@@ -154,7 +154,6 @@ impl Report {
             },
         );
         println!("{line}");
-        eprintln!("{line}");
         let path = std::env::var("BRIGADE_CHAOS_SUMMARY")
             .unwrap_or_else(|_| format!("{}/chaos-summary.txt", env!("CARGO_TARGET_TMPDIR")));
         if let Ok(mut f) = std::fs::OpenOptions::new()
