@@ -53,6 +53,44 @@ async fn the_server_stopped_with_sigterm_answers_long_polls_and_workers_come_bac
         let r = client.lease(&poller.id, 1, Duration::from_secs(30)).await;
         (r, started.elapsed())
     });
+    // A client waiting for a job that cannot finish yet (its queue has no
+    // worker), and a live event stream.
+    let mut stuck = brigade_api::TaskSpec::new("echo", serde_json::json!("waits"));
+    stuck.queue = Some("unserved".into());
+    let waiting =
+        l.c.client
+            .submit(
+                &brigade_api::JobSubmit {
+                    name: Some("waits".into()),
+                    queue: None,
+                    labels: Default::default(),
+                    tasks: vec![stuck],
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    let client = l.c.client.clone();
+    let waiting_id = waiting.id.clone();
+    let job_wait =
+        tokio::spawn(async move { client.wait_job(&waiting_id, Duration::from_secs(30)).await });
+    let events =
+        l.c.http()
+            .get(format!("{}/v1/events", l.c.url))
+            .send()
+            .await
+            .unwrap();
+    let stream_end = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut body = events.bytes_stream();
+        loop {
+            match body.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Ok(()),
+            }
+        }
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = Pid::from_raw(l.c.server.as_ref().unwrap().id() as i32);
     let term = Instant::now();
@@ -64,6 +102,14 @@ async fn the_server_stopped_with_sigterm_answers_long_polls_and_workers_come_bac
         Err(ClientError::Api { status, .. }) => assert_eq!(status.as_u16(), 503),
         Err(e) => panic!("the long-poll was cut instead of answered: {e}"),
     }
+    let job = job_wait.await.unwrap();
+    assert!(
+        job.is_ok(),
+        "a job long-poll is answered, not cut: {:?}",
+        job.err()
+    );
+    let ended = stream_end.await.unwrap();
+    assert!(ended.is_ok(), "the event stream ends cleanly: {ended:?}");
     let mut server = l.c.server.take().unwrap();
     let deadline = Instant::now() + crate::harness::DEADLINE;
     let status = loop {
@@ -85,6 +131,7 @@ async fn the_server_stopped_with_sigterm_answers_long_polls_and_workers_come_bac
         .await
         .unwrap();
     l.recovery(since).await;
+    l.c.client.cancel_job(&waiting.id).await.unwrap();
     l.finish(
         "server_sigterm",
         &format!(
