@@ -119,3 +119,48 @@ pub(crate) fn schema_error_for(
         other => StoreError::Migrate(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::StoreError;
+
+    /// A real SQLite "database or disk is full", from a database capped at a
+    /// few pages, is a [`StoreError::DiskFull`] (503), not a 500.
+    #[tokio::test]
+    async fn sqlite_full_is_disk_full() -> Result<(), StoreError> {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await?;
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("PRAGMA max_page_count = 4")
+            .execute(&mut conn)
+            .await?;
+        let full = sqlx::query("INSERT INTO t VALUES (zeroblob(100000))")
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from);
+        assert!(matches!(full, Err(StoreError::DiskFull(_))), "{full:?}");
+        assert!(full.is_err_and(|e| e.is_transient()));
+        // Another error of the request itself stays a database error.
+        let bad = sqlx::query("INSERT INTO nowhere VALUES (1)")
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from);
+        assert!(matches!(bad, Err(StoreError::Db(_))), "{bad:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn lost_connections_are_unavailable() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(StoreError::from(io), StoreError::Unavailable(_)));
+        let full = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(matches!(StoreError::from(full), StoreError::DiskFull(_)));
+        assert!(matches!(
+            StoreError::from(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+    }
+}

@@ -59,7 +59,7 @@ impl Writer {
                     f(conn).await
                 } else {
                     Err(StoreError::Unavailable(
-                        "the transaction could not start".into(),
+                        "not run: the group commit it was queued in failed".into(),
                     ))
                 };
                 let ok = result.is_ok();
@@ -203,5 +203,71 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             Err((delivers, StoreError::from(e)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::Writer;
+    use crate::{Result, StoreError};
+
+    async fn insert(w: &Writer, bytes: i64) -> Result<()> {
+        w.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t VALUES (zeroblob(?))")
+                    .bind(bytes)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// A full database fails the requests that need room, with DiskFull,
+    /// and the writer goes on committing the others, alone or in groups.
+    #[tokio::test]
+    async fn a_full_database_fails_requests_not_the_writer() -> Result<()> {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await?;
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("PRAGMA max_page_count = 16")
+            .execute(&mut conn)
+            .await?;
+        let w = Writer::start(conn);
+        assert!(matches!(
+            insert(&w, 1_000_000).await,
+            Err(StoreError::DiskFull(_))
+        ));
+        insert(&w, 10).await?;
+        // In one group: SQLite may roll the whole transaction back on a full
+        // disk (it did here), taking the others with it. Whatever happens, a
+        // request is told it succeeded only if its row is committed, and the
+        // others' failures are transient (503), never a 500.
+        let (a, b, c) = tokio::join!(insert(&w, 10), insert(&w, 1_000_000), insert(&w, 10));
+        assert!(matches!(b, Err(StoreError::DiskFull(_))), "{b:?}");
+        for r in [&a, &c] {
+            assert!(
+                r.as_ref().is_ok() || r.as_ref().is_err_and(|e| e.is_transient()),
+                "{r:?}"
+            );
+        }
+        let committed = 1 + [&a, &c].iter().filter(|r| r.is_ok()).count() as i64;
+        // And the writer goes on.
+        insert(&w, 10).await?;
+        let n: i64 = w
+            .write(|c| {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT count(*) FROM t")
+                        .fetch_one(&mut *c)
+                        .await?)
+                })
+            })
+            .await?;
+        assert_eq!(n, committed + 1);
+        Ok(())
     }
 }
