@@ -67,8 +67,11 @@ async fn the_disk_fills_up_and_frees_again() {
         eprintln!("SKIP the_disk_fills_up_and_frees_again: SQLite only");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let disk_dir = dir.path().join("disk");
+    // The small disk is mounted outside the cluster's directory (its logs),
+    // so it is unmounted after the processes are killed and before its
+    // mount point is removed.
+    let root = tempfile::tempdir().unwrap();
+    let disk_dir = root.path().join("disk");
     let disk = match SmallDisk::mount(&disk_dir, "24m") {
         Ok(d) => d,
         Err(why) => {
@@ -78,7 +81,12 @@ async fn the_disk_fills_up_and_frees_again() {
         }
     };
     let db = disk_dir.join("brigade.db");
-    let c = Cluster::start_on(dir, format!("sqlite://{}", db.display()), SERVER_ARGS).await;
+    let c = Cluster::start_on(
+        tempfile::tempdir().unwrap(),
+        format!("sqlite://{}", db.display()),
+        SERVER_ARGS,
+    )
+    .await;
     let mut l = Load::on(c, 3, 8).await;
     l.begin().await;
     l.c.until("some work done", || async {
@@ -188,7 +196,7 @@ async fn the_disk_fills_up_and_frees_again() {
     }
     let wal = std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
     eprintln!("disk_full: WAL after checkpoint: {wal} bytes");
-    tokio::time::sleep(Duration::from_millis(10)).await;
     drop(l);
     drop(disk);
+    drop(root);
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use rand::Rng;
 
-use crate::load::Load;
+use crate::load::{Load, submit_echo};
 
 /// Scenario 1: SIGKILL random workers again and again, starting new ones;
 /// at the end all of them at once.
@@ -64,6 +64,10 @@ async fn a_frozen_worker_is_replaced_and_its_late_results_rejected() {
     let mut rounds = 0;
     loop {
         rounds += 1;
+        // A burst, so every worker is busy when the freeze comes.
+        submit_echo(&l.c.client, &l.tracker, 300, 0, 0)
+            .await
+            .unwrap();
         l.c.until("the victim holds tasks", || async {
             let w = l.worker(victim).await?;
             (w.running > 0).then_some(())
