@@ -316,6 +316,12 @@ impl Load {
         );
         report.print(scenario, engine(&self.c), &self.recoveries, &extra);
         report.assert_clean(scenario);
+        assert_eq!(
+            errors_500,
+            0,
+            "{scenario}: faults of the surroundings are 503s, never 500s; server log (tail):\n{}",
+            tail(&self.c.read_log("server"), 60)
+        );
         report
     }
 }
