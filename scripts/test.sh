@@ -80,4 +80,4 @@ if ! pg_answers "${hostport%%:*}" "${hostport##*:}"; then
   start_throwaway_pg
 fi
 say "end-to-end tests on PostgreSQL ($pg_url)"
-BRIGADE_TEST_POSTGRES=$pg_url cargo nextest run --workspace --no-fail-fast -E 'binary(e2e) | binary(postgres)' "$@"
+BRIGADE_TEST_POSTGRES=$pg_url cargo nextest run --workspace --no-fail-fast -E 'binary(e2e) | binary(postgres) | binary(chaos)' "$@"

@@ -72,6 +72,12 @@ impl Cluster {
     pub async fn start_with(server_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db_url = database_url(dir.path()).await;
+        Self::start_on(dir, db_url, server_args).await
+    }
+
+    /// A server on a database of the test's choosing (its own PostgreSQL, an
+    /// SQLite file on a small disk); logs go to `dir`.
+    pub async fn start_on(dir: tempfile::TempDir, db_url: String, server_args: &[&str]) -> Self {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let client = Client::new(&url, None).unwrap();

@@ -223,6 +223,7 @@ pub async fn start_with(
         )),
         long_polls: Arc::new(Semaphore::new(config.max_long_polls)),
         worker_owners: Default::default(),
+        closing: Default::default(),
         config: Arc::new(config),
         publisher,
         limits,
@@ -239,6 +240,16 @@ pub async fn start_with(
     );
     crate::duties::spawn(state.clone(), scheduled);
     let header_timeout = state.config.header_read_timeout;
+    // Waiting long-polls are answered as soon as shutdown begins: the
+    // graceful shutdown then only has short requests to finish.
+    let dispatcher = state.publisher.dispatcher.clone();
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: answering waiting long-polls, finishing requests");
+        dispatcher.shut_down();
+        closing.cancel();
+    };
     let app = router(state);
     let task = tokio::spawn(crate::serve::serve(
         listener,

@@ -32,6 +32,7 @@ enum Command {
     Wake,
     Load(String, Load),
     Forget(String),
+    Shutdown,
 }
 
 struct Waiter {
@@ -72,6 +73,7 @@ impl Dispatcher {
             publisher,
             waiters: Vec::new(),
             loads: HashMap::new(),
+            closing: false,
         };
         tokio::spawn(task.run(inbox.0));
     }
@@ -109,6 +111,13 @@ impl Dispatcher {
         let _ = self.tx.send(Command::Load(worker_id.to_owned(), load));
     }
 
+    /// The server is shutting down: answer every waiting lease now (with no
+    /// tasks) and every later one at once with 503, so workers come back to
+    /// a restarted server instead of seeing their connection cut.
+    pub fn shut_down(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+
     /// A worker left: drop what is known of it.
     pub fn forget(&self, worker_id: &str) {
         let _ = self.tx.send(Command::Forget(worker_id.to_owned()));
@@ -122,6 +131,8 @@ struct Task {
     publisher: Publisher,
     waiters: Vec<Waiter>,
     loads: HashMap<String, Load>,
+    /// Shutting down: no more leases.
+    closing: bool,
 }
 
 impl Task {
@@ -162,6 +173,15 @@ impl Task {
     /// requests are collected in `fresh`.
     fn handle(&mut self, cmd: Command, fresh: &mut Vec<Waiter>) -> bool {
         match cmd {
+            Command::Wait(w) if self.closing => {
+                let mut e = ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down",
+                );
+                e.retry_after = Some(1);
+                let _ = w.reply.send(Err(e));
+                false
+            }
             Command::Wait(w) => {
                 fresh.push(w);
                 false
@@ -173,6 +193,13 @@ impl Task {
             }
             Command::Forget(id) => {
                 self.loads.remove(&id);
+                false
+            }
+            Command::Shutdown => {
+                self.closing = true;
+                for w in self.waiters.drain(..) {
+                    let _ = w.reply.send(Ok(Vec::new()));
+                }
                 false
             }
         }

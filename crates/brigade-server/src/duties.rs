@@ -52,16 +52,29 @@ async fn reaper(state: AppState) {
     let period = Duration::from_millis((state.config.lease_ttl_ms / 4).clamp(50, 2000));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While this server was down or its store failed, live workers could not
+    // record their heartbeats either. Judge no lease until they have had a
+    // whole TTL to extend theirs: otherwise their tasks would be requeued and
+    // run a second time while they still run them.
+    let grace = Duration::from_millis(state.config.lease_ttl_ms);
+    let mut blind_since = Some(tokio::time::Instant::now());
     loop {
         tick.tick().await;
+        if blind_since.is_some_and(|t| t.elapsed() < grace) {
+            continue;
+        }
         match state.store.reap(state.now(), ttl).await {
             Ok(changes) => {
+                blind_since = None;
                 for e in changes.events.iter().filter(|e| e.kind == "worker.lost") {
                     tracing::warn!(worker = ?e.worker_id, name = ?e.name, "worker lost: no heartbeat within the lease TTL");
                 }
                 state.publish(changes);
             }
-            Err(e) => tracing::warn!(error = %e, "reaping expired leases failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reaping expired leases failed");
+                blind_since = Some(tokio::time::Instant::now());
+            }
         }
     }
 }

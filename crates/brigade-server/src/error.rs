@@ -103,8 +103,19 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::IdempotencyConflict => ApiError::conflict(e.to_string()),
             StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "storage unavailable");
                 let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
                 err.retry_after = Some(1);
+                err
+            }
+            StoreError::DiskFull(_) => {
+                tracing::error!(error = %e, "the database's disk is full");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database's disk is full: nothing was written; what was \
+                     accepted before is safe. Try again once space is freed",
+                );
+                err.retry_after = Some(5);
                 err
             }
             other => {

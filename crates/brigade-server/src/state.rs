@@ -66,6 +66,9 @@ pub struct AppState {
     pub long_polls: Arc<Semaphore>,
     /// Owners of workers seen so far (a worker's owner never changes).
     pub worker_owners: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Cancelled when the server begins to shut down: long-polls answer and
+    /// streams end, so the graceful shutdown has only short requests to finish.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {

@@ -78,6 +78,10 @@ struct Shared {
     config: WorkerConfig,
     worker_id: Mutex<String>,
     running: Mutex<HashMap<String, Running>>,
+    /// Finished tasks whose result the server has not taken yet: their
+    /// leases are still extended by heartbeats, so a server that could not
+    /// take results for a while does not requeue work that is done.
+    unreported: Mutex<std::collections::HashSet<String>>,
     slots: Arc<Semaphore>,
     results: mpsc::UnboundedSender<TaskResult>,
     /// Log lines of running tasks, to the log shipper.
@@ -173,6 +177,7 @@ impl Worker {
             config: self.config,
             worker_id: Mutex::new(id),
             running: Mutex::new(HashMap::new()),
+            unreported: Mutex::new(Default::default()),
             results: results_tx,
             logs: logs_tx,
             stop_leasing: CancellationToken::new(),
@@ -386,6 +391,9 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
         if log.wrote_any() {
             flush_logs(&shared).await;
         }
+        if let Ok(mut u) = shared.unreported.lock() {
+            u.insert(result.task_id.clone());
+        }
         let _ = shared.results.send(result);
     });
 }
@@ -480,8 +488,16 @@ async fn report_loop(
         }
         let batch = std::mem::take(&mut pending);
         let id = shared.id();
+        let answered = |batch: &[TaskResult]| {
+            if let Ok(mut u) = shared.unreported.lock() {
+                for r in batch {
+                    u.remove(&r.task_id);
+                }
+            }
+        };
         match shared.client.results(&id, batch.clone()).await {
             Ok(reply) => {
+                answered(&batch);
                 backoff = Duration::from_millis(100);
                 for r in reply.rejected {
                     tracing::info!(task = %r.task_id, reason = %r.reason, "result not recorded");
@@ -494,6 +510,7 @@ async fn report_loop(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
+                answered(&batch);
                 tracing::error!(error = %e, results = batch.len(), "the server refused results; dropping them")
             }
         }
@@ -506,13 +523,16 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let running = shared.running_ids();
+        let mut running = shared.running_ids();
         let load = Load {
             cpu: sampler.cpu(),
             memory: memory(),
             running: running.len() as u32,
             capacity: shared.config.capacity,
         };
+        if let Ok(u) = shared.unreported.lock() {
+            running.extend(u.iter().cloned());
+        }
         let id = shared.id();
         match shared
             .client

@@ -114,6 +114,8 @@ pub async fn sse(
             Next::Closed => None,
         }
     });
+    // The stream ends when the server shuts down (the client reconnects).
+    let stream = futures::StreamExt::take_until(stream, state.closing.clone().cancelled_owned());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -133,7 +133,12 @@ pub async fn get(
         // Re-read now and then in case the finish happened on another server.
         let recheck = tokio::time::Instant::now() + Duration::from_millis(1000);
         let until = deadline.min(recheck);
-        match tokio::time::timeout_at(until, events.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(until, events.recv()) => next,
+            // Shutting down: answer with the job as it is now; the client asks again.
+            () = state.closing.cancelled() => break,
+        };
+        match next {
             Ok(Ok(e)) if e.kind == "job.finished" && e.job_id.as_deref() == Some(id.as_str()) => {
                 break;
             }

@@ -152,10 +152,13 @@ pub async fn logs(
     let logs_rx = state.publisher.bus.subscribe_logs();
     let events_rx = state.publisher.bus.subscribe();
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    let closing = state.closing.clone();
     tokio::spawn(follow(state, id, after, logs_rx, events_rx, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
+    // The stream ends when the server shuts down (the client reconnects).
+    let stream = futures::StreamExt::take_until(stream, closing.cancelled_owned());
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

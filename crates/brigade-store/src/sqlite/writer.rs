@@ -94,15 +94,13 @@ impl Writer {
                         f(conn).await
                     } else {
                         Err(StoreError::Unavailable(
-                            "the transaction could not start".into(),
+                            "not run: the group commit it was queued in failed".into(),
                         ))
                     };
                     let ok = result.is_ok();
                     let deliver: Deliver = Box::new(move |commit_error: Option<&StoreError>| {
                         let result = match (commit_error, result) {
-                            (Some(e), Ok(_)) => {
-                                Err(StoreError::Unavailable(format!("commit failed: {e}")))
-                            }
+                            (Some(e), Ok(_)) => Err(group_failed(e)),
                             (_, r) => r,
                         };
                         let _ = reply.send(result);
@@ -122,6 +120,14 @@ impl Writer {
     }
 }
 
+/// What a request whose own work went well gets when its group could not commit.
+fn group_failed(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::DiskFull(m) => StoreError::DiskFull(format!("commit failed: {m}")),
+        other => StoreError::Unavailable(format!("commit failed: {other}")),
+    }
+}
+
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     let mut group: Vec<Op> = Vec::with_capacity(MAX_GROUP);
     // The connection opens with synchronous = FULL.
@@ -129,12 +135,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let durable = group.iter().any(|o| o.durable);
         if durable != synced {
-            let pragma = if durable {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            match sqlx::query(pragma).execute(&mut conn).await {
+            match set_synchronous(&mut conn, durable).await {
                 Ok(_) => synced = durable,
                 // Still FULL: every group stays durable, only slower.
                 Err(e) if !durable => tracing::warn!(error = %e, "cannot relax synchronous"),
@@ -143,7 +144,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
                     // answer a submit whose commit may not be on disk.
                     let mut delivers = Vec::with_capacity(group.len());
                     refuse(&mut conn, group.drain(..), &mut delivers).await;
-                    let e = StoreError::Db(e);
+                    let e = StoreError::from(e);
                     for deliver in delivers {
                         deliver(Some(&e));
                     }
@@ -165,6 +166,21 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     let _ = conn.close().await;
 }
 
+/// Switch between fsynced (FULL) and unsynced (NORMAL) commits. SQLite refuses
+/// the change inside a transaction, so one left open is rolled back first.
+async fn set_synchronous(conn: &mut SqliteConnection, full: bool) -> sqlx::Result<()> {
+    let pragma = if full {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    };
+    if sqlx::query(pragma).execute(&mut *conn).await.is_ok() {
+        return Ok(());
+    }
+    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    sqlx::query(pragma).execute(&mut *conn).await.map(|_| ())
+}
+
 type GroupOutcome = std::result::Result<Vec<Deliver>, (Vec<Deliver>, StoreError)>;
 
 /// Fail every request left in `rest` without running it.
@@ -179,6 +195,24 @@ async fn refuse(
     }
 }
 
+/// Open the group's transaction. A connection still inside a transaction
+/// (SQLite rolls back on its own after some errors, such as a full disk, and
+/// a ROLLBACK of ours may have failed too) is rolled back first, so one bad
+/// moment never leaves the writer refusing everything after it.
+async fn begin(conn: &mut SqliteConnection) -> Result<()> {
+    match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(first) => {
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                return Err(first.into());
+            }
+            tracing::warn!(error = %first, "the writer was left in a transaction; rolled it back");
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            Ok(())
+        }
+    }
+}
+
 // Boxed so the spawned writer's future is provably Send (rustc cannot see
 // through sqlx's higher-ranked Executor bounds otherwise).
 fn commit_group<'a>(
@@ -190,9 +224,9 @@ fn commit_group<'a>(
 
 async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) -> GroupOutcome {
     let mut delivers = Vec::with_capacity(group.len());
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+    if let Err(e) = begin(conn).await {
         refuse(conn, group.drain(..), &mut delivers).await;
-        return Err((delivers, StoreError::Db(e)));
+        return Err((delivers, e));
     }
     if group.len() == 1 {
         // A lone request needs no savepoint: commit it or roll it back.
@@ -202,7 +236,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
             if !ok {
                 return match sqlx::query("ROLLBACK").execute(&mut *conn).await {
                     Ok(_) => Ok(delivers),
-                    Err(e) => Err((delivers, StoreError::Db(e))),
+                    Err(e) => Err((delivers, StoreError::from(e))),
                 };
             }
         }
@@ -217,7 +251,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
                     &mut delivers,
                 )
                 .await;
-                return Err((delivers, StoreError::Db(e)));
+                return Err((delivers, StoreError::from(e)));
             }
             let (ok, deliver) = (request.run)(&mut *conn, true).await;
             delivers.push(deliver);
@@ -232,7 +266,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
             if let Err(e) = end {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                 refuse(conn, requests, &mut delivers).await;
-                return Err((delivers, StoreError::Db(e)));
+                return Err((delivers, StoreError::from(e)));
             }
         }
     }
@@ -240,7 +274,73 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
         Ok(_) => Ok(delivers),
         Err(e) => {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err((delivers, StoreError::Db(e)))
+            Err((delivers, StoreError::from(e)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::Writer;
+    use crate::{Result, StoreError};
+
+    async fn insert(w: &Writer, bytes: i64) -> Result<()> {
+        w.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t VALUES (zeroblob(?))")
+                    .bind(bytes)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// A full database fails the requests that need room, with DiskFull,
+    /// and the writer goes on committing the others, alone or in groups.
+    #[tokio::test]
+    async fn a_full_database_fails_requests_not_the_writer() -> Result<()> {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await?;
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("PRAGMA max_page_count = 16")
+            .execute(&mut conn)
+            .await?;
+        let w = Writer::start(conn);
+        assert!(matches!(
+            insert(&w, 1_000_000).await,
+            Err(StoreError::DiskFull(_))
+        ));
+        insert(&w, 10).await?;
+        // In one group: SQLite may roll the whole transaction back on a full
+        // disk (it did here), taking the others with it. Whatever happens, a
+        // request is told it succeeded only if its row is committed, and the
+        // others' failures are transient (503), never a 500.
+        let (a, b, c) = tokio::join!(insert(&w, 10), insert(&w, 1_000_000), insert(&w, 10));
+        assert!(matches!(b, Err(StoreError::DiskFull(_))), "{b:?}");
+        for r in [&a, &c] {
+            assert!(
+                r.as_ref().is_ok() || r.as_ref().is_err_and(|e| e.is_transient()),
+                "{r:?}"
+            );
+        }
+        let committed = 1 + [&a, &c].iter().filter(|r| r.is_ok()).count() as i64;
+        // And the writer goes on.
+        insert(&w, 10).await?;
+        let n: i64 = w
+            .write(|c| {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT count(*) FROM t")
+                        .fetch_one(&mut *c)
+                        .await?)
+                })
+            })
+            .await?;
+        assert_eq!(n, committed + 1);
+        Ok(())
     }
 }

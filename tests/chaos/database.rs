@@ -1,0 +1,130 @@
+//! Scenario 5: PostgreSQL itself restarts under load.
+
+use std::time::{Duration, Instant};
+
+use brigade_api::{JobSubmit, TaskSpec, WorkerState};
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use crate::harness::Cluster;
+use crate::load::{Load, SERVER_ARGS, submit_echo};
+use crate::pg::Pg;
+
+/// Two servers on a PostgreSQL of the test's own, restarted three times
+/// mid-job (crash restart, clean stop and start, crash restart). The servers
+/// reconnect and carry on; afterwards LISTEN/NOTIFY still carries events from
+/// one server to the other, and the promoter and reaper still run.
+#[tokio::test]
+async fn postgres_restarted_under_load() {
+    if std::env::var("BRIGADE_TEST_POSTGRES").map_or(true, |v| v.is_empty()) {
+        eprintln!(
+            "SKIP postgres_restarted_under_load: PostgreSQL pass only (BRIGADE_TEST_POSTGRES unset)"
+        );
+        return;
+    }
+    let pg = match Pg::start() {
+        Ok(pg) => pg,
+        Err(why) => {
+            println!(
+                "SKIP postgres_restarted_under_load: cannot start a throwaway PostgreSQL: {why}"
+            );
+            eprintln!(
+                "SKIP postgres_restarted_under_load: cannot start a throwaway PostgreSQL: {why}"
+            );
+            return;
+        }
+    };
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&pg.url("postgres"))
+            .await
+            .unwrap();
+        sqlx::query("CREATE DATABASE brigade_chaos")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let c = Cluster::start_on(
+        tempfile::tempdir().unwrap(),
+        pg.url("brigade_chaos"),
+        SERVER_ARGS,
+    )
+    .await;
+    let mut l = Load::on(c, 2, 8).await;
+    let peer = l.c.spawn_peer_server("server-b").await;
+    let on_peer = l.spawn_worker(&peer, 8);
+    l.c.worker_named(&on_peer).await;
+    l.begin().await;
+    let rounds = [
+        "restart -m immediate",
+        "stop -m fast; start",
+        "restart -m immediate",
+    ];
+    for (round, how) in rounds.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if how.starts_with("stop") {
+            pg.stop();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            pg.start_again();
+        } else {
+            pg.restart_immediate();
+        }
+        let since = Instant::now();
+        let s = l.recovery(since).await;
+        eprintln!("round {round}: PostgreSQL {how}; progress after {s:.2}s");
+    }
+    let report_extra = "pg_restarts=3";
+    l.stop_stream().await;
+    // LISTEN survived: an event of a job submitted through A reaches B's stream.
+    let events =
+        l.c.http()
+            .get(format!("{peer}/v1/events"))
+            .send()
+            .await
+            .unwrap();
+    assert!(events.status().is_success());
+    let job = submit_echo(&l.c.client, &l.tracker, 1, 0, 0).await.unwrap();
+    let mut stream = events.bytes_stream();
+    let mut seen = String::new();
+    let deadline = Instant::now() + crate::harness::DEADLINE;
+    while !seen.contains(&job.id) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!(
+                "server B never heard of job {} submitted through A after the restarts ({other:?}); B's log:\n{}",
+                job.id,
+                l.c.read_log("server-b")
+            ),
+        }
+    }
+    // The promoter still runs: a task due in a second is promoted and run.
+    let mut later = TaskSpec::new("echo", json!({ "later": true }));
+    later.run_at = Some(time::OffsetDateTime::now_utc() + Duration::from_millis(1000));
+    let due =
+        l.c.client
+            .submit(
+                &JobSubmit {
+                    name: Some("due".into()),
+                    queue: None,
+                    labels: Default::default(),
+                    tasks: vec![later],
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    l.c.finished(&due.id).await;
+    // The reaper still runs: a killed worker is noticed.
+    l.c.signal_worker(&on_peer, Signal::SIGKILL);
+    l.c.wait_worker_exit(&on_peer).await;
+    l.c.until("the killed worker marked lost", || async {
+        let w = l.worker(&on_peer).await?;
+        (w.state == WorkerState::Lost).then_some(())
+    })
+    .await;
+    l.finish("pg_restart", report_extra).await;
+    drop(l);
+    drop(pg);
+}
