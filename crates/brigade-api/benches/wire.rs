@@ -2,7 +2,7 @@
 //! tasks, a batch of 64 results, and a 10 000-task submission, each encoded
 //! and decoded with serde_json.
 //!
-//! `cargo bench -p brigade-api` (add `-- --quick` for a fast pass).
+//! `cargo bench -p brigade-api` (a fast pass: `cargo bench -p brigade-api --bench wire -- --quick`).
 
 use std::hint::black_box;
 

@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the pure rules on the hot path: validating a large
 //! submission, retry backoff, label matching and the waiters' load key.
 //!
-//! `cargo bench -p brigade-core` (add `-- --quick` for a fast pass).
+//! `cargo bench -p brigade-core` (a fast pass: `cargo bench -p brigade-core --bench core -- --quick`).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
