@@ -60,7 +60,8 @@ pub struct BenchArgs {
     /// Worker processes (default 2).
     #[arg(long)]
     pub workers: Option<u32>,
-    /// Slots per worker (default 64; speedup 4; soak 8).
+    /// Slots per worker (default 64; speedup 4; soak 8). In `all`, the speed-up
+    /// keeps 2 workers × 4 slots whatever --workers and --capacity say.
     #[arg(long)]
     pub capacity: Option<u32>,
     /// Round trips in the latency run; lease samples of each deep-queue phase.
@@ -172,8 +173,9 @@ where
     result.map_err(|e| e.context(format!("scenario {scenario:?}")))
 }
 
-/// Run one scenario (not `all`).
-async fn run_one(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<ExitCode> {
+/// Run one scenario (not `all`); `alone`: it was asked for by name, so
+/// `--workers`/`--capacity` apply to it even where it has defaults of its own.
+async fn run_one(args: &BenchArgs, scenario: Scenario, alone: bool) -> anyhow::Result<ExitCode> {
     let workers = args.workers();
     match scenario {
         Scenario::Throughput => {
@@ -191,7 +193,13 @@ async fn run_one(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<ExitCod
             .await
         }
         Scenario::Speedup => {
-            let cap = args.capacity_or(4);
+            // In `all`, the flags are the throughput run's: the speed-up keeps the
+            // 2 × 4 slots its target is set for.
+            let (workers, cap) = if alone {
+                (workers, args.capacity_or(4))
+            } else {
+                (2, 4)
+            };
             on_cluster(args, scenario, &[], workers, cap, async |c| {
                 speedup::run(c, args, workers, cap).await
             })
@@ -244,7 +252,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if args.scenario != Scenario::All {
-        return run_one(&args, args.scenario).await;
+        return run_one(&args, args.scenario, true).await;
     }
     let mut code = ExitCode::SUCCESS;
     for s in [
@@ -254,7 +262,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Scenario::IdleWorkers,
         Scenario::DeepQueue,
     ] {
-        if run_one(&args, s).await? != ExitCode::SUCCESS {
+        if run_one(&args, s, false).await? != ExitCode::SUCCESS {
             code = ExitCode::FAILURE;
         }
     }
