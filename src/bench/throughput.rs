@@ -33,6 +33,9 @@ pub async fn run(
     let server_cpu0 = procfs::cpu_seconds(server).unwrap_or(0.0);
     let workers_cpu0 = procfs::cpu_seconds_sum(&worker_pids);
     let client_cpu0 = procfs::cpu_seconds(me).unwrap_or(0.0);
+    // A local PostgreSQL does much of the work: count its processes' CPU too.
+    let local_pg = is_local_postgres(&c.db.url);
+    let pg_cpu0 = procfs::cpu_seconds_of_command("postgres");
     let rss_before = procfs::rss_kib(server).unwrap_or(0);
     let sampler = RssSampler::start(server, RSS_EVERY);
 
@@ -66,6 +69,7 @@ pub async fn run(
     let server_cpu = procfs::cpu_seconds(server).unwrap_or(0.0) - server_cpu0;
     let workers_cpu = procfs::cpu_seconds_sum(&worker_pids) - workers_cpu0;
     let client_cpu = procfs::cpu_seconds(me).unwrap_or(0.0) - client_cpu0;
+    let pg_cpu = procfs::cpu_seconds_of_command("postgres") - pg_cpu0;
     let tasks = f64::from(args.tasks.max(1));
 
     kv(
@@ -106,5 +110,37 @@ pub async fn run(
         "workers_cpu_us_per_task",
         format!("{:.1}", workers_cpu / tasks * 1e6),
     );
+    if local_pg {
+        kv("postgres_cpu_s", format!("{pg_cpu:.2}"));
+        kv(
+            "cpu_us_per_task_with_postgres",
+            format!("{:.1}", (server_cpu + workers_cpu + pg_cpu) / tasks * 1e6),
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `url` names a PostgreSQL on this machine (its processes' CPU can be read).
+fn is_local_postgres(url: &str) -> bool {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    url.starts_with("postgres")
+        && ["127.0.0.1", "localhost", "[::1]", "/"]
+            .iter()
+            .any(|h| host.starts_with(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_postgres;
+
+    #[test]
+    fn local_postgres_urls() {
+        assert!(is_local_postgres("postgres://postgres@127.0.0.1:5432/db"));
+        assert!(is_local_postgres("postgresql://u:p@localhost/db"));
+        assert!(!is_local_postgres("postgres://u@db.example:5432/db"));
+        assert!(!is_local_postgres("sqlite:///tmp/x.db"));
+    }
 }
