@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod bench;
 mod faults;
 mod input;
 mod observability;

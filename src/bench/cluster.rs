@@ -1,0 +1,185 @@
+//! The system under test: a real `brigade server` process on a free port and
+//! real `brigade worker` processes of this same binary, on a fresh database.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use brigade_api::WorkerState;
+use brigade_client::Client;
+use tokio::process::{Child, Command};
+
+use crate::up::{spawn_workers, stop_children};
+
+/// Longest a server or a worker may take to come up.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Where a scenario's server keeps its data.
+pub struct Database {
+    /// The server's `--database-url`.
+    pub url: String,
+    /// The temp dir holding a fresh SQLite file (deleted on drop), if the
+    /// database was not given.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Database {
+    /// `given`, or a fresh SQLite file in a new temp dir.
+    pub fn new(given: Option<&str>) -> anyhow::Result<Self> {
+        match given {
+            Some(url) => Ok(Self {
+                url: url.to_owned(),
+                dir: None,
+            }),
+            None => {
+                let dir = tempfile::tempdir().context("creating a temp dir for the database")?;
+                let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+                Ok(Self {
+                    url,
+                    dir: Some(dir),
+                })
+            }
+        }
+    }
+
+    /// Whether the data outlives the run (a database the user named): then a
+    /// scenario cleans up what it leaves behind.
+    pub fn is_persistent(&self) -> bool {
+        self.dir.is_none()
+    }
+}
+
+/// `sqlite` or `postgres`, from a database URL.
+pub fn engine(url: &str) -> &'static str {
+    if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A server process and its worker processes; they are killed if this is
+/// dropped without [`Cluster::stop`].
+pub struct Cluster {
+    /// The server's base URL.
+    pub url: String,
+    /// A client of the server.
+    pub client: Client,
+    /// The database the server uses.
+    pub db: Database,
+    server: Child,
+    workers: Vec<Child>,
+    /// Worker names start with this: unique per cluster, so workers of an
+    /// earlier run on the same database never count as ours.
+    prefix: String,
+    generation: u32,
+}
+
+impl Cluster {
+    /// Start a server on `db` with `extra` server arguments; wait until it is ready.
+    pub async fn start(db: Database, extra: &[String]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let exe = std::env::current_exe().context("finding this program")?;
+        let server = Command::new(&exe)
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                &db.url,
+            ])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the server")?;
+        let client = Client::new(&url, None)?;
+        let cluster = Self {
+            url,
+            client,
+            db,
+            server,
+            workers: Vec::new(),
+            prefix: format!("bench-{:04x}", rand::random::<u16>()),
+            generation: 0,
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        while cluster.client.ready().await.is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the server did not start within {START_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(cluster)
+    }
+
+    /// Start `count` worker processes of `capacity` slots; wait until all are active.
+    pub async fn add_workers(&mut self, count: u32, capacity: u32) -> anyhow::Result<()> {
+        self.generation += 1;
+        let prefix = format!("{}-g{}", self.prefix, self.generation);
+        let mut started = spawn_workers(&self.url, count, capacity, &prefix, &[], true)?;
+        self.workers.append(&mut started);
+        let names: HashSet<String> = (1..=count).map(|i| format!("{prefix}-{i}")).collect();
+        self.wait_active(&names).await
+    }
+
+    async fn wait_active(&self, names: &HashSet<String>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Ok(ws) = self.client.workers().await {
+                let active = ws
+                    .iter()
+                    .filter(|w| w.state == WorkerState::Active && names.contains(&w.name))
+                    .count();
+                if active == names.len() {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} workers did not come up within {START_DEADLINE:?}",
+                names.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Process id of the server.
+    pub fn server_pid(&self) -> u32 {
+        self.server.id().unwrap_or(0)
+    }
+
+    /// Process ids of the worker processes still running.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(Child::id).collect()
+    }
+
+    /// Worker processes started and not killed.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// SIGKILL worker `i` (no goodbye: the server finds out when its lease TTL passes).
+    pub async fn kill_worker(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(i < self.workers.len(), "no worker {i}");
+        let mut child = self.workers.swap_remove(i);
+        child.kill().await.context("killing a worker")?;
+        Ok(())
+    }
+
+    /// Stop the workers (SIGTERM: they say goodbye), then the server.
+    pub async fn stop(mut self) {
+        stop_children(&mut self.workers).await;
+        stop_children(std::slice::from_mut(&mut self.server)).await;
+    }
+}
