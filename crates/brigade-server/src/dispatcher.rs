@@ -159,7 +159,12 @@ impl Task {
                     let asks: Vec<u32> = fresh.iter().map(|w| w.max).collect();
                     self.lease_round(fresh, &asks).await;
                 }
-                _ = tick.tick() => woken = !self.waiters.is_empty(),
+                // With nothing queued there is nothing to lease: one read
+                // instead of a lease per waiting worker every second.
+                _ = tick.tick() => {
+                    woken = !self.waiters.is_empty()
+                        && self.store.has_queued().await.unwrap_or(true);
+                }
                 _ = sleep_until(next_deadline) => {}
             }
             self.expire();

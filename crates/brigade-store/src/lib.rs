@@ -39,6 +39,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
 
+    /// Whether any task is queued (in any queue, for any kind): a cheap read
+    /// that lets idle dispatchers skip leasing for every waiting worker.
+    async fn has_queued(&self) -> Result<bool>;
+
     /// Store a validated job and all its tasks in one transaction.
     async fn submit(
         &self,

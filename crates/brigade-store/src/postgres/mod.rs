@@ -266,6 +266,14 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn has_queued(&self) -> Result<bool> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn submit(
         &self,
         owner: &str,

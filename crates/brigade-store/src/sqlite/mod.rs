@@ -96,6 +96,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn has_queued(&self) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE state = 'queued' LIMIT 1",
+        )
+        .fetch_optional(&mut *self.read.acquire().await?)
+        .await?;
+        Ok(found.is_some())
+    }
+
     async fn submit(
         &self,
         owner: &str,
