@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::model::{Changes, DeleteOutcome, Idempotency, JobFilter, RetryOutcome, Submitted};
 use crate::{Result, Store, StoreError};
-use writer::{Durability, Writer};
+use writer::Writer;
 
 /// Migrations of the SQLite engine, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -217,11 +217,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
         let id = worker_id.to_owned();
         self.writer
-            // A lease lost with power is harmless: the task is queued again
-            // and the worker's result for it is refused as stale.
-            .write_with(Durability::Lazy, move |c| {
-                Box::pin(write::lease(c, id, max, now, ttl))
-            })
+            .write(move |c| Box::pin(write::lease(c, id, max, now, ttl)))
             .await
     }
 
@@ -234,9 +230,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<HeartbeatReply>> {
         let id = worker_id.to_owned();
         self.writer
-            .write_with(Durability::Lazy, move |c| {
-                Box::pin(write::heartbeat(c, id, hb, now, ttl))
-            })
+            .write(move |c| Box::pin(write::heartbeat(c, id, hb, now, ttl)))
             .await
     }
 
@@ -260,10 +254,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<LogsReply>> {
         let id = worker_id.to_owned();
         self.writer
-            // Logs are best effort.
-            .write_with(Durability::Lazy, move |c| {
-                Box::pin(write::append_logs(c, id, logs, now))
-            })
+            .write(move |c| Box::pin(write::append_logs(c, id, logs, now)))
             .await
     }
 

@@ -5,12 +5,6 @@
 //! takes whatever requests are waiting, runs each in its own savepoint inside
 //! one transaction, commits once (one fsync), and only then answers them all.
 //! A failing request rolls back to its savepoint without hurting the others.
-//!
-//! A group made only of requests whose loss on power failure is harmless
-//! (leases, heartbeats: the task goes back to queued and the worker's late
-//! result is refused as stale) commits without an fsync; the next durable
-//! commit's fsync of the same WAL file persists it too. Every other group —
-//! anything holding a submit or a result — is fsynced before it is answered.
 
 use futures::future::BoxFuture;
 use sqlx::{Connection, SqliteConnection};
@@ -22,25 +16,9 @@ use crate::{Result, StoreError};
 type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// One write request: runs against the writer's connection (or, when `run` is
 /// false, only fails), says whether it succeeded.
-type Run = Box<
+type Op = Box<
     dyn for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)> + Send,
 >;
-
-/// One write request and whether its commit must reach the disk before it is answered.
-struct Op {
-    run: Run,
-    durable: bool,
-}
-
-/// Whether a request's commit must be fsynced before it is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durability {
-    /// Fsynced before the answer (submits, results, anything a client relies on).
-    Sync,
-    /// May be lost with power (not with a crash of the process) until the next
-    /// synced commit: only for changes that are safe to lose.
-    Lazy,
-}
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 512;
@@ -51,16 +29,13 @@ pub(crate) struct Writer {
     tx: mpsc::Sender<Op>,
 }
 
-fn op<F>(f: F, durable: bool) -> Op
+fn op<F>(f: F) -> Op
 where
     F: for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)>
         + Send
         + 'static,
 {
-    Op {
-        run: Box::new(f),
-        durable,
-    }
+    Box::new(f)
 }
 
 impl Writer {
@@ -71,45 +46,33 @@ impl Writer {
         Self { tx }
     }
 
-    /// Run `f` in the next group commit; returns its result once committed and fsynced.
+    /// Run `f` in the next group commit; returns its result once committed.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.write_with(Durability::Sync, f).await
-    }
-
-    /// Run `f` in the next group commit with the given durability.
-    pub(crate) async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
-    {
         let (reply, answer) = oneshot::channel::<Result<T>>();
-        let request = op(
-            move |conn, run| {
-                Box::pin(async move {
-                    let result = if run {
-                        f(conn).await
-                    } else {
-                        Err(StoreError::Unavailable(
-                            "not run: the group commit it was queued in failed".into(),
-                        ))
+        let request = op(move |conn, run| {
+            Box::pin(async move {
+                let result = if run {
+                    f(conn).await
+                } else {
+                    Err(StoreError::Unavailable(
+                        "not run: the group commit it was queued in failed".into(),
+                    ))
+                };
+                let ok = result.is_ok();
+                let deliver: Deliver = Box::new(move |commit_error: Option<&StoreError>| {
+                    let result = match (commit_error, result) {
+                        (Some(e), Ok(_)) => Err(group_failed(e)),
+                        (_, r) => r,
                     };
-                    let ok = result.is_ok();
-                    let deliver: Deliver = Box::new(move |commit_error: Option<&StoreError>| {
-                        let result = match (commit_error, result) {
-                            (Some(e), Ok(_)) => Err(group_failed(e)),
-                            (_, r) => r,
-                        };
-                        let _ = reply.send(result);
-                    });
-                    (ok, deliver)
-                })
-            },
-            durability == Durability::Sync,
-        );
+                    let _ = reply.send(result);
+                });
+                (ok, deliver)
+            })
+        });
         self.tx
             .send(request)
             .await
@@ -130,28 +93,7 @@ fn group_failed(e: &StoreError) -> StoreError {
 
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     let mut group: Vec<Op> = Vec::with_capacity(MAX_GROUP);
-    // The connection opens with synchronous = FULL.
-    let mut synced = true;
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let durable = group.iter().any(|o| o.durable);
-        if durable != synced {
-            match set_synchronous(&mut conn, durable).await {
-                Ok(_) => synced = durable,
-                // Still FULL: every group stays durable, only slower.
-                Err(e) if !durable => tracing::warn!(error = %e, "cannot relax synchronous"),
-                Err(e) => {
-                    // Not known to be FULL again: refuse this group rather than
-                    // answer a submit whose commit may not be on disk.
-                    let mut delivers = Vec::with_capacity(group.len());
-                    refuse(&mut conn, group.drain(..), &mut delivers).await;
-                    let e = StoreError::from(e);
-                    for deliver in delivers {
-                        deliver(Some(&e));
-                    }
-                    continue;
-                }
-            }
-        }
         let (delivers, error) = match commit_group(&mut conn, &mut group).await {
             Ok(delivers) => (delivers, None),
             Err((delivers, e)) => {
@@ -166,21 +108,6 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     let _ = conn.close().await;
 }
 
-/// Switch between fsynced (FULL) and unsynced (NORMAL) commits. SQLite refuses
-/// the change inside a transaction, so one left open is rolled back first.
-async fn set_synchronous(conn: &mut SqliteConnection, full: bool) -> sqlx::Result<()> {
-    let pragma = if full {
-        "PRAGMA synchronous = FULL"
-    } else {
-        "PRAGMA synchronous = NORMAL"
-    };
-    if sqlx::query(pragma).execute(&mut *conn).await.is_ok() {
-        return Ok(());
-    }
-    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-    sqlx::query(pragma).execute(&mut *conn).await.map(|_| ())
-}
-
 type GroupOutcome = std::result::Result<Vec<Deliver>, (Vec<Deliver>, StoreError)>;
 
 /// Fail every request left in `rest` without running it.
@@ -190,7 +117,7 @@ async fn refuse(
     delivers: &mut Vec<Deliver>,
 ) {
     for request in rest {
-        let (_, deliver) = (request.run)(&mut *conn, false).await;
+        let (_, deliver) = request(&mut *conn, false).await;
         delivers.push(deliver);
     }
 }
@@ -231,7 +158,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
     if group.len() == 1 {
         // A lone request needs no savepoint: commit it or roll it back.
         if let Some(request) = group.pop() {
-            let (ok, deliver) = (request.run)(&mut *conn, true).await;
+            let (ok, deliver) = request(&mut *conn, true).await;
             delivers.push(deliver);
             if !ok {
                 return match sqlx::query("ROLLBACK").execute(&mut *conn).await {
@@ -253,7 +180,7 @@ async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) ->
                 .await;
                 return Err((delivers, StoreError::from(e)));
             }
-            let (ok, deliver) = (request.run)(&mut *conn, true).await;
+            let (ok, deliver) = request(&mut *conn, true).await;
             delivers.push(deliver);
             let end = if ok {
                 sqlx::query("RELEASE request").execute(&mut *conn).await
