@@ -127,7 +127,10 @@ impl Cluster {
     pub async fn add_workers(&mut self, count: u32, capacity: u32) -> anyhow::Result<()> {
         self.generation += 1;
         let prefix = format!("{}-g{}", self.prefix, self.generation);
-        let mut started = spawn_workers(&self.url, count, capacity, &prefix, &[], true)?;
+        // The scenarios run built-in kinds only: no code sandbox (its start-up
+        // probe would also touch the host's sandbox cgroups, which the sandbox
+        // tests check are left clean).
+        let mut started = spawn_workers(&self.url, count, capacity, &prefix, &["--no-code"], true)?;
         self.workers.append(&mut started);
         let names: HashSet<String> = (1..=count).map(|i| format!("{prefix}-{i}")).collect();
         self.wait_active(&names).await
