@@ -54,7 +54,15 @@ impl Metrics {
                         5.0, 10.0, 30.0, 60.0,
                     ],
                 )
-                .ok()?;
+                .ok()?
+                // Gauges are set at every scrape for what exists now; one no
+                // longer set (a worker that left or died) is dropped after a
+                // while, so a cluster with worker churn does not keep a series
+                // per worker it ever saw.
+                .idle_timeout(
+                    metrics_util::MetricKindMask::GAUGE,
+                    Some(std::time::Duration::from_secs(300)),
+                );
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
