@@ -56,12 +56,7 @@ pub async fn run(demo: Demo, global: &Global) -> anyhow::Result<ExitCode> {
             t
         })
         .collect();
-    let job = JobSubmit {
-        name: Some("fruit-salad".into()),
-        queue: None,
-        labels: Default::default(),
-        tasks,
-    };
+    let job = JobSubmit::new(tasks).named("fruit-salad");
     let client = client(global)?;
     let text = global.output == Output::Text;
     if text {

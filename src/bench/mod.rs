@@ -118,6 +118,26 @@ pub(crate) fn kv(key: &str, value: impl Display) {
     println!("{key}={value}");
 }
 
+/// Wait until job `id` is finished; an error unless every task of it succeeded.
+pub(crate) async fn wait_succeeded(
+    client: &brigade_client::Client,
+    id: &str,
+) -> anyhow::Result<brigade_api::JobView> {
+    loop {
+        let j = client
+            .wait_job(id, std::time::Duration::from_secs(60))
+            .await?;
+        if j.state.is_finished() {
+            anyhow::ensure!(
+                j.progress.succeeded == j.progress.total,
+                "job {id} ended {}",
+                j.state.as_str()
+            );
+            return Ok(j);
+        }
+    }
+}
+
 /// A job of `n` tasks of `kind` with `input`.
 pub(crate) fn job_of(name: &str, kind: &str, input: serde_json::Value, n: u32) -> JobSubmit {
     job_in(name, None, kind, input, n)
@@ -131,11 +151,10 @@ pub(crate) fn job_in(
     input: serde_json::Value,
     n: u32,
 ) -> JobSubmit {
-    JobSubmit {
-        name: Some(name.into()),
-        queue: queue.map(str::to_owned),
-        labels: Default::default(),
-        tasks: vec![TaskSpec::new(kind, input); n as usize],
+    let job = JobSubmit::new(vec![TaskSpec::new(kind, input); n as usize]).named(name);
+    match queue {
+        Some(q) => job.in_queue(q),
+        None => job,
     }
 }
 

@@ -2,10 +2,10 @@
 //! submit to the job finished, against the ideal (all slots busy from the start).
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::cluster::Cluster;
-use super::{BenchArgs, job_of, kv};
+use super::{BenchArgs, job_of, kv, wait_succeeded};
 
 /// Run it and print its figures.
 pub async fn run(
@@ -21,18 +21,8 @@ pub async fn run(
     let job = job_of("speedup", "sleep", serde_json::json!({ "ms": ms }), n);
     let start = Instant::now();
     let id = c.client.submit(&job, None).await?.id;
-    let done = loop {
-        let j = c.client.wait_job(&id, Duration::from_secs(60)).await?;
-        if j.state.is_finished() {
-            break j;
-        }
-    };
+    wait_succeeded(&c.client, &id).await?;
     let wall = start.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        done.progress.succeeded == done.progress.total,
-        "the speedup job ended {}",
-        done.state.as_str()
-    );
     kv("speedup_workers", workers);
     kv("speedup_capacity", capacity);
     kv(&format!("speedup_{n}x{ms}ms_wall_s"), format!("{wall:.3}"));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
 use super::procfs::{self, RssSampler};
-use super::{BenchArgs, job_of, kv};
+use super::{BenchArgs, job_of, kv, wait_succeeded};
 
 /// How often the server's memory is sampled.
 const RSS_EVERY: Duration = Duration::from_millis(50);
@@ -51,17 +51,7 @@ pub async fn run(
     }
     let submitted = start.elapsed();
     for id in &jobs {
-        loop {
-            let j = c.client.wait_job(id, Duration::from_secs(60)).await?;
-            if j.state.is_finished() {
-                anyhow::ensure!(
-                    j.progress.succeeded == j.progress.total,
-                    "job {id} ended {}",
-                    j.state.as_str()
-                );
-                break;
-            }
-        }
+        wait_succeeded(&c.client, id).await?;
     }
     let all_done = start.elapsed();
 

@@ -104,15 +104,7 @@ async fn postgres_restarted_under_load() {
     later.run_at = Some(time::OffsetDateTime::now_utc() + Duration::from_millis(1000));
     let due =
         l.c.client
-            .submit(
-                &JobSubmit {
-                    name: Some("due".into()),
-                    queue: None,
-                    labels: Default::default(),
-                    tasks: vec![later],
-                },
-                None,
-            )
+            .submit(&JobSubmit::new(vec![later]).named("due"), None)
             .await
             .unwrap();
     l.c.finished(&due.id).await;

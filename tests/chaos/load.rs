@@ -94,12 +94,7 @@ pub async fn submit_echo(
             t
         })
         .collect();
-    let job = JobSubmit {
-        name: Some("chaos".into()),
-        queue: None,
-        labels: Default::default(),
-        tasks,
-    };
+    let job = JobSubmit::new(tasks).named("chaos");
     match client.submit(&job, None).await {
         Ok(view) => {
             let ids = view.task_ids.clone().unwrap_or_default();

@@ -60,12 +60,7 @@ async fn the_server_stopped_with_sigterm_answers_long_polls_and_workers_come_bac
     let waiting =
         l.c.client
             .submit(
-                &brigade_api::JobSubmit {
-                    name: Some("waits".into()),
-                    queue: None,
-                    labels: Default::default(),
-                    tasks: vec![stuck],
-                },
+                &brigade_api::JobSubmit::new(vec![stuck]).named("waits"),
                 None,
             )
             .await

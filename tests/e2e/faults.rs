@@ -104,12 +104,8 @@ async fn the_server_killed_mid_job_loses_nothing_acknowledged_and_the_job_finish
     let submitter = tokio::spawn(async move {
         let mut acked = Vec::new();
         for i in 0..400 {
-            let job = brigade_api::JobSubmit {
-                name: Some(format!("race-{i}")),
-                queue: None,
-                labels: Default::default(),
-                tasks: vec![task("echo", json!({ "i": i }))],
-            };
+            let job = brigade_api::JobSubmit::new(vec![task("echo", json!({ "i": i }))])
+                .named(format!("race-{i}"));
             match client.submit(&job, None).await {
                 Ok(j) => acked.push(j),
                 Err(_) => break,

@@ -293,12 +293,7 @@ impl Cluster {
 
     /// Submit a job of `tasks`.
     pub async fn submit(&self, tasks: Vec<TaskSpec>) -> JobView {
-        let job = JobSubmit {
-            name: Some("test".into()),
-            queue: None,
-            labels: Default::default(),
-            tasks,
-        };
+        let job = JobSubmit::new(tasks).named("test");
         self.client.submit(&job, None).await.unwrap()
     }
 

@@ -18,12 +18,7 @@ async fn a_paused_queue_holds_its_tasks_until_resumed() {
     let held = c
         .client
         .submit(
-            &JobSubmit {
-                name: None,
-                queue: Some("slow".into()),
-                labels: Default::default(),
-                tasks: vec![task("noop", json!(null))],
-            },
+            &JobSubmit::new(vec![task("noop", json!(null))]).in_queue("slow"),
             None,
         )
         .await
@@ -177,15 +172,7 @@ async fn higher_priority_runs_first_and_run_at_holds_a_task_until_its_time() {
     }
     let job = c
         .client
-        .submit(
-            &JobSubmit {
-                name: None,
-                queue: Some("p".into()),
-                labels: Default::default(),
-                tasks,
-            },
-            None,
-        )
+        .submit(&JobSubmit::new(tasks).in_queue("p"), None)
         .await
         .unwrap();
     c.client.resume_queue("p").await.unwrap();
@@ -200,15 +187,7 @@ async fn higher_priority_runs_first_and_run_at_holds_a_task_until_its_time() {
     later.run_at = Some(at);
     let job = c
         .client
-        .submit(
-            &JobSubmit {
-                name: None,
-                queue: Some("p".into()),
-                labels: Default::default(),
-                tasks: vec![later],
-            },
-            None,
-        )
+        .submit(&JobSubmit::new(vec![later]).in_queue("p"), None)
         .await
         .unwrap();
     assert_eq!(job.progress.scheduled, 1);

@@ -179,12 +179,7 @@ async fn every_private_route_refuses_missing_bad_expired_and_wrong_role_tokens()
         let client = brigade_client::Client::new(&c.url, Some(ALICE.into())).unwrap();
         client
             .submit(
-                &brigade_api::JobSubmit {
-                    name: None,
-                    queue: None,
-                    labels: Default::default(),
-                    tasks: vec![task("noop", Value::Null)],
-                },
+                &brigade_api::JobSubmit::new(vec![task("noop", Value::Null)]),
                 None,
             )
             .await
@@ -292,12 +287,7 @@ async fn clients_see_only_their_own_jobs_and_workers_speak_only_for_their_own() 
     let (c, _dir) = secured(&[]).await;
     let alice = brigade_client::Client::new(&c.url, Some(ALICE.into())).unwrap();
     let bob = brigade_client::Client::new(&c.url, Some(BOB.into())).unwrap();
-    let submit = brigade_api::JobSubmit {
-        name: Some("mine".into()),
-        queue: None,
-        labels: Default::default(),
-        tasks: vec![task("noop", Value::Null)],
-    };
+    let submit = brigade_api::JobSubmit::new(vec![task("noop", Value::Null)]).named("mine");
     let job = alice.submit(&submit, None).await.unwrap();
     // Bob gets 404, not 403: a job of another client does not exist for him,
     // so its id cannot be probed. Alice and the admin see it.
@@ -421,12 +411,7 @@ async fn worker_process_with_a_token_runs_jobs_and_rate_limits_answer_429() {
     let alice = brigade_client::Client::new(&c.url, Some(ALICE.into())).unwrap();
     let job = alice
         .submit(
-            &brigade_api::JobSubmit {
-                name: None,
-                queue: None,
-                labels: Default::default(),
-                tasks: vec![task("echo", json!(1)), task("echo", json!(2))],
-            },
+            &brigade_api::JobSubmit::new(vec![task("echo", json!(1)), task("echo", json!(2))]),
             None,
         )
         .await
@@ -636,12 +621,7 @@ async fn tls_round_trip_with_a_self_signed_certificate() {
     let alice = brigade_client::Client::with_options(&url, Some(ALICE.into()), opts).unwrap();
     let job = alice
         .submit(
-            &brigade_api::JobSubmit {
-                name: None,
-                queue: None,
-                labels: Default::default(),
-                tasks: vec![task("echo", json!({"over": "tls"}))],
-            },
+            &brigade_api::JobSubmit::new(vec![task("echo", json!({"over": "tls"}))]),
             None,
         )
         .await
@@ -688,12 +668,7 @@ async fn clients_follow_only_their_own_jobs_events() {
     let alice = brigade_client::Client::new(&c.url, Some(ALICE.into())).unwrap();
     let job = alice
         .submit(
-            &brigade_api::JobSubmit {
-                name: None,
-                queue: None,
-                labels: Default::default(),
-                tasks: vec![task("noop", Value::Null)],
-            },
+            &brigade_api::JobSubmit::new(vec![task("noop", Value::Null)]),
             None,
         )
         .await

@@ -51,12 +51,7 @@ fn results_request() -> ResultsRequest {
 }
 
 fn submission() -> JobSubmit {
-    JobSubmit {
-        name: Some("bench".into()),
-        queue: None,
-        labels: Default::default(),
-        tasks: vec![TaskSpec::new("noop", serde_json::Value::Null); 10_000],
-    }
+    JobSubmit::new(vec![TaskSpec::new("noop", serde_json::Value::Null); 10_000]).named("bench")
 }
 
 /// Encode and decode `value` as JSON, counting `elements` per iteration.

@@ -25,6 +25,30 @@ pub struct JobSubmit {
     pub tasks: Vec<TaskSpec>,
 }
 
+impl JobSubmit {
+    /// A job of `tasks` in the default queue, without a name or labels.
+    pub fn new(tasks: Vec<TaskSpec>) -> Self {
+        Self {
+            name: None,
+            queue: None,
+            labels: BTreeMap::new(),
+            tasks,
+        }
+    }
+
+    /// The same job, named `name`.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The same job, its tasks in `queue` by default.
+    pub fn in_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+}
+
 /// One task of a submitted job. Only `kind` is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

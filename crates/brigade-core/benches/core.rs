@@ -17,12 +17,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 const TASKS: usize = 10_000;
 
 fn noop_job() -> JobSubmit {
-    JobSubmit {
-        name: Some("bench".into()),
-        queue: None,
-        labels: BTreeMap::new(),
-        tasks: vec![TaskSpec::new("noop", serde_json::Value::Null); TASKS],
-    }
+    JobSubmit::new(vec![TaskSpec::new("noop", serde_json::Value::Null); TASKS]).named("bench")
 }
 
 /// Every optional field set, as a demanding client would send.

@@ -241,12 +241,7 @@ mod tests {
     use super::*;
 
     fn job(tasks: Vec<TaskSpec>) -> JobSubmit {
-        JobSubmit {
-            name: None,
-            queue: None,
-            labels: BTreeMap::new(),
-            tasks,
-        }
+        JobSubmit::new(tasks)
     }
 
     #[test]

@@ -251,10 +251,9 @@ async fn lease_loop(shared: Arc<Shared>) {
             _ = shared.stop_leasing.cancelled() => return,
         };
         let Ok(first) = first else { return };
-        let Some(permits) = gather_slots(&shared, first).await else {
+        let Some(mut permits) = gather_slots(&shared, first).await else {
             return;
         };
-        let mut permits = permits;
         let id = shared.id();
         let lease = shared
             .client
