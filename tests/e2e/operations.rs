@@ -67,16 +67,22 @@ async fn a_drained_worker_finishes_its_task_and_leaves() {
 
 #[tokio::test]
 async fn sigterm_lets_a_worker_finish_what_it_runs_then_leave() {
-    let mut c = Cluster::start().await.with_workers(&["w1"], 2, &[]).await;
+    let mut c = Cluster::start_with(&["--heartbeat-ms", "100"])
+        .await
+        .with_workers(&["w1"], 2, &[])
+        .await;
     let w = c.worker_named("w1").await;
     let job = c
         .submit(vec![
-            task("sleep", json!({ "ms": 700 })),
-            task("sleep", json!({ "ms": 700 })),
+            task("sleep", json!({ "ms": 1500 })),
+            task("sleep", json!({ "ms": 1500 })),
         ])
         .await;
-    c.until("running", || async {
-        (c.client.job(&job.id).await.ok()?.progress.running == 2).then_some(())
+    // Running as the worker itself reports it: the server counts a task
+    // running once the lease commits, before the worker has its reply, and a
+    // lease reply still in flight at SIGTERM is handed back, not run.
+    c.until("running on the worker", || async {
+        (c.worker_named("w1").await.load.running == 2).then_some(())
     })
     .await;
     c.signal_worker("w1", Signal::SIGTERM);
