@@ -243,7 +243,12 @@ impl PostgresStore {
         let listener = notify::listen(&pool).await?;
         let origin = brigade_core::ids::new_id();
         let (remote, _) = broadcast::channel(4096);
-        let listener = tokio::spawn(notify::run(listener, origin.clone(), remote.clone()));
+        let listener = tokio::spawn(notify::run(
+            pool.clone(),
+            listener,
+            origin.clone(),
+            remote.clone(),
+        ));
         Ok(Self {
             pool,
             origin,

@@ -127,7 +127,12 @@ pub(crate) async fn listen(pool: &PgPool) -> Result<PgListener> {
 }
 
 /// Forward other servers' notifications to `tx` until the process ends.
-pub(crate) async fn run(mut listener: PgListener, origin: String, tx: broadcast::Sender<Remote>) {
+pub(crate) async fn run(
+    pool: PgPool,
+    mut listener: PgListener,
+    origin: String,
+    tx: broadcast::Sender<Remote>,
+) {
     let mut broken = false;
     loop {
         match listener.try_recv().await {
@@ -151,6 +156,16 @@ pub(crate) async fn run(mut listener: PgListener, origin: String, tx: broadcast:
                 }
                 broken = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                // sqlx drops and replaces a dead connection only for some I/O
+                // errors; after others (a reset by peer, when PostgreSQL
+                // restarts) it keeps failing on the same socket. Start over
+                // with a new listener, and make every waiter look again.
+                if let Ok(fresh) = listen(&pool).await {
+                    tracing::info!("notification connection to PostgreSQL re-established");
+                    listener = fresh;
+                    broken = false;
+                    missed(&tx);
+                }
             }
         }
     }
