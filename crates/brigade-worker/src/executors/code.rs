@@ -536,7 +536,13 @@ async fn run_box(
                     return Err("the sandbox helper did not finish in time".into());
                 }
                 () = cancel.cancelled() => {
-                    // Dropping the socket makes the helper kill the box.
+                    // Dropping the socket makes the helper kill the box. Wait
+                    // for it to finish its cleanup (cgroups, slot lock), so a
+                    // cancelled run leaves nothing behind when it returns.
+                    drop((rd, wr));
+                    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                        let _ = child.start_kill();
+                    }
                     return Err("cancelled".into());
                 }
             }
