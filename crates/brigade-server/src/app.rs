@@ -24,6 +24,7 @@ use crate::bus::Bus;
 use crate::config::ServerConfig;
 use crate::dispatcher::Dispatcher;
 use crate::error::ApiError;
+use crate::heartbeats::Heartbeats;
 use crate::metrics::{Metrics, track_http};
 use crate::openapi::ApiDoc;
 use crate::routes::{events, jobs, ops, queues, tasks, token, workers};
@@ -222,6 +223,12 @@ pub async fn start_with(
             config.worker_rate_limit_per_s,
         )),
         long_polls: Arc::new(Semaphore::new(config.max_long_polls)),
+        heartbeats: Heartbeats::spawn(
+            store.clone(),
+            clock.clone(),
+            config.heartbeat_ms,
+            config.lease_ttl_ms as i64,
+        ),
         worker_owners: Default::default(),
         closing: Default::default(),
         config: Arc::new(config),

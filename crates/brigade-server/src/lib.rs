@@ -10,6 +10,7 @@ pub mod dispatcher;
 pub mod duties;
 pub mod error;
 pub mod extract;
+pub mod heartbeats;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -64,6 +64,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Permits for long-polls held at once.
     pub long_polls: Arc<Semaphore>,
+    /// Records heartbeats in batches.
+    pub heartbeats: crate::heartbeats::Heartbeats,
     /// Owners of workers seen so far (a worker's owner never changes).
     pub worker_owners: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     /// Cancelled when the server begins to shut down: long-polls answer and

@@ -106,14 +106,28 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         ttl: i64,
     ) -> Result<Option<(Vec<LeasedTask>, Changes)>>;
-    /// Record a heartbeat: extend the leases of the tasks it names, say which to cancel.
+    /// Record a batch of heartbeats in one transaction: each extends the
+    /// leases of the tasks it names and is answered with those to cancel and
+    /// whether to drain (`None`: unknown worker). Replies in batch order.
+    async fn heartbeats(
+        &self,
+        batch: Vec<(String, Heartbeat)>,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Vec<Option<HeartbeatReply>>>;
+    /// Record one heartbeat (a batch of one).
     async fn heartbeat(
         &self,
         worker_id: &str,
         hb: Heartbeat,
         now: i64,
         ttl: i64,
-    ) -> Result<Option<HeartbeatReply>>;
+    ) -> Result<Option<HeartbeatReply>> {
+        let mut replies = self
+            .heartbeats(vec![(worker_id.to_owned(), hb)], now, ttl)
+            .await?;
+        Ok(replies.pop().flatten())
+    }
     /// Apply a batch of results; each only for the task's current attempt on this worker.
     async fn report(
         &self,

@@ -124,3 +124,81 @@ pub enum Remote {
     /// its next wake-up.
     Scheduled,
 }
+
+/// The replies to a batch of heartbeats, in batch order, from what its
+/// UPDATEs returned: each worker's state now (absent: unknown worker) and the
+/// tasks whose lease was extended. A task a worker named that was not
+/// extended is no longer its to run: the reply says to cancel it.
+pub(crate) fn heartbeat_replies(
+    batch: Vec<(String, brigade_api::Heartbeat)>,
+    states: &[(String, String)],
+    extended: &[String],
+) -> Vec<Option<brigade_api::HeartbeatReply>> {
+    let states: std::collections::HashMap<&str, &str> = states
+        .iter()
+        .map(|(id, state)| (id.as_str(), state.as_str()))
+        .collect();
+    let extended: std::collections::HashSet<&str> = extended.iter().map(String::as_str).collect();
+    batch
+        .into_iter()
+        .map(|(worker, hb)| {
+            let state = *states.get(worker.as_str())?;
+            Some(brigade_api::HeartbeatReply {
+                cancel: hb
+                    .running
+                    .into_iter()
+                    .filter(|t| !extended.contains(t.as_str()))
+                    .collect(),
+                drain: state == brigade_api::WorkerState::Draining.as_str(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use brigade_api::{Heartbeat, HeartbeatReply, Load};
+
+    use super::heartbeat_replies;
+
+    fn beat(worker: &str, running: &[&str]) -> (String, Heartbeat) {
+        let hb = Heartbeat {
+            running: running.iter().map(|s| (*s).to_owned()).collect(),
+            load: Load::default(),
+        };
+        (worker.to_owned(), hb)
+    }
+
+    #[test]
+    fn replies_follow_the_batch_order_and_name_what_was_not_extended() {
+        let batch = vec![
+            beat("w1", &["a", "b"]),
+            beat("gone", &["c"]),
+            beat("w2", &[]),
+            beat("w1", &["a"]),
+        ];
+        let states = [
+            ("w2".to_owned(), "draining".to_owned()),
+            ("w1".to_owned(), "active".to_owned()),
+        ];
+        let replies = heartbeat_replies(batch, &states, &["a".to_owned()]);
+        assert_eq!(
+            replies,
+            vec![
+                Some(HeartbeatReply {
+                    cancel: vec!["b".into()],
+                    drain: false
+                }),
+                None,
+                Some(HeartbeatReply {
+                    cancel: vec![],
+                    drain: true
+                }),
+                Some(HeartbeatReply {
+                    cancel: vec![],
+                    drain: false
+                }),
+            ]
+        );
+    }
+}

@@ -233,3 +233,8 @@ async fn listener_reconnects_and_wakes_waiters() -> TestResult {
         .await
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeat_batch() -> TestResult {
+    with_db!(|db| common::heartbeat_batch(db.open().await?).await)
+}

@@ -70,3 +70,9 @@ async fn matching_heartbeat_cancel_retry() -> TestResult {
     let f = TestFile::new();
     common::matching_heartbeat_cancel_retry(f.open().await?).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeat_batch() -> TestResult {
+    let f = TestFile::new();
+    common::heartbeat_batch(f.open().await?).await
+}

@@ -180,8 +180,8 @@ pub async fn heartbeat(
     }
     let load = hb.load;
     let reply = state
-        .store
-        .heartbeat(&id, hb, state.now(), state.config.lease_ttl_ms as i64)
+        .heartbeats
+        .beat(id.clone(), hb)
         .await?
         .ok_or_else(|| ApiError::not_found("worker", &id))?;
     state.dispatcher().note_load(&id, load);

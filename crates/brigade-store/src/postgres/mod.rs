@@ -392,18 +392,16 @@ impl Store for PostgresStore {
             .map(|(_, changes)| changes))
     }
 
-    async fn heartbeat(
+    async fn heartbeats(
         &self,
-        worker_id: &str,
-        hb: Heartbeat,
+        batch: Vec<(String, Heartbeat)>,
         now: i64,
         ttl: i64,
-    ) -> Result<Option<HeartbeatReply>> {
-        write_tx!(
-            self,
-            |c| write::heartbeat(c, worker_id, &hb, now, ttl),
-            |_v| None
-        )
+    ) -> Result<Vec<Option<HeartbeatReply>>> {
+        let replies = write_tx!(self, |c| write::heartbeats(c, &batch, now, ttl), |_v| None)?;
+        Ok(crate::model::heartbeat_replies(
+            batch, &replies.0, &replies.1,
+        ))
     }
 
     async fn report(

@@ -10,9 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use brigade_api::{
-    Backoff, ErrorKind, Heartbeat, HeartbeatReply, JobState, LeasedTask, Outcome, Progress,
-    RejectedResult, ResultsReply, TaskError, TaskResult, TaskView, WorkerJoin, WorkerState,
-    WorkerView,
+    Backoff, ErrorKind, Heartbeat, JobState, LeasedTask, Outcome, Progress, RejectedResult,
+    ResultsReply, TaskError, TaskResult, TaskView, WorkerJoin, WorkerState, WorkerView,
 };
 use brigade_core::lifecycle::{Failure, on_failure};
 use brigade_core::{NewJob, from_ms, ids::new_id};
@@ -665,49 +664,61 @@ pub(crate) async fn report(
     Ok(Some((reply, changes)))
 }
 
-pub(crate) async fn heartbeat(
+/// Record a batch of heartbeats in two statements, whatever its size: one
+/// UPDATE of the workers (a worker given up for lost is back and may lease
+/// again), one of the leases they hold. Returns each known worker's state and
+/// the tasks whose lease was extended.
+pub(crate) async fn heartbeats(
     conn: &mut PgConnection,
-    worker_id: &str,
-    hb: &Heartbeat,
+    batch: &[(String, Heartbeat)],
     now: i64,
     ttl: i64,
-) -> Result<Option<HeartbeatReply>> {
-    // A worker we had given up for lost is back: it may lease again (its old tasks were requeued).
-    let state: Option<String> = sqlx::query_scalar(
-        "WITH before AS (SELECT id, state FROM workers WHERE id = $3 FOR UPDATE) \
-         UPDATE workers SET last_seen_at = $1, load = $2::jsonb, \
+) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    // Lock rows in one order on every server: two servers' batches never
+    // wait on each other in a cycle.
+    let mut beats: Vec<(&str, &Heartbeat)> = batch.iter().map(|(w, hb)| (w.as_str(), hb)).collect();
+    beats.sort_by_key(|(w, _)| *w);
+    beats.dedup_by_key(|(w, _)| *w);
+    let ids: Vec<&str> = beats.iter().map(|(w, _)| *w).collect();
+    let loads = beats
+        .iter()
+        .map(|(_, hb)| json(&hb.load))
+        .collect::<Result<Vec<String>>>()?;
+    let states: Vec<(String, String)> = sqlx::query_as(
+        "WITH b AS (SELECT * FROM unnest($2::text[], $3::text[]) AS b(id, load)), \
+         locked AS (SELECT w.id FROM workers w JOIN b ON w.id = b.id ORDER BY w.id FOR UPDATE OF w) \
+         UPDATE workers SET last_seen_at = $1, load = b.load::jsonb, \
          state = CASE WHEN workers.state = 'lost' THEN 'active' ELSE workers.state END \
-         FROM before WHERE workers.id = before.id RETURNING before.state",
+         FROM b, locked WHERE workers.id = b.id AND locked.id = b.id \
+         RETURNING workers.id, workers.state",
     )
     .bind(now)
-    .bind(json(&hb.load)?)
-    .bind(worker_id)
-    .fetch_optional(&mut *conn)
+    .bind(&ids)
+    .bind(&loads)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(state) = state else { return Ok(None) };
-    let mut cancel = Vec::new();
-    if !hb.running.is_empty() {
-        let extended: Vec<String> = sqlx::query_scalar(
+    let mut held: Vec<(&str, &str)> = batch
+        .iter()
+        .flat_map(|(w, hb)| hb.running.iter().map(move |t| (t.as_str(), w.as_str())))
+        .collect();
+    held.sort_unstable();
+    let extended: Vec<String> = if held.is_empty() {
+        Vec::new()
+    } else {
+        let (tids, wids): (Vec<&str>, Vec<&str>) = held.into_iter().unzip();
+        sqlx::query_scalar(
             "UPDATE tasks SET lease_expires_at = $1 \
-             WHERE id = ANY($2::text[]) AND worker_id = $3 AND state = 'running' RETURNING id",
+             FROM unnest($2::text[], $3::text[]) AS r(tid, wid) \
+             WHERE tasks.id = r.tid AND tasks.worker_id = r.wid AND tasks.state = 'running' \
+             RETURNING tasks.id",
         )
         .bind(now + ttl)
-        .bind(&hb.running)
-        .bind(worker_id)
+        .bind(&tids)
+        .bind(&wids)
         .fetch_all(&mut *conn)
-        .await?;
-        let extended: BTreeSet<String> = extended.into_iter().collect();
-        cancel = hb
-            .running
-            .iter()
-            .filter(|id| !extended.contains(*id))
-            .cloned()
-            .collect();
-    }
-    Ok(Some(HeartbeatReply {
-        cancel,
-        drain: state == WorkerState::Draining.as_str(),
-    }))
+        .await?
+    };
+    Ok((states, extended))
 }
 
 pub(crate) async fn join_worker(

@@ -221,16 +221,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn heartbeat(
+    async fn heartbeats(
         &self,
-        worker_id: &str,
-        hb: Heartbeat,
+        batch: Vec<(String, Heartbeat)>,
         now: i64,
         ttl: i64,
-    ) -> Result<Option<HeartbeatReply>> {
-        let id = worker_id.to_owned();
+    ) -> Result<Vec<Option<HeartbeatReply>>> {
         self.writer
-            .write(move |c| Box::pin(write::heartbeat(c, id, hb, now, ttl)))
+            .write(move |c| Box::pin(write::heartbeats(c, batch, now, ttl)))
             .await
     }
 

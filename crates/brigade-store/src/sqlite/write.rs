@@ -660,46 +660,49 @@ pub(crate) async fn report(
     Ok(Some((reply, changes)))
 }
 
-pub(crate) async fn heartbeat(
+/// Record a batch of heartbeats in three statements, whatever its size: one
+/// UPDATE of the workers (a worker given up for lost is back and may lease
+/// again), one of the leases they hold; the replies come back in batch order,
+/// `None` for an unknown worker.
+pub(crate) async fn heartbeats(
     conn: &mut SqliteConnection,
-    worker_id: String,
-    hb: Heartbeat,
+    batch: Vec<(String, Heartbeat)>,
     now: i64,
     ttl: i64,
-) -> Result<Option<HeartbeatReply>> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM workers WHERE id = ?")
-        .bind(&worker_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(state) = state else { return Ok(None) };
-    // A worker we had given up for lost is back: it may lease again (its old tasks were requeued).
-    sqlx::query(
-        "UPDATE workers SET last_seen_at = ?, load = ?, \
-         state = CASE WHEN state = 'lost' THEN 'active' ELSE state END WHERE id = ?",
+) -> Result<Vec<Option<HeartbeatReply>>> {
+    let beats: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|(id, hb)| serde_json::json!({ "id": id, "load": hb.load }))
+        .collect();
+    let states: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE workers SET last_seen_at = ?1, load = b.load, \
+         state = CASE WHEN workers.state = 'lost' THEN 'active' ELSE workers.state END \
+         FROM (SELECT value ->> '$.id' AS id, value -> '$.load' AS load FROM json_each(?2)) AS b \
+         WHERE workers.id = b.id RETURNING workers.id, workers.state",
     )
     .bind(now)
-    .bind(json(&hb.load)?)
-    .bind(&worker_id)
-    .execute(&mut *conn)
+    .bind(json(&beats)?)
+    .fetch_all(&mut *conn)
     .await?;
-    let mut cancel = Vec::new();
-    for id in hb.running {
-        let extended = sqlx::query(
-            "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND worker_id = ? AND state = 'running'",
+    let held: Vec<(&str, &str)> = batch
+        .iter()
+        .flat_map(|(w, hb)| hb.running.iter().map(move |t| (t.as_str(), w.as_str())))
+        .collect();
+    let extended: Vec<String> = if held.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
+            "UPDATE tasks SET lease_expires_at = ?1 \
+             FROM (SELECT value ->> '$[0]' AS tid, value ->> '$[1]' AS wid FROM json_each(?2)) AS r \
+             WHERE tasks.id = r.tid AND tasks.worker_id = r.wid AND tasks.state = 'running' \
+             RETURNING tasks.id",
         )
         .bind(now + ttl)
-        .bind(&id)
-        .bind(&worker_id)
-        .execute(&mut *conn)
-        .await?;
-        if extended.rows_affected() == 0 {
-            cancel.push(id);
-        }
-    }
-    Ok(Some(HeartbeatReply {
-        cancel,
-        drain: state == WorkerState::Draining.as_str(),
-    }))
+        .bind(json(&held)?)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    Ok(crate::model::heartbeat_replies(batch, &states, &extended))
 }
 
 pub(crate) async fn join_worker(

@@ -731,3 +731,92 @@ pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResul
     ensure(store.task(&ids[0]).await?.is_none(), "tasks gone")?;
     Ok(())
 }
+
+/// A batch of heartbeats is one write: each reply in batch order, leases
+/// extended only for the worker that holds them, a worker given up for lost is
+/// active again (and told to cancel what was taken from it), an unknown
+/// worker gets no reply.
+pub async fn heartbeat_batch(store: Arc<dyn Store>) -> TestResult {
+    let store = &*store;
+    store.submit("owner", job(3, 3), None, T0).await?;
+    let a = join(store, "a", T0).await?;
+    let (got_a, _) = store.lease(&a, 2, T0, TTL).await?.ok_or("a")?;
+    let b = join(store, "b", T0).await?;
+    let (got_b, _) = store.lease(&b, 1, T0, TTL).await?.ok_or("b")?;
+    ensure(got_a.len() == 2 && got_b.len() == 1, "leased 2 + 1")?;
+    let (a1, a2, b1) = (&got_a[0].id, &got_a[1].id, &got_b[0].id);
+
+    // b falls silent: it is lost and its task goes back to the queue.
+    let later = T0 + TTL / 2;
+    let none = store.heartbeats(Vec::new(), later, TTL).await?;
+    ensure(none.is_empty(), "an empty batch has no replies")?;
+    store
+        .heartbeats(vec![(a.clone(), beat(&[a1, a2]))], later, TTL)
+        .await?;
+    let reaped = store.reap(T0 + TTL + 1, TTL).await?;
+    let lost: Vec<_> = reaped
+        .events
+        .iter()
+        .filter(|e| e.kind == "worker.lost")
+        .filter_map(|e| e.worker_id.clone())
+        .collect();
+    ensure(lost == [b.clone()], format!("lost {lost:?}"))?;
+    ensure(
+        task_state(store, b1).await? == TaskState::Queued,
+        "b's task requeued",
+    )?;
+    ensure(
+        task_state(store, a1).await? == TaskState::Running,
+        "a's leases were extended",
+    )?;
+
+    // One batch: a names its tasks and one that is b's; b is back; a ghost.
+    let now = T0 + TTL + 2;
+    let replies = store
+        .heartbeats(
+            vec![
+                (a.clone(), beat(&[a1, a2, b1])),
+                ("ghost".to_owned(), beat(&[a1])),
+                (b.clone(), beat(&[b1])),
+            ],
+            now,
+            TTL,
+        )
+        .await?;
+    ensure(replies.len() == 3, format!("replies {replies:?}"))?;
+    let ra = replies[0].as_ref().ok_or("a known")?;
+    ensure(
+        ra.cancel == [b1.clone()],
+        format!("a cancels {:?}", ra.cancel),
+    )?;
+    ensure(replies[1].is_none(), "the ghost is unknown")?;
+    let rb = replies[2].as_ref().ok_or("b known")?;
+    ensure(
+        rb.cancel == [b1.clone()],
+        format!("b cancels {:?}", rb.cancel),
+    )?;
+    let workers = store.workers().await?;
+    let b_state = workers
+        .iter()
+        .find(|w| w.id == b)
+        .map(|w| w.state)
+        .ok_or("b listed")?;
+    ensure(
+        b_state == brigade_api::WorkerState::Active,
+        format!("b is {b_state:?}"),
+    )?;
+    // a's leases now run to now + TTL: a reap just before that keeps them.
+    store.reap(now + TTL - 1, TTL).await?;
+    ensure(
+        task_state(store, a2).await? == TaskState::Running,
+        "a's lease extended by the batch",
+    )?;
+    Ok(())
+}
+
+fn beat(running: &[&String]) -> brigade_api::Heartbeat {
+    brigade_api::Heartbeat {
+        running: running.iter().map(|s| (*s).clone()).collect(),
+        load: brigade_api::Load::default(),
+    }
+}
