@@ -46,6 +46,8 @@ struct Counters {
     lease_errors: AtomicU64,
     heartbeats: AtomicU64,
     heartbeat_errors: AtomicU64,
+    /// Heartbeats not sent: the held long-poll stood for them.
+    skipped: AtomicU64,
 }
 
 /// Raw HTTP for the simulated workers: `brigade-client` keeps 64 idle
@@ -92,10 +94,19 @@ impl Http {
     }
 }
 
-/// One simulated worker: heartbeat every `every` (starting at a random point
-/// of the period, as workers that joined at different times would), and keep
-/// a lease long-poll open.
-async fn idle_worker(http: Arc<Http>, id: String, every: Duration, counters: Arc<Counters>) {
+/// One simulated worker: keep a lease long-poll open, and heartbeat every
+/// `every` (starting at a random point of the period, as workers that joined
+/// at different times would) — except, like `brigade worker`, while its
+/// long-poll is held by a server that counts that as its heartbeat
+/// (`keepalive`).
+async fn idle_worker(
+    http: Arc<Http>,
+    id: String,
+    every: Duration,
+    keepalive: bool,
+    counters: Arc<Counters>,
+) {
+    let polling = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let heartbeat = Heartbeat {
         running: Vec::new(),
         load: Load {
@@ -109,6 +120,7 @@ async fn idle_worker(http: Arc<Http>, id: String, every: Duration, counters: Arc
     let heartbeats = {
         let http = http.clone();
         let counters = counters.clone();
+        let polling = polling.clone();
         async move {
             let offset = every.mul_f64(rand::random::<f64>());
             tokio::time::sleep(offset).await;
@@ -116,6 +128,10 @@ async fn idle_worker(http: Arc<Http>, id: String, every: Duration, counters: Arc
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if keepalive && polling.load(Ordering::Relaxed) {
+                    counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let r: anyhow::Result<serde_json::Value> = http
                     .post(&hb_path, &heartbeat, Duration::from_secs(30))
                     .await;
@@ -136,9 +152,11 @@ async fn idle_worker(http: Arc<Http>, id: String, every: Duration, counters: Arc
     let leases = async move {
         loop {
             counters.polling.fetch_add(1, Ordering::Relaxed);
+            polling.store(true, Ordering::Relaxed);
             let r: anyhow::Result<serde_json::Value> = http
                 .post(&lease_path, &body, LEASE_WAIT + Duration::from_secs(15))
                 .await;
+            polling.store(false, Ordering::Relaxed);
             counters.polling.fetch_sub(1, Ordering::Relaxed);
             match r {
                 Ok(_) => counters.leases.fetch_add(1, Ordering::Relaxed),
@@ -202,6 +220,7 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs) -> anyhow::Result<ExitCode> 
             http.clone(),
             w.id.clone(),
             Duration::from_millis(w.heartbeat_ms.max(100)),
+            w.long_poll_keepalive,
             counters.clone(),
         ));
     }
@@ -221,6 +240,7 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs) -> anyhow::Result<ExitCode> 
     let cpu0 = procfs::cpu_seconds(server).unwrap_or(0.0);
     let me0 = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let hb0 = counters.heartbeats.load(Ordering::Relaxed);
+    let skipped0 = counters.skipped.load(Ordering::Relaxed);
     let errors0 = counters.lease_errors.load(Ordering::Relaxed)
         + counters.heartbeat_errors.load(Ordering::Relaxed);
     let t0 = Instant::now();
@@ -232,9 +252,21 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs) -> anyhow::Result<ExitCode> 
     let fds = procfs::open_fds(server).unwrap_or(0);
     let polling = counters.polling.load(Ordering::Relaxed);
     let heartbeats = counters.heartbeats.load(Ordering::Relaxed) - hb0;
+    let skipped = counters.skipped.load(Ordering::Relaxed) - skipped0;
     let errors = counters.lease_errors.load(Ordering::Relaxed)
         + counters.heartbeat_errors.load(Ordering::Relaxed)
         - errors0;
+
+    // The server still counts every one of them alive (none went `lost`).
+    let ours: std::collections::HashSet<&str> = joined.iter().map(|w| w.id.as_str()).collect();
+    let active = c
+        .client
+        .workers()
+        .await
+        .context("listing the workers")?
+        .iter()
+        .filter(|w| ours.contains(w.id.as_str()) && w.state == brigade_api::WorkerState::Active)
+        .count();
 
     // Stop the loops (their long-polls are dropped) and leave.
     loops.abort_all();
@@ -269,6 +301,15 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs) -> anyhow::Result<ExitCode> 
         "idle_heartbeats_per_s",
         format!("{:.0}", heartbeats as f64 / wall),
     );
+    kv(
+        "idle_heartbeats_skipped_per_s",
+        format!("{:.0}", skipped as f64 / wall),
+    );
+    kv(
+        "idle_long_poll_keepalive",
+        joined.first().is_some_and(|w| w.long_poll_keepalive),
+    );
+    kv("idle_workers_active", active);
     kv("idle_errors", errors);
     kv("idle_client_cpu_pct", format!("{:.2}", me / wall * 100.0));
     kv("idle_max_long_polls_default", DEFAULT_MAX_LONG_POLLS);

@@ -65,6 +65,60 @@ async fn a_drained_worker_finishes_its_task_and_leaves() {
     );
 }
 
+/// Heartbeats the server has answered so far (its request metrics).
+async fn heartbeats_answered(c: &Cluster) -> u64 {
+    let text = c
+        .http()
+        .get(format!("{}/metrics", c.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("brigade_http_request_duration_seconds_count{")
+                && l.contains(r#"route="/v1/workers/{id}/heartbeat""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn an_idle_worker_waiting_for_work_stays_alive_without_heartbeats_and_hears_a_drain() {
+    // Lost after 1 s of silence; heartbeats every 100 ms.
+    let mut c = Cluster::start_with(&["--lease-ttl-ms", "1000", "--heartbeat-ms", "100"])
+        .await
+        .with_workers(&["w1"], 2, &[])
+        .await;
+    let w = c.worker_named("w1").await;
+    let before = heartbeats_answered(&c).await;
+    // Three TTLs idle: its held long-poll stands for the ~30 heartbeats.
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    let sent = heartbeats_answered(&c).await - before;
+    assert!(sent <= 3, "an idle worker sent {sent} heartbeats");
+    let now = c.worker_named("w1").await;
+    assert_eq!(now.state, WorkerState::Active, "{now:?}");
+    assert!(
+        now.last_seen_at > w.last_seen_at,
+        "last seen {} then {}",
+        w.last_seen_at,
+        now.last_seen_at
+    );
+    // It still gets work at once.
+    let job = c.submit(vec![task("noop", json!(null))]).await;
+    assert_eq!(c.finished(&job.id).await.state, JobState::Succeeded);
+    // A drain reaches it through its long-poll: it leaves.
+    c.client.drain_worker(&w.id).await.unwrap();
+    assert!(c.wait_worker_exit("w1").await.success());
+    let ws = c.client.workers().await.unwrap();
+    assert_eq!(
+        ws.iter().find(|x| x.id == w.id).unwrap().state,
+        WorkerState::Left
+    );
+}
+
 #[tokio::test]
 async fn sigterm_lets_a_worker_finish_what_it_runs_then_leave() {
     let mut c = Cluster::start_with(&["--heartbeat-ms", "100"])

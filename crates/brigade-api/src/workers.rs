@@ -43,6 +43,12 @@ pub struct WorkerJoined {
     pub lease_ttl_ms: u64,
     /// Heartbeat period.
     pub heartbeat_ms: u64,
+    /// The server counts a lease long-poll it holds for a worker that runs
+    /// nothing (one asking for all its slots) as that worker's heartbeat, and
+    /// answers it with `drain: true` when the worker is to drain: such a
+    /// worker may skip its heartbeats while it waits. Absent: heartbeat always.
+    #[serde(default)]
+    pub long_poll_keepalive: bool,
 }
 
 /// `POST /v1/workers/{id}/lease`: ask for up to `max` tasks, waiting up to `wait_ms`.
@@ -62,6 +68,10 @@ pub struct LeaseRequest {
 pub struct LeaseResponse {
     /// Leased tasks; empty when none came within `wait_ms`.
     pub tasks: Vec<LeasedTask>,
+    /// The worker is to drain: finish what it runs and lease nothing more
+    /// (as a heartbeat reply's `drain`).
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// A task handed to a worker.

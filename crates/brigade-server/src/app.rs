@@ -243,6 +243,7 @@ pub async fn start_with(
         store,
         clock,
         state.config.lease_ttl_ms as i64,
+        std::time::Duration::from_millis(state.config.heartbeat_ms),
         state.publisher.clone(),
     );
     crate::duties::spawn(state.clone(), scheduled);

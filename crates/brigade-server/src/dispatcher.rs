@@ -7,6 +7,12 @@
 //! once returns at once; one that finds none waits until woken or its
 //! `wait_ms` ends.
 //!
+//! A worker that runs nothing and waits here need not heartbeat: every
+//! heartbeat period the dispatcher records one batch of heartbeats for all
+//! such waiters (one write, however many), and answers those the store says
+//! are to drain with `drain: true`. A thousand idle workers then cost the
+//! server their long-polls only.
+//!
 //! The leases of one round (new requests, or the waiters woken together) are
 //! issued at once rather than one after another, in load order: the store
 //! commits them in one group (one fsync for all) instead of one each.
@@ -15,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brigade_api::{LeasedTask, Load};
+use brigade_api::{Heartbeat, HeartbeatReply, LeasedTask, Load};
 use brigade_core::Clock;
 use brigade_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -24,15 +30,39 @@ use tokio::time::Instant;
 use crate::error::ApiError;
 use crate::state::Publisher;
 
+/// What a lease request gets.
+#[derive(Debug, Default)]
+pub struct Granted {
+    /// The tasks leased; empty when none came in time.
+    pub tasks: Vec<LeasedTask>,
+    /// The worker is to drain.
+    pub drain: bool,
+}
+
 /// What a waiting lease request gets: tasks, or the reason there are none.
-pub type LeaseReply = Result<Vec<LeasedTask>, ApiError>;
+pub type LeaseReply = Result<Granted, ApiError>;
+
+/// One lease attempt: the tasks, or why not.
+type Attempt = Result<Vec<LeasedTask>, ApiError>;
 
 enum Command {
     Wait(Waiter),
     Wake,
-    Load(String, Load),
-    Forget(String),
+    /// Replies to the heartbeats recorded for idle waiters.
+    Kept(Vec<(String, Option<HeartbeatReply>)>),
     Shutdown,
+}
+
+/// Each worker's latest load, to order the waiters. Shared rather than sent
+/// to the task: a heartbeat then costs the dispatcher nothing (with a
+/// thousand idle workers, hundreds a second would each wake it).
+type Loads = Arc<std::sync::Mutex<HashMap<String, Load>>>;
+
+fn locked(loads: &Loads) -> std::sync::MutexGuard<'_, HashMap<String, Load>> {
+    // A panic while holding it cannot leave a map half-written.
+    loads
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Waiter {
@@ -42,20 +72,41 @@ struct Waiter {
     reply: oneshot::Sender<LeaseReply>,
 }
 
+impl Waiter {
+    fn answer(self, attempt: Attempt) {
+        let _ = self.reply.send(attempt.map(|tasks| Granted {
+            tasks,
+            drain: false,
+        }));
+    }
+}
+
 /// Commands waiting for the dispatcher task.
-pub struct Inbox(mpsc::UnboundedReceiver<Command>);
+pub struct Inbox(
+    mpsc::UnboundedReceiver<Command>,
+    Loads,
+    mpsc::UnboundedSender<Command>,
+);
 
 /// Handle to the dispatcher task.
 #[derive(Clone)]
 pub struct Dispatcher {
     tx: mpsc::UnboundedSender<Command>,
+    loads: Loads,
 }
 
 impl Dispatcher {
     /// A handle and the inbox its task will read (handles can exist before the task runs).
     pub fn channel() -> (Self, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, Inbox(rx))
+        let loads = Loads::default();
+        (
+            Self {
+                tx: tx.clone(),
+                loads: loads.clone(),
+            },
+            Inbox(rx, loads, tx.clone()),
+        )
     }
 
     /// Start the dispatcher task on `inbox`.
@@ -64,15 +115,18 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         lease_ttl_ms: i64,
+        heartbeat: Duration,
         publisher: Publisher,
     ) {
         let task = Task {
             store,
             clock,
             ttl: lease_ttl_ms,
+            heartbeat,
+            tx: inbox.2,
             publisher,
             waiters: Vec::new(),
-            loads: HashMap::new(),
+            loads: inbox.1,
             closing: false,
         };
         tokio::spawn(task.run(inbox.0));
@@ -108,7 +162,7 @@ impl Dispatcher {
 
     /// Remember a worker's latest load, to order the waiters.
     pub fn note_load(&self, worker_id: &str, load: Load) {
-        let _ = self.tx.send(Command::Load(worker_id.to_owned(), load));
+        locked(&self.loads).insert(worker_id.to_owned(), load);
     }
 
     /// The server is shutting down: answer every waiting lease now (with no
@@ -120,7 +174,7 @@ impl Dispatcher {
 
     /// A worker left: drop what is known of it.
     pub fn forget(&self, worker_id: &str) {
-        let _ = self.tx.send(Command::Forget(worker_id.to_owned()));
+        locked(&self.loads).remove(worker_id);
     }
 }
 
@@ -128,9 +182,13 @@ struct Task {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ttl: i64,
+    /// How often idle waiters' heartbeats are recorded.
+    heartbeat: Duration,
+    /// To the task itself (replies of the idle waiters' heartbeats).
+    tx: mpsc::UnboundedSender<Command>,
     publisher: Publisher,
     waiters: Vec<Waiter>,
-    loads: HashMap<String, Load>,
+    loads: Loads,
     /// Shutting down: no more leases.
     closing: bool,
 }
@@ -141,6 +199,8 @@ impl Task {
         // (another server's submit, a clock that jumped).
         let mut tick = tokio::time::interval(Duration::from_millis(1000));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut keepalive = tokio::time::interval(self.heartbeat);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_deadline = self.waiters.iter().map(|w| w.deadline).min();
             let mut woken = false;
@@ -155,7 +215,7 @@ impl Task {
                     }
                     // New requests try at once, each for all it asked; those
                     // that find nothing wait.
-                    fresh.sort_by_key(|w| self.load_key(w));
+                    sort_by_load(&mut fresh, &self.loads);
                     let asks: Vec<u32> = fresh.iter().map(|w| w.max).collect();
                     self.lease_round(fresh, &asks).await;
                 }
@@ -165,6 +225,7 @@ impl Task {
                     woken = !self.waiters.is_empty()
                         && self.store.has_queued().await.unwrap_or(true);
                 }
+                _ = keepalive.tick() => self.keep_idle_alive(),
                 _ = sleep_until(next_deadline) => {}
             }
             self.expire();
@@ -184,7 +245,7 @@ impl Task {
                     "the server is shutting down",
                 );
                 e.retry_after = Some(1);
-                let _ = w.reply.send(Err(e));
+                w.answer(Err(e));
                 false
             }
             Command::Wait(w) => {
@@ -192,18 +253,14 @@ impl Task {
                 false
             }
             Command::Wake => true,
-            Command::Load(id, load) => {
-                self.loads.insert(id, load);
-                false
-            }
-            Command::Forget(id) => {
-                self.loads.remove(&id);
+            Command::Kept(replies) => {
+                self.kept(replies);
                 false
             }
             Command::Shutdown => {
                 self.closing = true;
                 for w in self.waiters.drain(..) {
-                    let _ = w.reply.send(Ok(Vec::new()));
+                    w.answer(Ok(Vec::new()));
                 }
                 false
             }
@@ -231,14 +288,12 @@ impl Task {
                         self.waiters.push(w);
                     }
                 }
-                reply => {
-                    let _ = w.reply.send(reply);
-                }
+                reply => w.answer(reply),
             }
         }
     }
 
-    async fn try_lease(&self, w: &Waiter, max: u32) -> LeaseReply {
+    async fn try_lease(&self, w: &Waiter, max: u32) -> Attempt {
         if w.reply.is_closed() {
             return Ok(Vec::new());
         }
@@ -253,20 +308,13 @@ impl Task {
         }
     }
 
-    fn load_key(&self, w: &Waiter) -> (u64, u64) {
-        let load = self.loads.get(&w.worker_id).copied().unwrap_or_default();
-        // The request itself says how many slots are free: capacity - max are busy.
-        let capacity = load.capacity.max(w.max);
-        brigade_core::dispatch::load_key(capacity - w.max, capacity, load.cpu)
-    }
-
     async fn serve_waiters(&mut self) {
         let mut waiting = std::mem::take(&mut self.waiters);
         waiting.retain(|w| !w.reply.is_closed());
         if waiting.is_empty() {
             return;
         }
-        waiting.sort_by_key(|w| self.load_key(w));
+        sort_by_load(&mut waiting, &self.loads);
         // Spread a burst: with k workers waiting, each takes at most its
         // share now and comes back at once for more if it has room.
         let k = waiting.len() as u32;
@@ -274,18 +322,100 @@ impl Task {
         self.lease_round(waiting, &asks).await;
     }
 
+    /// Record a heartbeat for every waiter whose worker runs nothing (it asks
+    /// for all its slots, or its capacity is not known here yet, as after a
+    /// restart), in one batch written off this task.
+    fn keep_idle_alive(&self) {
+        let mut batch: Vec<(String, Heartbeat)> = {
+            let loads = locked(&self.loads);
+            self.waiters
+                .iter()
+                .filter(|w| !w.reply.is_closed())
+                .filter_map(|w| {
+                    let load = loads.get(&w.worker_id).copied();
+                    let idle = load.is_none_or(|l| w.max >= l.capacity);
+                    idle.then(|| {
+                        let load = load.unwrap_or(Load {
+                            capacity: w.max,
+                            ..Load::default()
+                        });
+                        let hb = Heartbeat {
+                            running: Vec::new(),
+                            load,
+                        };
+                        (w.worker_id.clone(), hb)
+                    })
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        batch.dedup_by(|a, b| a.0 == b.0);
+        let (store, tx, ttl) = (self.store.clone(), self.tx.clone(), self.ttl);
+        let now = self.clock.now_ms();
+        tokio::spawn(async move {
+            let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+            match store.heartbeats(batch, now, ttl).await {
+                Ok(replies) => {
+                    let _ = tx.send(Command::Kept(ids.into_iter().zip(replies).collect()));
+                }
+                Err(e) => tracing::warn!(error = %e, "recording idle workers' heartbeats failed"),
+            }
+        });
+    }
+
+    /// Answer the waiters the store said are to drain or does not know.
+    fn kept(&mut self, replies: Vec<(String, Option<HeartbeatReply>)>) {
+        let told: HashMap<String, Option<HeartbeatReply>> = replies
+            .into_iter()
+            .filter(|(_, r)| r.as_ref().is_none_or(|r| r.drain))
+            .collect();
+        if told.is_empty() {
+            return;
+        }
+        let (go, stay) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| told.contains_key(&w.worker_id));
+        self.waiters = stay;
+        for w in go {
+            let reply = match told.get(&w.worker_id) {
+                Some(Some(_)) => Ok(Granted {
+                    tasks: Vec::new(),
+                    drain: true,
+                }),
+                _ => Err(ApiError::not_found("worker", &w.worker_id)),
+            };
+            let _ = w.reply.send(reply);
+        }
+    }
+
     fn expire(&mut self) {
         let now = Instant::now();
         let mut i = 0;
         while i < self.waiters.len() {
             if self.waiters[i].deadline <= now || self.waiters[i].reply.is_closed() {
-                let w = self.waiters.swap_remove(i);
-                let _ = w.reply.send(Ok(Vec::new()));
+                self.waiters.swap_remove(i).answer(Ok(Vec::new()));
             } else {
                 i += 1;
             }
         }
     }
+}
+
+/// Least loaded first.
+fn sort_by_load(waiters: &mut [Waiter], loads: &Loads) {
+    if waiters.len() < 2 {
+        return;
+    }
+    let loads = locked(loads);
+    waiters.sort_by_key(|w| {
+        let load = loads.get(&w.worker_id).copied().unwrap_or_default();
+        // The request itself says how many slots are free: capacity - max are busy.
+        let capacity = load.capacity.max(w.max);
+        brigade_core::dispatch::load_key(capacity - w.max, capacity, load.cpu)
+    });
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

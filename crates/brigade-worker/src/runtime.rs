@@ -2,11 +2,13 @@
 //! heartbeat with load, and leave cleanly.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brigade_api::{
     ErrorKind, Heartbeat, LeasedTask, Load, Outcome, TaskError, TaskResult, WorkerJoin,
+    WorkerJoined,
 };
 use brigade_client::{Client, ClientError};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -88,6 +90,10 @@ struct Shared {
     logs: mpsc::UnboundedSender<LogMsg>,
     /// Stop leasing (drain or shutdown).
     stop_leasing: CancellationToken,
+    /// The server counts an idle worker's held long-poll as its heartbeat.
+    long_poll_keepalive: AtomicBool,
+    /// A lease long-poll for all the slots is in flight.
+    idle_polling: AtomicBool,
 }
 
 impl Shared {
@@ -128,7 +134,7 @@ impl Worker {
         client: &Client,
         registry: &Registry,
         config: &WorkerConfig,
-    ) -> Result<(String, Duration), ClientError> {
+    ) -> Result<WorkerJoined, ClientError> {
         let join = WorkerJoin {
             name: config.name.clone(),
             hostname: hostname(),
@@ -141,12 +147,7 @@ impl Worker {
         let mut delay = Duration::from_millis(200);
         loop {
             match client.join(&join).await {
-                Ok(joined) => {
-                    return Ok((
-                        joined.id,
-                        Duration::from_millis(joined.heartbeat_ms.max(100)),
-                    ));
-                }
+                Ok(joined) => return Ok(joined),
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "cannot join yet; retrying");
                     tokio::time::sleep(delay).await;
@@ -164,9 +165,13 @@ impl Worker {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), WorkerError> {
-        let (id, heartbeat_every) = Self::join(&self.client, &self.registry, &self.config)
+        let joined = Self::join(&self.client, &self.registry, &self.config)
             .await
             .map_err(WorkerError::Join)?;
+        let (id, heartbeat_every) = (
+            joined.id,
+            Duration::from_millis(joined.heartbeat_ms.max(100)),
+        );
         tracing::info!(worker = %id, name = %self.config.name, capacity = self.config.capacity, kinds = ?self.registry.kinds(), "joined");
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let (logs_tx, logs_rx) = mpsc::unbounded_channel();
@@ -181,6 +186,8 @@ impl Worker {
             results: results_tx,
             logs: logs_tx,
             stop_leasing: CancellationToken::new(),
+            long_poll_keepalive: AtomicBool::new(joined.long_poll_keepalive),
+            idle_polling: AtomicBool::new(false),
         });
         let (reporter_done_tx, reporter_done) = watch::channel(false);
         let reporter = tokio::spawn(report_loop(shared.clone(), results_rx, reporter_done_tx));
@@ -258,13 +265,20 @@ async fn lease_loop(shared: Arc<Shared>) {
         let lease = shared
             .client
             .lease(&id, permits.len() as u32, shared.config.lease_wait);
+        let idle = permits.len() >= shared.config.capacity as usize;
+        shared.idle_polling.store(idle, Ordering::Relaxed);
         let reply = tokio::select! {
             r = lease => r,
             _ = shared.stop_leasing.cancelled() => return,
         };
+        shared.idle_polling.store(false, Ordering::Relaxed);
         match reply {
             Ok(resp) => {
                 backoff = Duration::from_millis(100);
+                if resp.drain && !shared.stop_leasing.is_cancelled() {
+                    tracing::info!("the server asked this worker to drain");
+                    shared.stop_leasing.cancel();
+                }
                 for task in resp.tasks {
                     let Some(permit) = permits.pop() else {
                         tracing::error!(task = %task.id, "the server sent more tasks than asked for");
@@ -324,10 +338,13 @@ async fn gather_slots(
 
 async fn rejoin(shared: &Shared) {
     match Worker::join(&shared.client, &shared.registry, &shared.config).await {
-        Ok((id, _)) => {
-            tracing::info!(worker = %id, "joined again");
+        Ok(joined) => {
+            tracing::info!(worker = %joined.id, "joined again");
+            shared
+                .long_poll_keepalive
+                .store(joined.long_poll_keepalive, Ordering::Relaxed);
             if let Ok(mut g) = shared.worker_id.lock() {
-                *g = id;
+                *g = joined.id;
             }
         }
         Err(e) => {
@@ -523,6 +540,16 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
     loop {
         tick.tick().await;
         let mut running = shared.running_ids();
+        // Idle and waiting in a long-poll the server counts as a heartbeat:
+        // nothing to say (a thousand idle workers cost the server nothing).
+        let unreported = shared.unreported.lock().map_or(0, |u| u.len());
+        if running.is_empty()
+            && unreported == 0
+            && shared.idle_polling.load(Ordering::Relaxed)
+            && shared.long_poll_keepalive.load(Ordering::Relaxed)
+        {
+            continue;
+        }
         let load = Load {
             cpu: sampler.cpu(),
             memory: memory(),

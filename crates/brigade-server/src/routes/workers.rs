@@ -114,6 +114,7 @@ pub async fn join(
             id: view.id,
             lease_ttl_ms: state.config.lease_ttl_ms,
             heartbeat_ms: state.config.heartbeat_ms,
+            long_poll_keepalive: true,
         }),
     ))
 }
@@ -149,14 +150,17 @@ pub async fn lease(
     } else {
         None
     };
-    let tasks = state
+    let granted = state
         .dispatcher()
         .lease(id, req.max, Duration::from_millis(wait))
         .await?;
-    if !tasks.is_empty() {
-        metrics::counter!(names::TASKS_LEASED).increment(tasks.len() as u64);
+    if !granted.tasks.is_empty() {
+        metrics::counter!(names::TASKS_LEASED).increment(granted.tasks.len() as u64);
     }
-    Ok(Json(LeaseResponse { tasks }))
+    Ok(Json(LeaseResponse {
+        tasks: granted.tasks,
+        drain: granted.drain,
+    }))
 }
 
 /// Extend the leases of running tasks, report load; the reply says what to cancel and whether to drain.
