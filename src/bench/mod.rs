@@ -76,11 +76,13 @@ pub struct BenchArgs {
     /// Milliseconds each speedup task sleeps.
     #[arg(long, default_value_t = 500)]
     pub sleep_ms: u64,
-    /// Idle workers simulated by idle-workers (each long-polls and heartbeats like a real one).
+    /// Idle workers simulated by idle-workers (each long-polls, and heartbeats when it must, like `brigade worker`).
     #[arg(long, default_value_t = 1000)]
     pub idle_workers: u32,
-    /// Seconds over which idle-workers measures the server, once the workers settled.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds over which idle-workers measures the server, once the workers
+    /// settled; the default spans a whole long-poll cycle (30 s), so every
+    /// worker's long-poll is renewed within it.
+    #[arg(long, default_value_t = 35)]
     pub idle_measure_s: u64,
     /// Tasks queued by deep-queue.
     #[arg(long, default_value_t = 1_000_000)]
