@@ -85,7 +85,7 @@ impl Waiter {
 pub struct Inbox(
     mpsc::UnboundedReceiver<Command>,
     Loads,
-    mpsc::UnboundedSender<Command>,
+    mpsc::WeakUnboundedSender<Command>,
 );
 
 /// Handle to the dispatcher task.
@@ -105,7 +105,7 @@ impl Dispatcher {
                 tx: tx.clone(),
                 loads: loads.clone(),
             },
-            Inbox(rx, loads, tx.clone()),
+            Inbox(rx, loads, tx.downgrade()),
         )
     }
 
@@ -184,8 +184,9 @@ struct Task {
     ttl: i64,
     /// How often idle waiters' heartbeats are recorded.
     heartbeat: Duration,
-    /// To the task itself (replies of the idle waiters' heartbeats).
-    tx: mpsc::UnboundedSender<Command>,
+    /// To the task itself (replies of the idle waiters' heartbeats); weak,
+    /// so the task still ends when every handle is gone.
+    tx: mpsc::WeakUnboundedSender<Command>,
     publisher: Publisher,
     waiters: Vec<Waiter>,
     loads: Loads,
@@ -353,7 +354,8 @@ impl Task {
         }
         batch.sort_by(|a, b| a.0.cmp(&b.0));
         batch.dedup_by(|a, b| a.0 == b.0);
-        let (store, tx, ttl) = (self.store.clone(), self.tx.clone(), self.ttl);
+        let Some(tx) = self.tx.upgrade() else { return };
+        let (store, ttl) = (self.store.clone(), self.ttl);
         let now = self.clock.now_ms();
         tokio::spawn(async move {
             let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
