@@ -38,6 +38,9 @@ pub mod names {
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process's metrics recorder.
 #[derive(Clone, Default)]
 pub struct Metrics;
@@ -66,6 +69,22 @@ impl Metrics {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            // Histogram samples pile up in the recorder until they are folded
+            // into their buckets, which a scrape does — and nothing else:
+            // with nobody scraping, every request and every task left a few
+            // bytes behind for good (the soak's RSS rose 0.65 MiB a minute).
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+            }
             Some(handle)
         });
         Metrics
