@@ -184,14 +184,14 @@ async fn the_openapi_document_covers_the_contract_and_matches_real_responses() {
 
 /// One sample of the text exposition.
 #[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
 }
 
 /// Parse the Prometheus text format strictly enough to catch a malformed line.
-fn parse_prometheus(text: &str) -> Vec<Sample> {
+pub(crate) fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut typed = BTreeSet::new();
     for line in text.lines() {

@@ -76,12 +76,13 @@ async fn heartbeats_answered(c: &Cluster) -> u64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("brigade_http_request_duration_seconds_count{")
-                && l.contains(r#"route="/v1/workers/{id}/heartbeat""#)
+    crate::observability::parse_prometheus(&text)
+        .iter()
+        .filter(|s| {
+            s.name == "brigade_http_request_duration_seconds_count"
+                && s.labels.get("route").map(String::as_str) == Some("/v1/workers/{id}/heartbeat")
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|s| s.value)
         .sum::<f64>() as u64
 }
 

@@ -241,12 +241,7 @@ impl Task {
     fn handle(&mut self, cmd: Command, fresh: &mut Vec<Waiter>) -> bool {
         match cmd {
             Command::Wait(w) if self.closing => {
-                let mut e = ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "the server is shutting down",
-                );
-                e.retry_after = Some(1);
-                w.answer(Err(e));
+                w.answer(Err(ApiError::shutting_down()));
                 false
             }
             Command::Wait(w) => {

@@ -55,19 +55,11 @@ impl Heartbeats {
     /// Record one heartbeat; `None` when the worker is unknown.
     pub async fn beat(&self, worker: String, hb: Heartbeat) -> Reply {
         let (reply, rx) = oneshot::channel();
-        let gone = || {
-            let mut e = ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            );
-            e.retry_after = Some(1);
-            e
-        };
         self.tx
             .send(Beat { worker, hb, reply })
             .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+            .map_err(|_| ApiError::shutting_down())?;
+        rx.await.map_err(|_| ApiError::shutting_down())?
     }
 }
 

@@ -108,6 +108,14 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// The server said to drain (in a heartbeat or a lease reply): stop leasing.
+    fn drain_if_asked(&self, drain: bool) {
+        if drain && !self.stop_leasing.is_cancelled() {
+            tracing::info!("the server asked this worker to drain");
+            self.stop_leasing.cancel();
+        }
+    }
+
     fn running_count(&self) -> usize {
         self.running.lock().map(|m| m.len()).unwrap_or(0)
     }
@@ -275,10 +283,7 @@ async fn lease_loop(shared: Arc<Shared>) {
         match reply {
             Ok(resp) => {
                 backoff = Duration::from_millis(100);
-                if resp.drain && !shared.stop_leasing.is_cancelled() {
-                    tracing::info!("the server asked this worker to drain");
-                    shared.stop_leasing.cancel();
-                }
+                shared.drain_if_asked(resp.drain);
                 for task in resp.tasks {
                     let Some(permit) = permits.pop() else {
                         tracing::error!(task = %task.id, "the server sent more tasks than asked for");
@@ -577,10 +582,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
                         }
                     }
                 }
-                if reply.drain && !shared.stop_leasing.is_cancelled() {
-                    tracing::info!("the server asked this worker to drain");
-                    shared.stop_leasing.cancel();
-                }
+                shared.drain_if_asked(reply.drain);
             }
             Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => rejoin(&shared).await,
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
