@@ -5,7 +5,7 @@
 //! would be its own commit, and the server would spend its time committing
 //! nothing of value. Here they wait a moment for company (at most a twentieth
 //! of the heartbeat period, and never more than 100 ms) and the whole batch is
-//! one transaction of three statements, whatever its size.
+//! one transaction of two statements, whatever its size.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -660,7 +660,7 @@ pub(crate) async fn report(
     Ok(Some((reply, changes)))
 }
 
-/// Record a batch of heartbeats in three statements, whatever its size: one
+/// Record a batch of heartbeats in two statements, whatever its size: one
 /// UPDATE of the workers (a worker given up for lost is back and may lease
 /// again), one of the leases they hold; the replies come back in batch order,
 /// `None` for an unknown worker.
