@@ -176,23 +176,15 @@ async fn the_disk_fills_up_and_frees_again() {
     );
     // The file is sound and its WAL can be checkpointed now that there is room.
     {
-        use sqlx::{Connection, Row};
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
-        let ok: String = sqlx::query("PRAGMA integrity_check")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-            .get(0);
         assert_eq!(ok, "ok");
-        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .fetch_one(&mut conn)
-            .await
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
             .unwrap();
-        let busy: i64 = row.get(0);
         assert_eq!(busy, 0, "the WAL checkpoints once space is back");
-        conn.close().await.unwrap();
     }
     let wal = std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
     eprintln!("disk_full: WAL after checkpoint: {wal} bytes");

@@ -39,7 +39,55 @@ pub struct Event {
     pub name: Option<String>,
 }
 
+/// The kinds of event, as `Event::kind` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A job was submitted.
+    JobCreated,
+    /// Every task of a job is over.
+    JobFinished,
+    /// A task was leased to a worker.
+    TaskStarted,
+    /// A task succeeded.
+    TaskSucceeded,
+    /// A task failed for good.
+    TaskFailed,
+    /// An attempt failed and the task will run again.
+    TaskRetrying,
+    /// A task was cancelled.
+    TaskCancelled,
+    /// A worker joined.
+    WorkerJoined,
+    /// A worker left.
+    WorkerLeft,
+    /// A worker went silent and was given up for lost.
+    WorkerLost,
+}
+
+impl EventKind {
+    /// The wire name (`Event::kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::JobCreated => "job.created",
+            EventKind::JobFinished => "job.finished",
+            EventKind::TaskStarted => "task.started",
+            EventKind::TaskSucceeded => "task.succeeded",
+            EventKind::TaskFailed => "task.failed",
+            EventKind::TaskRetrying => "task.retrying",
+            EventKind::TaskCancelled => "task.cancelled",
+            EventKind::WorkerJoined => "worker.joined",
+            EventKind::WorkerLeft => "worker.left",
+            EventKind::WorkerLost => "worker.lost",
+        }
+    }
+}
+
 impl Event {
+    /// Whether this event is of `kind`.
+    pub fn is(&self, kind: EventKind) -> bool {
+        self.kind == kind.as_str()
+    }
+
     /// An event of `kind` at `at` with no ids yet.
     pub fn new(kind: &str, at: OffsetDateTime) -> Self {
         Self {

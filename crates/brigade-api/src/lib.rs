@@ -13,17 +13,17 @@ pub mod queues;
 pub mod tasks;
 pub mod workers;
 
-pub use events::Event;
+pub use events::{Event, EventKind};
 pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec};
 pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};
 pub use page::Page;
 pub use problem::{FieldError, Problem};
 pub use queues::QueueView;
-pub use tasks::{ErrorKind, HistoryEntry, TaskError, TaskState, TaskView};
+pub use tasks::{AttemptOutcome, ErrorKind, HistoryEntry, TaskError, TaskState, TaskView};
 pub use workers::{
     Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedTask, Load, Outcome,
-    RejectedResult, ResultsReply, ResultsRequest, TaskResult, WorkerJoin, WorkerJoined,
-    WorkerState, WorkerView,
+    RejectedResult, RejectionCode, ResultsReply, ResultsRequest, TaskResult, WorkerJoin,
+    WorkerJoined, WorkerState, WorkerView,
 };
 
 /// RFC 3339 timestamps in UTC, as the contract wants them.

@@ -55,12 +55,55 @@ impl TaskState {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// The states a task can still leave: it is queued, scheduled or running.
+    pub const UNFINISHED: [TaskState; 3] =
+        [TaskState::Queued, TaskState::Scheduled, TaskState::Running];
+
     /// Whether the task is over.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
             TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
         )
+    }
+}
+
+/// How an attempt ended: the `outcome` of a history entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Still running.
+    Running,
+    /// The worker reported success.
+    Succeeded,
+    /// The handler failed.
+    Failed,
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// The process running it crashed.
+    Crash,
+    /// The worker stopped renewing the lease.
+    Lost,
+    /// Cancelled while running.
+    Cancelled,
+    /// The worker gave the task back (it left or shut down); not counted
+    /// against `max_attempts`.
+    HandedBack,
+}
+
+impl AttemptOutcome {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Crash => "crash",
+            AttemptOutcome::Lost => "lost",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::HandedBack => "handed_back",
+        }
     }
 }
 

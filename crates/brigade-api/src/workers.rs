@@ -187,8 +187,48 @@ pub struct ResultsReply {
 pub struct RejectedResult {
     /// Task id.
     pub task_id: String,
-    /// Why: `stale attempt`, `unknown task`, `not leased to this worker`...
+    /// Why, for people.
     pub reason: String,
+    /// Why, for programs. Absent from servers older than this field.
+    #[serde(default)]
+    pub code: RejectionCode,
+}
+
+/// Why a result (or a log batch) was not recorded, machine-readable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    /// No task has this id.
+    UnknownTask,
+    /// The same batch already carried a result for this task.
+    Duplicate,
+    /// The task has moved on to another attempt.
+    StaleAttempt,
+    /// The attempt is leased to another worker.
+    NotLeasedToWorker,
+    /// The task is not running (it finished, was cancelled or requeued).
+    NotRunning,
+    /// The result is larger than the server accepts.
+    TooLarge,
+    /// A code this client does not know yet.
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+impl RejectionCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionCode::UnknownTask => "unknown_task",
+            RejectionCode::Duplicate => "duplicate",
+            RejectionCode::StaleAttempt => "stale_attempt",
+            RejectionCode::NotLeasedToWorker => "not_leased_to_worker",
+            RejectionCode::NotRunning => "not_running",
+            RejectionCode::TooLarge => "too_large",
+            RejectionCode::Other => "other",
+        }
+    }
 }
 
 /// Worker states.

@@ -2,6 +2,15 @@
 
 use std::collections::BTreeMap;
 
+/// The `key=value` pairs a worker's labels offer: a label `lang=python,c`
+/// offers `lang=python` and `lang=c`.
+pub fn offered_labels(labels: &BTreeMap<String, String>) -> Vec<String> {
+    labels
+        .iter()
+        .flat_map(|(k, v)| v.split(',').map(move |one| format!("{k}={}", one.trim())))
+        .collect()
+}
+
 /// Whether a worker carrying `labels` satisfies a task's `requires`.
 ///
 /// Every required label must be present; a worker's value may be a comma list

@@ -6,6 +6,9 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("database error: {0}")]
     Db(sqlx::Error),
+    /// SQLite refused or failed.
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
     /// Migrations could not be applied.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -100,6 +103,24 @@ fn classify(e: &sqlx::Error) -> Option<Condition> {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    /// As for sqlx: a full disk and I/O failures are conditions of the
+    /// surroundings (503), anything else an error of the request.
+    fn from(e: rusqlite::Error) -> Self {
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(i64::from(f.extended_code)),
+            _ => None,
+        };
+        match code {
+            Some(n) if n & 0xff == SQLITE_FULL || SQLITE_IOERR_NO_ROOM.contains(&n) => {
+                StoreError::DiskFull(e.to_string())
+            }
+            Some(n) if n & 0xff == SQLITE_IOERR => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::Corrupt(e.to_string())
@@ -122,33 +143,24 @@ pub(crate) fn schema_error_for(
 
 #[cfg(test)]
 mod tests {
-    use sqlx::{Connection, SqliteConnection};
-
     use super::StoreError;
 
     /// A real SQLite "database or disk is full", from a database capped at a
     /// few pages, is a [`StoreError::DiskFull`] (503), not a 500.
-    #[tokio::test]
-    async fn sqlite_full_is_disk_full() -> Result<(), StoreError> {
-        let mut conn = SqliteConnection::connect("sqlite::memory:").await?;
-        sqlx::query("CREATE TABLE t (b BLOB)")
-            .execute(&mut conn)
-            .await?;
-        sqlx::query("PRAGMA max_page_count = 4")
-            .execute(&mut conn)
-            .await?;
-        let full = sqlx::query("INSERT INTO t VALUES (zeroblob(100000))")
-            .execute(&mut conn)
-            .await
+    #[test]
+    fn sqlite_full_is_disk_full() -> Result<(), StoreError> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE t (b BLOB); PRAGMA max_page_count = 4;")?;
+        let full = conn
+            .execute("INSERT INTO t VALUES (zeroblob(100000))", [])
             .map_err(StoreError::from);
         assert!(matches!(full, Err(StoreError::DiskFull(_))), "{full:?}");
         assert!(full.is_err_and(|e| e.is_transient()));
         // Another error of the request itself stays a database error.
-        let bad = sqlx::query("INSERT INTO nowhere VALUES (1)")
-            .execute(&mut conn)
-            .await
+        let bad = conn
+            .execute("INSERT INTO nowhere VALUES (1)", [])
             .map_err(StoreError::from);
-        assert!(matches!(bad, Err(StoreError::Db(_))), "{bad:?}");
+        assert!(matches!(bad, Err(StoreError::Sqlite(_))), "{bad:?}");
         Ok(())
     }
 

@@ -1,18 +1,18 @@
 //! Building the live events a state change produces.
 
-use brigade_api::{Event, JobState, TaskError};
+use brigade_api::{Event, EventKind, JobState, TaskError};
 use brigade_core::from_ms;
 
 /// An event about a task.
 pub(crate) fn task(
-    kind: &str,
+    kind: EventKind,
     now: i64,
     job_id: &str,
     task_id: &str,
     worker_id: Option<&str>,
     attempt: u32,
 ) -> Event {
-    let mut e = Event::new(kind, from_ms(now));
+    let mut e = Event::new(kind.as_str(), from_ms(now));
     e.job_id = Some(job_id.to_owned());
     e.task_id = Some(task_id.to_owned());
     e.worker_id = worker_id.map(str::to_owned);
@@ -22,7 +22,7 @@ pub(crate) fn task(
 
 /// An event about a task carrying its error.
 pub(crate) fn task_error(
-    kind: &str,
+    kind: EventKind,
     now: i64,
     job_id: &str,
     task_id: &str,
@@ -37,13 +37,13 @@ pub(crate) fn task_error(
 
 /// An event about a job.
 pub(crate) fn job(
-    kind: &str,
+    kind: EventKind,
     now: i64,
     job_id: &str,
     state: JobState,
     name: Option<&str>,
 ) -> Event {
-    let mut e = Event::new(kind, from_ms(now));
+    let mut e = Event::new(kind.as_str(), from_ms(now));
     e.job_id = Some(job_id.to_owned());
     e.state = Some(state);
     e.name = name.map(str::to_owned);
@@ -51,8 +51,8 @@ pub(crate) fn job(
 }
 
 /// An event about a worker.
-pub(crate) fn worker(kind: &str, now: i64, worker_id: &str, name: &str) -> Event {
-    let mut e = Event::new(kind, from_ms(now));
+pub(crate) fn worker(kind: EventKind, now: i64, worker_id: &str, name: &str) -> Event {
+    let mut e = Event::new(kind.as_str(), from_ms(now));
     e.worker_id = Some(worker_id.to_owned());
     e.name = Some(name.to_owned());
     e

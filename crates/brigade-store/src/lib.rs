@@ -1,9 +1,12 @@
 //! Durable state of brigade: one [`Store`] trait, two engines.
 //!
-//! This is the only crate that knows SQL. [`sqlite`] is the embedded default
-//! (one file, WAL, a single writer that commits groups of requests together);
-//! the PostgreSQL engine lets several servers share one database. Both apply
-//! the rules of `brigade-core` inside their transactions, and every state
+//! This is the only crate that knows SQL. The SQL is written once, in a
+//! shared layer (`sql`) over a small connection trait; [`sqlite`] (the
+//! embedded default: one file, WAL, a writer thread that commits groups of
+//! requests together) and [`postgres`] (several servers share one database)
+//! run it, and differ only where the engines do: the lease, batched writes,
+//! locking and notifications. The rules are `brigade-core`'s: the store asks
+//! it what a result or a failure does and applies the answer; every state
 //! change of a task checks the attempt it belongs to, so a result is recorded
 //! exactly once.
 
@@ -13,6 +16,7 @@ mod logs;
 pub mod model;
 pub mod postgres;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -135,6 +139,31 @@ pub trait Store: Send + Sync + 'static {
         results: Vec<TaskResult>,
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>>;
+    /// Apply a batch of results, then lease up to `max` tasks, in one
+    /// transaction: a busy worker's results ride on its next lease request.
+    /// `None` when the worker is unknown.
+    async fn report_and_lease(
+        &self,
+        worker_id: &str,
+        results: Vec<TaskResult>,
+        max: u32,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
+        let (reply, mut changes) = if results.is_empty() {
+            (ResultsReply::default(), Changes::default())
+        } else {
+            match self.report(worker_id, results, now).await? {
+                Some(done) => done,
+                None => return Ok(None),
+            }
+        };
+        let Some((leased, more)) = self.lease(worker_id, max, now, ttl).await? else {
+            return Ok(None);
+        };
+        changes.merge(more);
+        Ok(Some((reply, leased, changes)))
+    }
     /// Store log lines of tasks running on a worker; each batch only for the
     /// task's current attempt on this worker, at most
     /// [`brigade_api::logs::MAX_LOG_BYTES_PER_ATTEMPT`] bytes per attempt (then a

@@ -33,6 +33,9 @@ pub struct Changes {
     pub scheduled: bool,
     /// Latency samples of the tasks this change started or finished, for metrics.
     pub timings: Vec<Timing>,
+    /// Running tasks this change cancelled, as `(worker id, task id)`: their
+    /// workers should hear of it now, not at their next heartbeat.
+    pub cancelled: Vec<(String, String)>,
 }
 
 /// Which latency of a task a [`Timing`] measures.
@@ -73,6 +76,7 @@ impl Changes {
         self.ready |= other.ready;
         self.scheduled |= other.scheduled;
         self.timings.extend(other.timings);
+        self.cancelled.extend(other.cancelled);
     }
 }
 

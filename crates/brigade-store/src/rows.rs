@@ -1,8 +1,7 @@
 //! Reading rows back into wire types, the same way for both engines.
 //!
-//! Each engine selects its own columns with its own SQL (JSON comes back as
-//! text); once a row is fetched, turning it into a `TaskView`, `JobView` or
-//! `WorkerView` is one piece of code over the [`Columns`] both row types offer.
+//! JSON comes back as text from both engines; turning a fetched row into a
+//! `TaskView`, `JobView` or `WorkerView` is one piece of code over [`Columns`].
 
 use std::collections::BTreeMap;
 
@@ -11,7 +10,6 @@ use brigade_api::{
     WorkerView,
 };
 use brigade_core::from_ms;
-use sqlx::Row;
 
 use crate::{Result, StoreError};
 
@@ -28,31 +26,6 @@ pub(crate) trait Columns {
     /// A boolean column (an integer 0/1 in SQLite).
     fn flag(&self, col: &str) -> Result<bool>;
 }
-
-macro_rules! columns_for {
-    ($row:ty) => {
-        impl Columns for $row {
-            fn int(&self, col: &str) -> Result<i64> {
-                Ok(self.try_get(col)?)
-            }
-            fn int_opt(&self, col: &str) -> Result<Option<i64>> {
-                Ok(self.try_get(col)?)
-            }
-            fn text(&self, col: &str) -> Result<String> {
-                Ok(self.try_get(col)?)
-            }
-            fn text_opt(&self, col: &str) -> Result<Option<String>> {
-                Ok(self.try_get(col)?)
-            }
-            fn flag(&self, col: &str) -> Result<bool> {
-                Ok(self.try_get(col)?)
-            }
-        }
-    };
-}
-
-columns_for!(sqlx::sqlite::SqliteRow);
-columns_for!(sqlx::postgres::PgRow);
 
 /// A page cursor as handed out (the `seq` of the last item), `None` for the first page.
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {

@@ -10,10 +10,8 @@
 //! Changes made through one server reach the others by `LISTEN`/`NOTIFY`
 //! (see [`notify`] and [`Store::remote`]).
 
+mod conn;
 mod notify;
-mod read;
-mod rows;
-mod write;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,7 +30,9 @@ use tokio::task::JoinHandle;
 use crate::model::{
     Changes, DeleteOutcome, Idempotency, JobFilter, Remote, RetryOutcome, Submitted,
 };
+use crate::sql::{read, write};
 use crate::{Result, Store, StoreError};
+use conn::Pg;
 
 /// Migrations of the PostgreSQL engine, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -99,7 +99,8 @@ macro_rules! write_tx {
             let result = async {
                 let mut tx = store.pool.begin().await?;
                 let value = {
-                    let $conn: &mut PgConnection = &mut tx;
+                    let mut pg = conn::Pg(&mut *tx);
+                    let $conn = &mut pg;
                     $body.await?
                 };
                 {
@@ -272,11 +273,7 @@ impl Store for PostgresStore {
     }
 
     async fn has_queued(&self) -> Result<bool> {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
+        read::has_queued(&mut Pg(&mut *self.pool.acquire().await?)).await
     }
 
     async fn submit(
@@ -294,7 +291,7 @@ impl Store for PostgresStore {
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobView>> {
-        read::job(&mut *self.pool.acquire().await?, id).await
+        read::job(&mut Pg(&mut *self.pool.acquire().await?), id).await
     }
 
     async fn jobs(
@@ -303,7 +300,13 @@ impl Store for PostgresStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<JobView>> {
-        read::jobs(&mut *self.pool.acquire().await?, filter, limit, cursor).await
+        read::jobs(
+            &mut Pg(&mut *self.pool.acquire().await?),
+            filter,
+            limit,
+            cursor,
+        )
+        .await
     }
 
     async fn job_tasks(
@@ -314,7 +317,7 @@ impl Store for PostgresStore {
         cursor: Option<&str>,
     ) -> Result<Option<Page<TaskView>>> {
         read::job_tasks(
-            &mut *self.pool.acquire().await?,
+            &mut Pg(&mut *self.pool.acquire().await?),
             job_id,
             state,
             limit,
@@ -324,7 +327,7 @@ impl Store for PostgresStore {
     }
 
     async fn job_owner(&self, id: &str) -> Result<Option<String>> {
-        read::job_owner(&mut *self.pool.acquire().await?, id).await
+        read::job_owner(&mut Pg(&mut *self.pool.acquire().await?), id).await
     }
 
     async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
@@ -336,7 +339,7 @@ impl Store for PostgresStore {
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskView>> {
-        read::task(&mut *self.pool.acquire().await?, id).await
+        read::task(&mut Pg(&mut *self.pool.acquire().await?), id).await
     }
 
     async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
@@ -364,20 +367,15 @@ impl Store for PostgresStore {
     }
 
     async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
-        read::worker(&mut *self.pool.acquire().await?, id).await
+        read::worker(&mut Pg(&mut *self.pool.acquire().await?), id).await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerView>> {
-        read::workers(&mut *self.pool.acquire().await?).await
+        read::workers(&mut Pg(&mut *self.pool.acquire().await?)).await
     }
 
     async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT owner FROM workers WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        read::worker_owner(&mut Pg(&mut *self.pool.acquire().await?), id).await
     }
 
     async fn lease(
@@ -398,10 +396,11 @@ impl Store for PostgresStore {
         now: i64,
         ttl: i64,
     ) -> Result<Vec<Option<HeartbeatReply>>> {
-        let replies = write_tx!(self, |c| write::heartbeats(c, &batch, now, ttl), |_v| None)?;
-        Ok(crate::model::heartbeat_replies(
-            batch, &replies.0, &replies.1,
-        ))
+        write_tx!(
+            self,
+            |c| write::heartbeats(c, batch.clone(), now, ttl),
+            |_v| None
+        )
     }
 
     async fn report(
@@ -413,6 +412,21 @@ impl Store for PostgresStore {
         write_tx!(self, |c| write::report(c, worker_id, &results, now), |v| v
             .as_ref()
             .map(|(_, changes)| changes))
+    }
+
+    async fn report_and_lease(
+        &self,
+        worker_id: &str,
+        results: Vec<TaskResult>,
+        max: u32,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
+        write_tx!(
+            self,
+            |c| write::report_and_lease(c, worker_id, &results, max, now, ttl),
+            |v| v.as_ref().map(|(_, _, changes)| changes)
+        )
     }
 
     async fn append_logs(
@@ -434,7 +448,13 @@ impl Store for PostgresStore {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<(i64, LogLine)>> {
-        read::task_logs(&mut *self.pool.acquire().await?, task_id, after, limit).await
+        read::task_logs(
+            &mut Pg(&mut *self.pool.acquire().await?),
+            task_id,
+            after,
+            limit,
+        )
+        .await
     }
 
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
@@ -446,7 +466,7 @@ impl Store for PostgresStore {
     }
 
     async fn queues(&self) -> Result<Vec<QueueView>> {
-        read::queues(&mut *self.pool.acquire().await?).await
+        read::queues(&mut Pg(&mut *self.pool.acquire().await?)).await
     }
 
     async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {

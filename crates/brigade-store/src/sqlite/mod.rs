@@ -1,11 +1,14 @@
-//! The SQLite engine: one file, WAL, synchronous commits, one group-committing writer.
+//! The SQLite engine: one file, WAL, synchronous commits, one writer thread
+//! that commits groups of requests together, and a few read connections.
+//!
+//! The SQL is the shared layer's ([`crate::sql`]); this engine runs it on
+//! rusqlite connections, each call on the thread that owns the connection.
 
-mod read;
-mod rows;
-mod write;
+mod conn;
+mod migrate;
 mod writer;
 
-use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,95 +17,206 @@ use brigade_api::{
     ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
 use brigade_core::NewJob;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection};
+use futures::FutureExt;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::model::{Changes, DeleteOutcome, Idempotency, JobFilter, RetryOutcome, Submitted};
+use crate::sql::{read, write};
 use crate::{Result, Store, StoreError};
+use conn::Lite;
 use writer::Writer;
 
-/// Migrations of the SQLite engine, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Most read connections kept open.
+const READERS: usize = 4;
+
+/// Where a `sqlite:` URL points.
+#[derive(Debug, Clone)]
+struct Target {
+    /// A file path, or a shared-cache URI for an in-memory database.
+    path: String,
+    memory: bool,
+}
+
+fn target(url: &str) -> Result<Target> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::Url(format!("{url}: expected sqlite://PATH")))?;
+    // Options after `?` (sqlx's `mode=rwc` and the like) mean nothing here.
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() {
+        return Err(StoreError::Url(format!("{url}: no file named")));
+    }
+    if path == ":memory:" {
+        // Readers must see the writer's database: one shared in-memory cache.
+        return Ok(Target {
+            path: format!(
+                "file:brigade-{}?mode=memory&cache=shared",
+                brigade_core::ids::new_id()
+            ),
+            memory: true,
+        });
+    }
+    Ok(Target {
+        path: path.to_owned(),
+        memory: false,
+    })
+}
+
+/// Open a connection with the settings every brigade connection uses.
+fn connect(t: &Target, read_only: bool) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    flags |= if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    };
+    let conn = Connection::open_with_flags(&t.path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Statements are prepared once per connection; the hot path has a few
+    // dozen, the reads some more.
+    conn.set_prepared_statement_cache_capacity(256);
+    // A modest page cache: SQLite scans the writer's whole cache at every
+    // commit (after a b-tree rebalance moves a page to the lock page's
+    // number) and a reader drops its cache whenever the file changed, so a
+    // large cache costs CPU on every commit and buys little; the OS page
+    // cache holds the file anyway.
+    conn.execute_batch("PRAGMA cache_size = -8192; PRAGMA temp_store = memory;")?;
+    if !t.memory && !read_only {
+        // A 201 means the fsync happened.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+    }
+    Ok(conn)
+}
+
+fn create_dir_for(t: &Target) -> Result<()> {
+    if t.memory {
+        return Ok(());
+    }
+    if let Some(dir) = std::path::Path::new(&t.path).parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
 
 /// Apply pending migrations to the SQLite database at `url` (created if missing).
 pub async fn migrate(url: &str) -> Result<()> {
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Url(format!("{url}: {e}")))?
-        .create_if_missing(true);
-    let mut conn = options.connect().await?;
-    let result = MIGRATOR
-        .run(&mut conn)
+    let t = target(url)?;
+    tokio::task::spawn_blocking(move || {
+        create_dir_for(&t)?;
+        let mut conn = connect(&t, false)?;
+        migrate::run(&mut conn)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("migration thread: {e}")))?
+}
+
+/// Run a shared-layer future that completes at once (every statement of a
+/// rusqlite [`Lite`] connection runs when it is called).
+fn at_once<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    f.now_or_never().unwrap_or_else(|| {
+        Err(StoreError::Unavailable(
+            "a SQLite statement waited (a bug: they run at once)".into(),
+        ))
+    })
+}
+
+/// Read connections, used from the blocking pool.
+struct Readers {
+    target: Target,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Lite<'_>) -> Result<T> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = me.idle.lock().ok().and_then(|mut v| v.pop());
+            let mut conn = match taken {
+                Some(c) => c,
+                None => connect(&me.target, true)?,
+            };
+            let result = f(&mut Lite(&mut conn));
+            if let Ok(mut idle) = me.idle.lock()
+                && idle.len() < READERS
+            {
+                idle.push(conn);
+            }
+            result
+        })
         .await
-        .map_err(crate::error::schema_error_for(&MIGRATOR));
-    let _ = conn.close().await;
-    result
+        .map_err(|e| StoreError::Unavailable(format!("read thread: {e}")))?
+    }
 }
 
 /// Brigade's state in one SQLite file.
 pub struct SqliteStore {
     writer: Writer,
-    read: SqlitePool,
+    readers: Arc<Readers>,
+    /// Holds an in-memory database open while the store lives.
+    _keep: Option<Arc<Mutex<Connection>>>,
 }
 
 impl SqliteStore {
     /// Open (creating and migrating when needed) the database at `url`.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url(format!("{url}: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // A 201 means the fsync happened.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            // A modest page cache: SQLite scans the writer's whole cache at
-            // every commit (after a b-tree rebalance moves a page to the lock
-            // page's number) and a reader drops its cache whenever the file
-            // changed, so a large cache costs CPU on every commit and buys
-            // little; the OS page cache holds the file anyway.
-            .pragma("cache_size", "-8192")
-            .pragma("temp_store", "memory")
-            .log_statements(tracing::log::LevelFilter::Trace);
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-            && !dir.exists()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
-        }
-        let mut conn = options.connect().await?;
-        MIGRATOR
-            .run(&mut conn)
+        let t = target(url)?;
+        let (writer_conn, keep) = {
+            let t = t.clone();
+            tokio::task::spawn_blocking(move || -> Result<(Connection, Option<Connection>)> {
+                create_dir_for(&t)?;
+                let keep = if t.memory {
+                    Some(connect(&t, false)?)
+                } else {
+                    None
+                };
+                let mut conn = connect(&t, false)?;
+                migrate::run(&mut conn)?;
+                Ok((conn, keep))
+            })
             .await
-            .map_err(crate::error::schema_error_for(&MIGRATOR))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options.clone().read_only(true))
-            .await?;
+            .map_err(|e| StoreError::Unavailable(format!("open thread: {e}")))??
+        };
         Ok(Self {
-            writer: Writer::start(conn),
-            read,
+            writer: Writer::start(writer_conn)?,
+            readers: Arc::new(Readers {
+                target: t,
+                idle: Mutex::new(Vec::new()),
+            }),
+            _keep: keep.map(|c| Arc::new(Mutex::new(c))),
         })
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Lite<'_>) -> Result<T> + Send + 'static,
+    {
+        self.writer.write(move |conn| f(&mut Lite(conn))).await
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        let mut c = self.read.acquire().await?;
-        c.ping().await?;
-        Ok(())
+        self.readers
+            .read(|c| {
+                c.0.query_row("SELECT 1", [], |_| Ok(()))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn has_queued(&self) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE state = 'queued' LIMIT 1",
-        )
-        .fetch_optional(&mut *self.read.acquire().await?)
-        .await?;
-        Ok(found.is_some())
+        self.readers.read(|c| at_once(read::has_queued(c))).await
     }
 
     async fn submit(
@@ -113,13 +227,13 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Submitted> {
         let owner = owner.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::submit(c, owner, job, idem, now)))
+        self.write(move |c| at_once(write::submit(c, &owner, &job, idem.as_ref(), now)))
             .await
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobView>> {
-        read::job(&mut *self.read.acquire().await?, id).await
+        let id = id.to_owned();
+        self.readers.read(move |c| at_once(read::job(c, &id))).await
     }
 
     async fn jobs(
@@ -128,7 +242,11 @@ impl Store for SqliteStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<JobView>> {
-        read::jobs(&mut *self.read.acquire().await?, filter, limit, cursor).await
+        let filter = filter.clone();
+        let cursor = cursor.map(str::to_owned);
+        self.readers
+            .read(move |c| at_once(read::jobs(c, &filter, limit, cursor.as_deref())))
+            .await
     }
 
     async fn job_tasks(
@@ -138,49 +256,48 @@ impl Store for SqliteStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Option<Page<TaskView>>> {
-        read::job_tasks(
-            &mut *self.read.acquire().await?,
-            job_id,
-            state,
-            limit,
-            cursor,
-        )
-        .await
+        let id = job_id.to_owned();
+        let cursor = cursor.map(str::to_owned);
+        self.readers
+            .read(move |c| at_once(read::job_tasks(c, &id, state, limit, cursor.as_deref())))
+            .await
     }
 
     async fn job_owner(&self, id: &str) -> Result<Option<String>> {
-        read::job_owner(&mut *self.read.acquire().await?, id).await
+        let id = id.to_owned();
+        self.readers
+            .read(move |c| at_once(read::job_owner(c, &id)))
+            .await
     }
 
     async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
         let id = id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::cancel_job(c, id, now)))
+        self.write(move |c| at_once(write::cancel_job(c, &id, now)))
             .await
     }
 
     async fn delete_job(&self, id: &str) -> Result<DeleteOutcome> {
         let id = id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::delete_job(c, id)))
+        self.write(move |c| at_once(write::delete_job(c, &id)))
             .await
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskView>> {
-        read::task(&mut *self.read.acquire().await?, id).await
+        let id = id.to_owned();
+        self.readers
+            .read(move |c| at_once(read::task(c, &id)))
+            .await
     }
 
     async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
         let id = id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::cancel_task(c, id, now)))
+        self.write(move |c| at_once(write::cancel_task(c, &id, now)))
             .await
     }
 
     async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
         let id = id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::retry_task(c, id, now)))
+        self.write(move |c| at_once(write::retry_task(c, &id, now)))
             .await
     }
 
@@ -191,21 +308,26 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<(WorkerView, Changes)> {
         let owner = owner.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::join_worker(c, owner, join, now)))
+        self.write(move |c| at_once(write::join_worker(c, &owner, &join, now)))
             .await
     }
 
     async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
-        read::worker(&mut *self.read.acquire().await?, id).await
+        let id = id.to_owned();
+        self.readers
+            .read(move |c| at_once(read::worker(c, &id)))
+            .await
     }
 
     async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
-        read::worker_owner(&mut *self.read.acquire().await?, id).await
+        let id = id.to_owned();
+        self.readers
+            .read(move |c| at_once(read::worker_owner(c, &id)))
+            .await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerView>> {
-        read::workers(&mut *self.read.acquire().await?).await
+        self.readers.read(|c| at_once(read::workers(c))).await
     }
 
     async fn lease(
@@ -216,8 +338,7 @@ impl Store for SqliteStore {
         ttl: i64,
     ) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
         let id = worker_id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::lease(c, id, max, now, ttl)))
+        self.write(move |c| at_once(write::lease(c, &id, max, now, ttl)))
             .await
     }
 
@@ -227,8 +348,7 @@ impl Store for SqliteStore {
         now: i64,
         ttl: i64,
     ) -> Result<Vec<Option<HeartbeatReply>>> {
-        self.writer
-            .write(move |c| Box::pin(write::heartbeats(c, batch, now, ttl)))
+        self.write(move |c| at_once(write::heartbeats(c, batch, now, ttl)))
             .await
     }
 
@@ -239,8 +359,20 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>> {
         let id = worker_id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::report(c, id, results, now)))
+        self.write(move |c| at_once(write::report(c, &id, &results, now)))
+            .await
+    }
+
+    async fn report_and_lease(
+        &self,
+        worker_id: &str,
+        results: Vec<TaskResult>,
+        max: u32,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
+        let id = worker_id.to_owned();
+        self.write(move |c| at_once(write::report_and_lease(c, &id, &results, max, now, ttl)))
             .await
     }
 
@@ -251,8 +383,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<LogsReply>> {
         let id = worker_id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::append_logs(c, id, logs, now)))
+        self.write(move |c| at_once(write::append_logs(c, &id, &logs, now)))
             .await
     }
 
@@ -262,43 +393,40 @@ impl Store for SqliteStore {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<(i64, LogLine)>> {
-        read::task_logs(&mut *self.read.acquire().await?, task_id, after, limit).await
+        let id = task_id.to_owned();
+        self.readers
+            .read(move |c| at_once(read::task_logs(c, &id, after, limit)))
+            .await
     }
 
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
         let id = worker_id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::leave(c, id, now)))
+        self.write(move |c| at_once(write::leave(c, &id, now)))
             .await
     }
 
     async fn drain_worker(&self, worker_id: &str) -> Result<Option<WorkerView>> {
         let id = worker_id.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::drain_worker(c, id)))
+        self.write(move |c| at_once(write::drain_worker(c, &id)))
             .await
     }
 
     async fn queues(&self) -> Result<Vec<QueueView>> {
-        read::queues(&mut *self.read.acquire().await?).await
+        self.readers.read(|c| at_once(read::queues(c))).await
     }
 
     async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {
         let name = name.to_owned();
-        self.writer
-            .write(move |c| Box::pin(write::set_queue_paused(c, name, paused)))
+        self.write(move |c| at_once(write::set_queue_paused(c, &name, paused)))
             .await
     }
 
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)> {
-        self.writer
-            .write(move |c| Box::pin(write::promote_due(c, now)))
+        self.write(move |c| at_once(write::promote_due(c, now)))
             .await
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        self.writer
-            .write(move |c| Box::pin(write::reap(c, now, ttl)))
-            .await
+        self.write(move |c| at_once(write::reap(c, now, ttl))).await
     }
 }

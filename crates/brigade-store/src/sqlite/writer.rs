@@ -1,77 +1,68 @@
-//! The single SQLite writer: requests queue up and are committed in groups.
+//! The single SQLite writer: a thread of its own that commits requests in groups.
 //!
-//! SQLite has one writer at a time. Instead of many connections fighting for
-//! the lock with small transactions, every write goes through one task that
-//! takes whatever requests are waiting, runs each in its own savepoint inside
-//! one transaction, commits once (one fsync), and only then answers them all.
-//! A failing request rolls back to its savepoint without hurting the others.
+//! SQLite has one writer at a time. Every write goes to one thread that takes
+//! whatever requests are waiting, runs each in its own savepoint inside one
+//! transaction, commits once (one fsync), and only then answers them all. A
+//! failing request rolls back to its savepoint without hurting the others.
+//! The thread owns the connection and runs every statement itself, so a whole
+//! group costs one hand-off from the async side and back, however many
+//! statements its requests run.
 
-use futures::future::BoxFuture;
-use sqlx::{Connection, SqliteConnection};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Result, StoreError};
 
 /// Delivers a request's result once the group it ran in is committed (or not).
 type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// One write request: runs against the writer's connection (or, when `run` is
+/// One write request: runs on the writer's connection (or, when `run` is
 /// false, only fails), says whether it succeeded.
-type Op = Box<
-    dyn for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)> + Send,
->;
+type Op = Box<dyn FnOnce(&mut Connection, bool) -> (bool, Deliver) + Send>;
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 512;
 
-/// Handle to the writer task.
+/// Handle to the writer thread.
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Op>,
 }
 
-fn op<F>(f: F) -> Op
-where
-    F: for<'c> FnOnce(&'c mut SqliteConnection, bool) -> BoxFuture<'c, (bool, Deliver)>
-        + Send
-        + 'static,
-{
-    Box::new(f)
-}
-
 impl Writer {
-    /// Start the writer task on `conn`.
-    pub(crate) fn start(conn: SqliteConnection) -> Self {
+    /// Start the writer thread on `conn`.
+    pub(crate) fn start(conn: Connection) -> Result<Self> {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(conn, rx));
-        Self { tx }
+        std::thread::Builder::new()
+            .name("brigade-sqlite-writer".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(Self { tx })
     }
 
     /// Run `f` in the next group commit; returns its result once committed.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T>>();
-        let request = op(move |conn, run| {
-            Box::pin(async move {
-                let result = if run {
-                    f(conn).await
-                } else {
-                    Err(StoreError::Unavailable(
-                        "not run: the group commit it was queued in failed".into(),
-                    ))
+        let request: Op = Box::new(move |conn, run| {
+            let result = if run {
+                f(conn)
+            } else {
+                Err(StoreError::Unavailable(
+                    "not run: the group commit it was queued in failed".into(),
+                ))
+            };
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |commit_error: Option<&StoreError>| {
+                let result = match (commit_error, result) {
+                    (Some(e), Ok(_)) => Err(group_failed(e)),
+                    (_, r) => r,
                 };
-                let ok = result.is_ok();
-                let deliver: Deliver = Box::new(move |commit_error: Option<&StoreError>| {
-                    let result = match (commit_error, result) {
-                        (Some(e), Ok(_)) => Err(group_failed(e)),
-                        (_, r) => r,
-                    };
-                    let _ = reply.send(result);
-                });
-                (ok, deliver)
-            })
+                let _ = reply.send(result);
+            });
+            (ok, deliver)
         });
         self.tx
             .send(request)
@@ -91,10 +82,17 @@ fn group_failed(e: &StoreError) -> StoreError {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
     let mut group: Vec<Op> = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (delivers, error) = match commit_group(&mut conn, &mut group).await {
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let (delivers, error) = match commit_group(&mut conn, &mut group) {
             Ok(delivers) => (delivers, None),
             Err((delivers, e)) => {
                 tracing::error!(error = %e, "group commit failed");
@@ -105,123 +103,99 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             deliver(error.as_ref());
         }
     }
-    let _ = conn.close().await;
 }
 
 type GroupOutcome = std::result::Result<Vec<Deliver>, (Vec<Deliver>, StoreError)>;
 
 /// Fail every request left in `rest` without running it.
-async fn refuse(
-    conn: &mut SqliteConnection,
-    rest: impl Iterator<Item = Op> + Send,
-    delivers: &mut Vec<Deliver>,
-) {
+fn refuse(conn: &mut Connection, rest: impl Iterator<Item = Op>, delivers: &mut Vec<Deliver>) {
     for request in rest {
-        let (_, deliver) = request(&mut *conn, false).await;
+        let (_, deliver) = request(conn, false);
         delivers.push(deliver);
     }
+}
+
+fn sql(conn: &Connection, statement: &str) -> Result<()> {
+    conn.prepare_cached(statement)?.execute([])?;
+    Ok(())
 }
 
 /// Open the group's transaction. A connection still inside a transaction
 /// (SQLite rolls back on its own after some errors, such as a full disk, and
 /// a ROLLBACK of ours may have failed too) is rolled back first, so one bad
 /// moment never leaves the writer refusing everything after it.
-async fn begin(conn: &mut SqliteConnection) -> Result<()> {
-    match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-        Ok(_) => Ok(()),
-        Err(first) => {
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                return Err(first.into());
-            }
-            tracing::warn!(error = %first, "the writer was left in a transaction; rolled it back");
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            Ok(())
-        }
+fn begin(conn: &Connection) -> Result<()> {
+    if !conn.is_autocommit() {
+        tracing::warn!("the writer was left in a transaction; rolling it back");
+        sql(conn, "ROLLBACK")?;
     }
+    sql(conn, "BEGIN IMMEDIATE")
 }
 
-// Boxed so the spawned writer's future is provably Send (rustc cannot see
-// through sqlx's higher-ranked Executor bounds otherwise).
-fn commit_group<'a>(
-    conn: &'a mut SqliteConnection,
-    group: &'a mut Vec<Op>,
-) -> BoxFuture<'a, GroupOutcome> {
-    Box::pin(commit_group_inner(conn, group))
-}
-
-async fn commit_group_inner(conn: &mut SqliteConnection, group: &mut Vec<Op>) -> GroupOutcome {
+fn commit_group(conn: &mut Connection, group: &mut Vec<Op>) -> GroupOutcome {
     let mut delivers = Vec::with_capacity(group.len());
-    if let Err(e) = begin(conn).await {
-        refuse(conn, group.drain(..), &mut delivers).await;
+    if let Err(e) = begin(conn) {
+        refuse(conn, group.drain(..), &mut delivers);
         return Err((delivers, e));
     }
     if group.len() == 1 {
         // A lone request needs no savepoint: commit it or roll it back.
         if let Some(request) = group.pop() {
-            let (ok, deliver) = request(&mut *conn, true).await;
+            let (ok, deliver) = request(conn, true);
             delivers.push(deliver);
             if !ok {
-                return match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                    Ok(_) => Ok(delivers),
-                    Err(e) => Err((delivers, StoreError::from(e))),
+                return match sql(conn, "ROLLBACK") {
+                    Ok(()) => Ok(delivers),
+                    Err(e) => Err((delivers, e)),
                 };
             }
         }
     } else {
         let mut requests = group.drain(..);
         while let Some(request) = requests.next() {
-            if let Err(e) = sqlx::query("SAVEPOINT request").execute(&mut *conn).await {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            if let Err(e) = sql(conn, "SAVEPOINT request") {
+                let _ = sql(conn, "ROLLBACK");
                 refuse(
                     conn,
                     std::iter::once(request).chain(requests),
                     &mut delivers,
-                )
-                .await;
-                return Err((delivers, StoreError::from(e)));
+                );
+                return Err((delivers, e));
             }
-            let (ok, deliver) = request(&mut *conn, true).await;
+            let (ok, deliver) = request(conn, true);
             delivers.push(deliver);
             let end = if ok {
-                sqlx::query("RELEASE request").execute(&mut *conn).await
+                sql(conn, "RELEASE request")
             } else {
-                match sqlx::query("ROLLBACK TO request").execute(&mut *conn).await {
-                    Ok(_) => sqlx::query("RELEASE request").execute(&mut *conn).await,
-                    Err(e) => Err(e),
-                }
+                sql(conn, "ROLLBACK TO request").and_then(|()| sql(conn, "RELEASE request"))
             };
             if let Err(e) = end {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                refuse(conn, requests, &mut delivers).await;
-                return Err((delivers, StoreError::from(e)));
+                let _ = sql(conn, "ROLLBACK");
+                refuse(conn, requests, &mut delivers);
+                return Err((delivers, e));
             }
         }
     }
-    match sqlx::query("COMMIT").execute(&mut *conn).await {
-        Ok(_) => Ok(delivers),
+    match sql(conn, "COMMIT") {
+        Ok(()) => Ok(delivers),
         Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err((delivers, StoreError::from(e)))
+            let _ = sql(conn, "ROLLBACK");
+            Err((delivers, e))
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use sqlx::{Connection, SqliteConnection};
+    use rusqlite::Connection;
 
     use super::Writer;
     use crate::{Result, StoreError};
 
     async fn insert(w: &Writer, bytes: i64) -> Result<()> {
         w.write(move |c| {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO t VALUES (zeroblob(?))")
-                    .bind(bytes)
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
-            })
+            c.execute("INSERT INTO t VALUES (zeroblob(?1))", [bytes])?;
+            Ok(())
         })
         .await
     }
@@ -230,23 +204,18 @@ mod tests {
     /// and the writer goes on committing the others, alone or in groups.
     #[tokio::test]
     async fn a_full_database_fails_requests_not_the_writer() -> Result<()> {
-        let mut conn = SqliteConnection::connect("sqlite::memory:").await?;
-        sqlx::query("CREATE TABLE t (b BLOB)")
-            .execute(&mut conn)
-            .await?;
-        sqlx::query("PRAGMA max_page_count = 16")
-            .execute(&mut conn)
-            .await?;
-        let w = Writer::start(conn);
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE t (b BLOB); PRAGMA max_page_count = 16;")?;
+        let w = Writer::start(conn)?;
         assert!(matches!(
             insert(&w, 1_000_000).await,
             Err(StoreError::DiskFull(_))
         ));
         insert(&w, 10).await?;
         // In one group: SQLite may roll the whole transaction back on a full
-        // disk (it did here), taking the others with it. Whatever happens, a
-        // request is told it succeeded only if its row is committed, and the
-        // others' failures are transient (503), never a 500.
+        // disk, taking the others with it. Whatever happens, a request is told
+        // it succeeded only if its row is committed, and the others' failures
+        // are transient (503), never a 500.
         let (a, b, c) = tokio::join!(insert(&w, 10), insert(&w, 1_000_000), insert(&w, 10));
         assert!(matches!(b, Err(StoreError::DiskFull(_))), "{b:?}");
         for r in [&a, &c] {
@@ -256,16 +225,9 @@ mod tests {
             );
         }
         let committed = 1 + [&a, &c].iter().filter(|r| r.is_ok()).count() as i64;
-        // And the writer goes on.
         insert(&w, 10).await?;
         let n: i64 = w
-            .write(|c| {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar("SELECT count(*) FROM t")
-                        .fetch_one(&mut *c)
-                        .await?)
-                })
-            })
+            .write(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
             .await?;
         assert_eq!(n, committed + 1);
         Ok(())

@@ -1,0 +1,284 @@
+//! Typed transitions of a task: what a result, a failure or a lost lease does
+//! to it. Decided here, applied by the store, so both engines follow one rule
+//! and a new state fails to compile wherever it matters.
+
+use brigade_api::{
+    AttemptOutcome, Backoff, ErrorKind, EventKind, RejectionCode, TaskError, TaskState,
+};
+
+use crate::lifecycle::{Failure, on_failure};
+
+/// Why a result or a log batch is refused. Each has a machine-readable
+/// [`code`](Rejection::code) and a reason for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No task has this id.
+    UnknownTask,
+    /// The batch already carried a result for this task.
+    Duplicate,
+    /// The task is on another attempt now.
+    StaleAttempt {
+        /// The task's current attempt.
+        current: u32,
+    },
+    /// The attempt belongs to another worker.
+    NotLeasedToWorker,
+    /// The task is not running.
+    NotRunning {
+        /// Its state.
+        state: TaskState,
+    },
+}
+
+impl Rejection {
+    /// The code clients act on.
+    pub fn code(&self) -> RejectionCode {
+        match self {
+            Rejection::UnknownTask => RejectionCode::UnknownTask,
+            Rejection::Duplicate => RejectionCode::Duplicate,
+            Rejection::StaleAttempt { .. } => RejectionCode::StaleAttempt,
+            Rejection::NotLeasedToWorker => RejectionCode::NotLeasedToWorker,
+            Rejection::NotRunning { .. } => RejectionCode::NotRunning,
+        }
+    }
+
+    /// The reason, for people.
+    pub fn reason(&self) -> String {
+        match self {
+            Rejection::UnknownTask => "unknown task".into(),
+            Rejection::Duplicate => "the task's result was already recorded".into(),
+            Rejection::StaleAttempt { current } => {
+                format!("stale attempt: the task is on attempt {current}")
+            }
+            Rejection::NotLeasedToWorker => {
+                "stale attempt: the task is not leased to this worker".into()
+            }
+            Rejection::NotRunning { state } => format!("the task is {}", state.as_str()),
+        }
+    }
+}
+
+/// What the store knows of a task when a worker reports on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Held<'a> {
+    /// Its state.
+    pub state: TaskState,
+    /// Its current attempt.
+    pub attempt: u32,
+    /// The worker its current attempt is leased to.
+    pub worker_id: Option<&'a str>,
+}
+
+/// Whether `worker` may report on attempt `attempt` of a task: only the
+/// worker holding the task's current attempt, while it runs.
+pub fn check_attempt(task: Held<'_>, worker: &str, attempt: u32) -> Result<(), Rejection> {
+    if task.attempt != attempt {
+        return Err(Rejection::StaleAttempt {
+            current: task.attempt,
+        });
+    }
+    if task.worker_id != Some(worker) {
+        return Err(Rejection::NotLeasedToWorker);
+    }
+    if task.state != TaskState::Running {
+        return Err(Rejection::NotRunning { state: task.state });
+    }
+    Ok(())
+}
+
+/// Who should hear of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Nobody.
+    Nobody,
+    /// Waiting workers: a task became `queued`.
+    Workers,
+    /// The promoter: a task became `scheduled`.
+    Promoter,
+}
+
+/// A failed attempt's consequence, as the store writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The task's new state.
+    pub state: TaskState,
+    /// When a scheduled task is due.
+    pub run_at: Option<i64>,
+    /// When the task becomes ready again (`None`: unchanged).
+    pub ready_at: Option<i64>,
+    /// When the task ended, if it did.
+    pub finished_at: Option<i64>,
+    /// The event to publish.
+    pub event: EventKind,
+    /// Who to wake.
+    pub wake: Wake,
+}
+
+/// A task's attempt budget, as the store keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget<'a> {
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// Attempts up to this one were not counted (retried by hand or handed back).
+    pub attempt_base: u32,
+    /// The budget.
+    pub max_attempts: u32,
+    /// The retry delays.
+    pub backoff: &'a Backoff,
+}
+
+/// What a failed attempt does: retry after the backoff, requeue at once (a
+/// lost worker), or fail for good. `unit` is a random number in `[0, 1)` for
+/// the backoff's jitter.
+pub fn fail(budget: Budget<'_>, retryable: bool, lost: bool, now: i64, unit: f64) -> Transition {
+    let counted = budget.attempt.saturating_sub(budget.attempt_base);
+    match on_failure(
+        counted,
+        budget.max_attempts,
+        retryable,
+        lost,
+        budget.backoff,
+        now,
+        unit,
+    ) {
+        Failure::Retry { run_at } => Transition {
+            state: TaskState::Scheduled,
+            run_at: Some(run_at),
+            ready_at: Some(run_at),
+            finished_at: None,
+            event: EventKind::TaskRetrying,
+            wake: Wake::Promoter,
+        },
+        Failure::Requeue => Transition {
+            state: TaskState::Queued,
+            run_at: None,
+            ready_at: Some(now),
+            finished_at: None,
+            event: EventKind::TaskRetrying,
+            wake: Wake::Workers,
+        },
+        Failure::Fail => Transition {
+            state: TaskState::Failed,
+            run_at: None,
+            ready_at: None,
+            finished_at: Some(now),
+            event: EventKind::TaskFailed,
+            wake: Wake::Nobody,
+        },
+    }
+}
+
+/// How an attempt that failed with `error` is recorded in the history.
+pub fn failed_outcome(error: &TaskError) -> AttemptOutcome {
+    match error.kind {
+        ErrorKind::Timeout => AttemptOutcome::Timeout,
+        ErrorKind::Crash => AttemptOutcome::Crash,
+        _ => AttemptOutcome::Failed,
+    }
+}
+
+/// The error recorded for a failure report that carried none.
+pub fn default_error() -> TaskError {
+    TaskError::new(ErrorKind::Handler, "failed")
+}
+
+/// The error recorded when a lease ran out.
+pub fn lost_error() -> TaskError {
+    TaskError::new(
+        ErrorKind::Lost,
+        "the worker stopped renewing the lease (lost or unreachable)",
+    )
+}
+
+/// The error recorded on a cancelled task.
+pub fn cancelled_error() -> TaskError {
+    TaskError::new(ErrorKind::Cancelled, "cancelled by request")
+}
+
+/// The state a failed or cancelled task retried by hand starts over in.
+pub fn retryable_by_hand(state: TaskState) -> bool {
+    matches!(state, TaskState::Failed | TaskState::Cancelled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Backoff = Backoff {
+        initial_ms: 1000,
+        factor: 2.0,
+        max_ms: 60_000,
+        jitter: false,
+    };
+
+    fn budget(attempt: u32, base: u32, max: u32) -> Budget<'static> {
+        Budget {
+            attempt,
+            attempt_base: base,
+            max_attempts: max,
+            backoff: &B,
+        }
+    }
+
+    #[test]
+    fn only_the_current_attempt_of_the_holder_may_report() {
+        let held = Held {
+            state: TaskState::Running,
+            attempt: 2,
+            worker_id: Some("w1"),
+        };
+        assert_eq!(check_attempt(held, "w1", 2), Ok(()));
+        assert_eq!(
+            check_attempt(held, "w1", 1),
+            Err(Rejection::StaleAttempt { current: 2 })
+        );
+        assert_eq!(
+            check_attempt(held, "w2", 2),
+            Err(Rejection::NotLeasedToWorker)
+        );
+        let done = Held {
+            state: TaskState::Succeeded,
+            ..held
+        };
+        let e = check_attempt(done, "w1", 2).unwrap_err();
+        assert_eq!(e.code(), RejectionCode::NotRunning);
+        assert_eq!(e.reason(), "the task is succeeded");
+    }
+
+    #[test]
+    fn a_failure_retries_requeues_or_fails() {
+        let t = fail(budget(1, 0, 3), true, false, 10, 0.0);
+        assert_eq!(t.state, TaskState::Scheduled);
+        assert_eq!(t.run_at, Some(1010));
+        assert_eq!(t.ready_at, Some(1010));
+        assert_eq!(t.wake, Wake::Promoter);
+        let t = fail(budget(1, 0, 3), true, true, 10, 0.0);
+        assert_eq!(
+            (t.state, t.ready_at, t.wake),
+            (TaskState::Queued, Some(10), Wake::Workers)
+        );
+        let t = fail(budget(3, 0, 3), true, false, 10, 0.0);
+        assert_eq!(
+            (t.state, t.finished_at, t.event),
+            (TaskState::Failed, Some(10), EventKind::TaskFailed)
+        );
+        // Attempts below the base do not count: attempt 4 after a hand-back is the 3rd.
+        assert_eq!(
+            fail(budget(4, 2, 3), true, false, 10, 0.0).state,
+            TaskState::Scheduled
+        );
+        assert_eq!(
+            fail(budget(1, 0, 3), false, false, 10, 0.0).state,
+            TaskState::Failed
+        );
+    }
+
+    #[test]
+    fn outcomes_follow_the_error_kind() {
+        assert_eq!(
+            failed_outcome(&TaskError::new(ErrorKind::Timeout, "t")),
+            AttemptOutcome::Timeout
+        );
+        assert_eq!(failed_outcome(&default_error()), AttemptOutcome::Failed);
+    }
+}

@@ -1,0 +1,241 @@
+//! The shared layer's [`Conn`] over a sqlx PostgreSQL connection.
+
+use std::sync::Arc;
+
+use brigade_api::{AttemptOutcome, TaskState};
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo};
+use sqlx::types::Json;
+use sqlx::{Column, Encode, PgConnection, Postgres, Row as _, Type, TypeInfo};
+
+use crate::sql::{Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, lit, numbered};
+use crate::{Result, StoreError};
+
+/// A connection inside a PostgreSQL transaction, seen by the shared layer.
+pub(crate) struct Pg<'a>(pub(crate) &'a mut PgConnection);
+
+/// A NULL whose type PostgreSQL infers from where it stands (parameter type 0),
+/// so one NULL serves a bigint, text or jsonb column alike.
+struct Untyped;
+
+impl Type<Postgres> for Untyped {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(0))
+    }
+}
+
+impl Encode<'_, Postgres> for Untyped {
+    fn encode_by_ref(
+        &self,
+        _buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+fn bind<'q>(
+    mut q: sqlx::query::Query<'q, Postgres, PgArguments>,
+    args: Vec<Value>,
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    for a in args {
+        q = match a {
+            Value::Null => q.bind(Untyped),
+            Value::Int(v) => q.bind(v),
+            Value::Bool(b) => q.bind(b),
+            Value::Text(s) => q.bind(s),
+        };
+    }
+    q
+}
+
+/// A fetched row as values, decoded by each column's type.
+fn decode(row: &PgRow, names: &Arc<[String]>) -> Result<Row> {
+    let mut values = Vec::with_capacity(names.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let ty = col.type_info().name();
+        let v = match ty {
+            "INT8" => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
+            "INT4" => row
+                .try_get::<Option<i32>, _>(i)?
+                .map(|v| Value::Int(i64::from(v))),
+            "INT2" => row
+                .try_get::<Option<i16>, _>(i)?
+                .map(|v| Value::Int(i64::from(v))),
+            "BOOL" => row.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
+            "JSON" | "JSONB" => row
+                .try_get::<Option<Json<Box<serde_json::value::RawValue>>>, _>(i)?
+                .map(|j| Value::Text(j.0.get().to_owned())),
+            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
+                row.try_get::<Option<String>, _>(i)?.map(Value::Text)
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "column {:?} has type {other}, which the store does not read",
+                    col.name()
+                )));
+            }
+        };
+        values.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row {
+        names: names.clone(),
+        values,
+    })
+}
+
+fn decode_all(rows: &[PgRow]) -> Result<Vec<Row>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let names: Arc<[String]> = first
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    rows.iter().map(|r| decode(r, &names)).collect()
+}
+
+impl Conn for Pg<'_> {
+    const ENGINE: Engine = Engine::Postgres;
+
+    async fn exec(&mut self, sql: &str, args: Vec<Value>) -> Result<u64> {
+        let sql = numbered(sql);
+        let done = bind(sqlx::query(&sql), args).execute(&mut *self.0).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn rows(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<Row>> {
+        let sql = numbered(sql);
+        let found = bind(sqlx::query(&sql), args)
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(&found)
+    }
+
+    async fn pick(&mut self, p: &Pick<'_>) -> Result<Vec<Row>> {
+        // One round trip: pick (skipping rows another server is leasing right
+        // now), mark running, open the attempts, start the jobs.
+        let sql = format!(
+            "WITH picked AS ( \
+                 SELECT seq FROM tasks \
+                 WHERE state = {queued} AND queue = ANY($1::text[]) AND kind = ANY($2::text[]) \
+                   AND queue NOT IN (SELECT name FROM queues WHERE paused) \
+                   AND (requires IS NULL OR NOT EXISTS ( \
+                        SELECT 1 FROM jsonb_each_text(tasks.requires) r \
+                        WHERE r.key || '=' || r.value <> ALL($3::text[]))) \
+                 ORDER BY priority DESC, seq \
+                 LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED \
+             ), leased AS ( \
+                 UPDATE tasks SET state = {running}, attempt = attempt + 1, worker_id = $5, \
+                        started_at = $6, lease_expires_at = $7, run_at = NULL, finished_at = NULL \
+                 FROM picked WHERE tasks.seq = picked.seq \
+                 RETURNING tasks.seq, tasks.priority, tasks.id, tasks.job_id, tasks.kind, \
+                           tasks.input::text AS input, tasks.attempt, tasks.timeout_ms, \
+                           coalesce(tasks.ready_at, tasks.created_at) AS ready_at \
+             ), opened AS ( \
+                 INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) \
+                 SELECT id, attempt, $5, $6, '{open}' FROM leased \
+                 ON CONFLICT (task_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, \
+                     started_at = excluded.started_at, finished_at = NULL, outcome = excluded.outcome, \
+                     error = NULL \
+             ), started AS ( \
+                 UPDATE jobs SET started_at = $6, state = 'running' \
+                 WHERE id IN (SELECT job_id FROM leased) AND started_at IS NULL \
+             ) \
+             SELECT id, job_id, kind, input, attempt, timeout_ms, ready_at FROM leased \
+             ORDER BY priority DESC, seq",
+            queued = lit(TaskState::Queued),
+            running = lit(TaskState::Running),
+            open = AttemptOutcome::Running.as_str(),
+        );
+        let found = sqlx::query(&sql)
+            .bind(p.queues)
+            .bind(p.kinds)
+            .bind(p.offered)
+            .bind(i64::from(p.max))
+            .bind(p.worker_id)
+            .bind(p.now)
+            .bind(p.expires)
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(&found)
+    }
+
+    async fn lock_tasks(&mut self, ids: &[&str]) -> Result<Vec<Row>> {
+        // In id order, the same in every transaction, so two batches cannot deadlock.
+        let sql = format!(
+            "SELECT {RUNNING_COLUMNS} FROM tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+        );
+        let found = sqlx::query(&sql).bind(ids).fetch_all(&mut *self.0).await?;
+        decode_all(&found)
+    }
+
+    async fn succeed(&mut self, now: i64, batch: &[Success]) -> Result<()> {
+        let seqs: Vec<i64> = batch.iter().map(|s| s.seq).collect();
+        let outputs: Vec<&str> = batch.iter().map(|s| s.output.as_str()).collect();
+        let ids: Vec<&str> = batch.iter().map(|s| s.task_id.as_str()).collect();
+        let attempts: Vec<i64> = batch.iter().map(|s| i64::from(s.attempt)).collect();
+        // One statement for the tasks and their attempts.
+        let sql = format!(
+            "WITH done AS ( \
+                 UPDATE tasks SET state = {succeeded}, output = u.output::json, error = NULL, \
+                 finished_at = $1, lease_expires_at = NULL \
+                 FROM unnest($2::bigint[], $3::text[]) AS u(seq, output) WHERE tasks.seq = u.seq \
+             ) \
+             UPDATE attempts SET finished_at = $1, outcome = '{ok}', error = NULL \
+             FROM unnest($4::text[], $5::bigint[]) AS a(task_id, attempt) \
+             WHERE attempts.task_id = a.task_id AND attempts.attempt = a.attempt",
+            succeeded = lit(TaskState::Succeeded),
+            ok = AttemptOutcome::Succeeded.as_str(),
+        );
+        sqlx::query(&sql)
+            .bind(now)
+            .bind(&seqs)
+            .bind(&outputs)
+            .bind(&ids)
+            .bind(&attempts)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn touch_workers(
+        &mut self,
+        now: i64,
+        beats: &[(&str, String)],
+    ) -> Result<Vec<(String, String)>> {
+        let ids: Vec<&str> = beats.iter().map(|(w, _)| *w).collect();
+        let loads: Vec<&str> = beats.iter().map(|(_, l)| l.as_str()).collect();
+        Ok(sqlx::query_as(
+            "WITH b AS (SELECT * FROM unnest($2::text[], $3::text[]) AS b(id, load)), \
+             locked AS (SELECT w.id FROM workers w JOIN b ON w.id = b.id ORDER BY w.id FOR UPDATE OF w) \
+             UPDATE workers SET last_seen_at = $1, load = b.load::jsonb, \
+             state = CASE WHEN workers.state = 'lost' THEN 'active' ELSE workers.state END \
+             FROM b, locked WHERE workers.id = b.id AND locked.id = b.id \
+             RETURNING workers.id, workers.state",
+        )
+        .bind(now)
+        .bind(&ids)
+        .bind(&loads)
+        .fetch_all(&mut *self.0)
+        .await?)
+    }
+
+    async fn extend_leases(&mut self, expires: i64, held: &[(&str, &str)]) -> Result<Vec<String>> {
+        let (tids, wids): (Vec<&str>, Vec<&str>) = held.iter().copied().unzip();
+        let sql = format!(
+            "UPDATE tasks SET lease_expires_at = $1 \
+             FROM unnest($2::text[], $3::text[]) AS r(tid, wid) \
+             WHERE tasks.id = r.tid AND tasks.worker_id = r.wid AND tasks.state = {} \
+             RETURNING tasks.id",
+            lit(TaskState::Running)
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .bind(expires)
+            .bind(&tids)
+            .bind(&wids)
+            .fetch_all(&mut *self.0)
+            .await?)
+    }
+}

@@ -1,0 +1,321 @@
+//! Reads, the same on both engines (run on a read connection, or inside a write).
+
+use std::collections::HashMap;
+
+use brigade_api::{JobView, LogLine, Page, Progress, QueueView, TaskState, TaskView, WorkerView};
+
+use super::{Conn, Engine, Value, args, lit};
+use crate::Result;
+use crate::model::JobFilter;
+use crate::rows::{self, Columns};
+
+/// Columns [`rows::task_view`] reads.
+pub(crate) const TASK_COLUMNS: &str = "seq, id, job_id, kind, name, queue, state, attempt, max_attempts, priority, \
+     timeout_ms, requires, input, output, error, worker_id, created_at, run_at, started_at, finished_at";
+
+/// Columns [`rows::job_view`] reads.
+pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested";
+
+/// Columns [`rows::worker_view`] reads.
+pub(crate) const WORKER_COLUMNS: &str = "id, name, hostname, queues, kinds, labels, capacity, version, state, load, joined_at, last_seen_at";
+
+/// `INDEXED BY index` on SQLite, whose planner otherwise may not pick the
+/// partial index; nothing on PostgreSQL.
+fn indexed_by<C: Conn>(index: &str) -> String {
+    match C::ENGINE {
+        Engine::Sqlite => format!(" INDEXED BY {index}"),
+        Engine::Postgres => String::new(),
+    }
+}
+
+/// Whether any task is queued at all.
+pub(crate) async fn has_queued<C: Conn>(c: &mut C) -> Result<bool> {
+    let sql = format!(
+        "SELECT 1 AS one FROM tasks{} WHERE state = {} LIMIT 1",
+        indexed_by::<C>("tasks_ready"),
+        lit(TaskState::Queued)
+    );
+    Ok(!c.rows(&sql, args![]).await?.is_empty())
+}
+
+/// Task counts of a job by state.
+pub(crate) async fn progress<C: Conn>(c: &mut C, job_id: &str) -> Result<Progress> {
+    let counts = c
+        .rows(
+            "SELECT state, count(*) AS n FROM tasks WHERE job_id = ? GROUP BY state",
+            args![job_id],
+        )
+        .await?;
+    let mut p = Progress::default();
+    for row in counts {
+        rows::add_count(&mut p, &row.text("state")?, row.int("n")?)?;
+    }
+    Ok(p)
+}
+
+pub(crate) async fn job<C: Conn>(c: &mut C, id: &str) -> Result<Option<JobView>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
+    let Some(row) = c.rows(&sql, args![id]).await?.pop() else {
+        return Ok(None);
+    };
+    let p = progress(c, id).await?;
+    Ok(Some(rows::job_view(&row, p)?))
+}
+
+/// One text column of one row, `None` when there is no row.
+async fn text_of<C: Conn>(c: &mut C, sql: &str, key: &str) -> Result<Option<String>> {
+    match c.rows(sql, args![key]).await?.pop() {
+        Some(row) => Ok(Some(row.text("v")?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) async fn job_owner<C: Conn>(c: &mut C, id: &str) -> Result<Option<String>> {
+    text_of(c, "SELECT owner AS v FROM jobs WHERE id = ?", id).await
+}
+
+pub(crate) async fn worker_owner<C: Conn>(c: &mut C, id: &str) -> Result<Option<String>> {
+    text_of(c, "SELECT owner AS v FROM workers WHERE id = ?", id).await
+}
+
+pub(crate) async fn jobs<C: Conn>(
+    c: &mut C,
+    filter: &JobFilter,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<Page<JobView>> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(cur) = rows::parse_cursor(cursor)? {
+        sql.push_str(" AND seq < ?");
+        args.push(cur.into());
+    }
+    if let Some(state) = filter.state {
+        // Unfinished states are refined from task counts below; filter on the stored one.
+        sql.push_str(" AND state = ?");
+        args.push(state.as_str().into());
+    }
+    if let Some(name) = &filter.name {
+        sql.push_str(" AND name = ?");
+        args.push(name.into());
+    }
+    if let Some(owner) = &filter.owner {
+        sql.push_str(" AND owner = ?");
+        args.push(owner.into());
+    }
+    if let Some((k, v)) = &filter.label {
+        sql.push_str(match C::ENGINE {
+            Engine::Sqlite => {
+                " AND EXISTS (SELECT 1 FROM json_each(jobs.labels) l WHERE l.key = ? AND l.value = ?)"
+            }
+            Engine::Postgres => " AND jobs.labels ->> ?::text = ?",
+        });
+        args.push(k.into());
+        args.push(v.into());
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    args.push((i64::from(limit) + 1).into());
+    let mut found = c.rows(&sql, args).await?;
+    let next = rows::cut_page(&mut found, limit)?;
+    let mut items = Vec::with_capacity(found.len());
+    for row in &found {
+        let p = progress(c, &row.text("id")?).await?;
+        items.push(rows::job_view(row, p)?);
+    }
+    Ok(Page {
+        items,
+        next_cursor: next,
+    })
+}
+
+pub(crate) async fn job_tasks<C: Conn>(
+    c: &mut C,
+    job_id: &str,
+    state: Option<TaskState>,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<Option<Page<TaskView>>> {
+    if c.rows("SELECT 1 AS one FROM jobs WHERE id = ?", args![job_id])
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ?");
+    let mut args = args![job_id];
+    if let Some(cur) = rows::parse_cursor(cursor)? {
+        sql.push_str(" AND seq > ?");
+        args.push(cur.into());
+    }
+    if let Some(s) = state {
+        sql.push_str(" AND state = ?");
+        args.push(s.into());
+    }
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push((i64::from(limit) + 1).into());
+    let mut found = c.rows(&sql, args).await?;
+    let next = rows::cut_page(&mut found, limit)?;
+    let items = found
+        .iter()
+        .map(rows::task_view)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Page {
+        items,
+        next_cursor: next,
+    }))
+}
+
+pub(crate) async fn task<C: Conn>(c: &mut C, id: &str) -> Result<Option<TaskView>> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?");
+    let Some(row) = c.rows(&sql, args![id]).await?.pop() else {
+        return Ok(None);
+    };
+    let mut view = rows::task_view(&row)?;
+    let history = c
+        .rows(
+            "SELECT attempt, worker_id, started_at, finished_at, outcome, error FROM attempts \
+             WHERE task_id = ? ORDER BY attempt",
+            args![id],
+        )
+        .await?;
+    view.history = Some(
+        history
+            .iter()
+            .map(rows::history_entry)
+            .collect::<Result<Vec<_>>>()?,
+    );
+    Ok(Some(view))
+}
+
+async fn running_counts<C: Conn>(c: &mut C) -> Result<HashMap<String, u32>> {
+    let sql = format!(
+        "SELECT worker_id, count(*) AS n FROM tasks{} WHERE state = {} GROUP BY worker_id",
+        indexed_by::<C>("tasks_running_on"),
+        lit(TaskState::Running)
+    );
+    let mut map = HashMap::new();
+    for row in c.rows(&sql, args![]).await? {
+        if let Some(id) = row.text_opt("worker_id")? {
+            map.insert(id, row.int("n")? as u32);
+        }
+    }
+    Ok(map)
+}
+
+pub(crate) async fn worker<C: Conn>(c: &mut C, id: &str) -> Result<Option<WorkerView>> {
+    let sql = format!("SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?");
+    let Some(row) = c.rows(&sql, args![id]).await?.pop() else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT count(*) AS n FROM tasks WHERE worker_id = ? AND state = {}",
+        lit(TaskState::Running)
+    );
+    let running = match c.rows(&sql, args![id]).await?.pop() {
+        Some(r) => r.int("n")?,
+        None => 0,
+    };
+    Ok(Some(rows::worker_view(&row, running as u32)?))
+}
+
+pub(crate) async fn workers<C: Conn>(c: &mut C) -> Result<Vec<WorkerView>> {
+    let running = running_counts(c).await?;
+    let sql = format!("SELECT {WORKER_COLUMNS} FROM workers ORDER BY joined_at DESC LIMIT 1000");
+    c.rows(&sql, args![])
+        .await?
+        .iter()
+        .map(|row| {
+            let id = row.text("id")?;
+            rows::worker_view(row, running.get(&id).copied().unwrap_or(0))
+        })
+        .collect()
+}
+
+pub(crate) async fn queues<C: Conn>(c: &mut C) -> Result<Vec<QueueView>> {
+    let mut views: Vec<QueueView> = c
+        .rows("SELECT name, paused FROM queues ORDER BY name", args![])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(QueueView {
+                name: r.text("name")?,
+                paused: r.flag("paused")?,
+                queued: 0,
+                scheduled: 0,
+                running: 0,
+                workers: 0,
+            })
+        })
+        .collect::<Result<_>>()?;
+    for (state, index) in [
+        (TaskState::Queued, "tasks_ready"),
+        (TaskState::Scheduled, "tasks_due"),
+        (TaskState::Running, "tasks_leases"),
+    ] {
+        let sql = format!(
+            "SELECT queue, count(*) AS n FROM tasks{} WHERE state = {} GROUP BY queue",
+            indexed_by::<C>(index),
+            lit(state)
+        );
+        for row in c.rows(&sql, args![]).await? {
+            let name = row.text("queue")?;
+            let n = row.int("n")?.max(0) as u64;
+            if let Some(q) = views.iter_mut().find(|q| q.name == name) {
+                match state {
+                    TaskState::Queued => q.queued = n,
+                    TaskState::Scheduled => q.scheduled = n,
+                    _ => q.running = n,
+                }
+            }
+        }
+    }
+    let serving = c
+        .rows(
+            "SELECT queues FROM workers WHERE state IN ('active','draining')",
+            args![],
+        )
+        .await?;
+    for row in serving {
+        let qs: Vec<String> = rows::json_or(row.text_opt("queues")?)?;
+        for name in qs {
+            if let Some(q) = views.iter_mut().find(|q| q.name == name) {
+                q.workers += 1;
+            }
+        }
+    }
+    Ok(views)
+}
+
+pub(crate) async fn task_logs<C: Conn>(
+    c: &mut C,
+    task_id: &str,
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Vec<(i64, LogLine)>> {
+    c.rows(
+        "SELECT seq, attempt, line, at FROM task_logs WHERE task_id = ? AND seq > ? \
+         ORDER BY seq LIMIT ?",
+        args![task_id, after.unwrap_or(0), i64::from(limit)],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok((
+            row.int("seq")?,
+            LogLine {
+                attempt: row.int("attempt")? as u32,
+                at: brigade_core::from_ms(row.int("at")?),
+                line: row.text("line")?,
+            },
+        ))
+    })
+    .collect()
+}
+
+/// Whether a worker with this id exists.
+pub(crate) async fn worker_exists<C: Conn>(c: &mut C, id: &str) -> Result<bool> {
+    Ok(!c
+        .rows("SELECT 1 AS one FROM workers WHERE id = ?", args![id])
+        .await?
+        .is_empty())
+}

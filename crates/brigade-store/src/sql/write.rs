@@ -1,0 +1,1072 @@
+//! Write transactions, the same on both engines. Each runs inside the
+//! transaction its engine opened (SQLite: a savepoint of the writer's group
+//! commit; PostgreSQL: a transaction of its own, retried on conflicts).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use brigade_api::{
+    AttemptOutcome, Backoff, EventKind, Heartbeat, HeartbeatReply, JobState, LeasedTask, LogBatch,
+    LogsReply, Outcome, Progress, QueueView, RejectedResult, ResultsReply, TaskError, TaskResult,
+    TaskState, TaskView, WorkerJoin, WorkerState, WorkerView,
+};
+use brigade_core::transition::{self, Budget, Held, Rejection, Wake};
+use brigade_core::{NewJob, from_ms, ids::new_id};
+
+use super::{Conn, RUNNING_COLUMNS, Row, Success, Value, args, lit, lits, read};
+use crate::model::{Changes, DeleteOutcome, Idempotency, Phase, RetryOutcome, Submitted, Timing};
+use crate::rows::{self, Columns};
+use crate::{Result, StoreError, events};
+
+/// Rows per multi-row insert (well under both engines' bound-parameter limits).
+const INSERT_CHUNK: usize = 500;
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    Ok(serde_json::to_string(v)?)
+}
+
+fn unfinished() -> String {
+    lits(&TaskState::UNFINISHED)
+}
+
+fn rejected(task_id: &str, why: &Rejection) -> RejectedResult {
+    RejectedResult {
+        task_id: task_id.to_owned(),
+        reason: why.reason(),
+        code: why.code(),
+    }
+}
+
+fn wake(changes: &mut Changes, w: Wake) {
+    match w {
+        Wake::Nobody => {}
+        Wake::Workers => changes.ready = true,
+        Wake::Promoter => changes.scheduled = true,
+    }
+}
+
+/// The job an earlier submit with the same idempotency key created.
+async fn replay<C: Conn>(c: &mut C, owner: &str, idem: &Idempotency) -> Result<Option<Submitted>> {
+    let Some(row) = c
+        .rows(
+            "SELECT id, idem_hash FROM jobs WHERE owner = ? AND idem_key = ?",
+            args![owner, &idem.key],
+        )
+        .await?
+        .pop()
+    else {
+        return Ok(None);
+    };
+    if row.text_opt("idem_hash")?.as_deref() != Some(idem.hash.as_str()) {
+        return Err(StoreError::IdempotencyConflict);
+    }
+    let id = row.text("id")?;
+    let mut view = read::job(c, &id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("job vanished".into()))?;
+    let ids = c
+        .rows(
+            "SELECT id FROM tasks WHERE job_id = ? ORDER BY seq",
+            args![&id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.text("id"))
+        .collect::<Result<Vec<_>>>()?;
+    view.task_ids = Some(ids);
+    Ok(Some(Submitted {
+        job: view,
+        created: false,
+        changes: Changes::default(),
+    }))
+}
+
+async fn ensure_queues<C: Conn>(c: &mut C, names: BTreeSet<&str>) -> Result<()> {
+    for q in names {
+        c.exec(
+            "INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+            args![q],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn submit<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    job: &NewJob,
+    idem: Option<&Idempotency>,
+    now: i64,
+) -> Result<Submitted> {
+    if let Some(idem) = idem
+        && let Some(earlier) = replay(c, owner, idem).await?
+    {
+        return Ok(earlier);
+    }
+    let job_id = new_id();
+    let total = job.tasks.len();
+    // Two servers may take the same new key at once (PostgreSQL): the loser
+    // waits for the winner's commit, inserts nothing, and answers with the
+    // winner's job.
+    let inserted = c
+        .exec(
+            "INSERT INTO jobs (id, name, queue, labels, owner, state, total, created_at, idem_key, idem_hash) \
+             VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (owner, idem_key) WHERE idem_key IS NOT NULL DO NOTHING",
+            args![
+                &job_id,
+                job.name.as_deref(),
+                &job.queue,
+                json(&job.labels)?,
+                owner,
+                JobState::Queued.as_str(),
+                total as i64,
+                now,
+                idem.map(|i| i.key.as_str()),
+                idem.map(|i| i.hash.as_str()),
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        if let Some(idem) = idem
+            && let Some(earlier) = replay(c, owner, idem).await?
+        {
+            return Ok(earlier);
+        }
+        return Err(StoreError::Corrupt("job insert did nothing".into()));
+    }
+    ensure_queues(c, job.tasks.iter().map(|t| t.queue.as_str()).collect()).await?;
+
+    let mut ids = Vec::with_capacity(total);
+    let mut progress = Progress {
+        total: total as u64,
+        ..Progress::default()
+    };
+    for chunk in job.tasks.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, \
+             timeout_ms, backoff, requires, run_at, created_at, ready_at) VALUES ",
+        );
+        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 15);
+        for (i, t) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?::jsonb, ?::jsonb, ?, ?, ?)");
+            let scheduled = t.run_at.is_some_and(|at| at > now);
+            let state = if scheduled {
+                progress.scheduled += 1;
+                TaskState::Scheduled
+            } else {
+                progress.queued += 1;
+                TaskState::Queued
+            };
+            let id = new_id();
+            let requires = if t.requires.is_empty() {
+                None
+            } else {
+                Some(json(&t.requires)?)
+            };
+            args.extend(args![
+                &id,
+                &job_id,
+                &t.kind,
+                t.name.as_deref(),
+                &t.queue,
+                i64::from(t.priority),
+                state,
+                t.input.as_str(),
+                t.max_attempts,
+                t.timeout_ms as i64,
+                json(&t.backoff)?,
+                requires,
+                if scheduled { t.run_at } else { None },
+                now,
+                if scheduled { t.run_at } else { Some(now) },
+            ]);
+            ids.push(id);
+        }
+        c.exec(&sql, args).await?;
+    }
+
+    let view = brigade_api::JobView {
+        id: job_id.clone(),
+        name: job.name.clone(),
+        queue: job.queue.clone(),
+        labels: job.labels.clone(),
+        state: JobState::Queued,
+        progress,
+        created_at: from_ms(now),
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        wall_ms: None,
+        task_ids: Some(ids),
+    };
+    let changes = Changes {
+        events: vec![events::job(
+            EventKind::JobCreated,
+            now,
+            &job_id,
+            JobState::Queued,
+            job.name.as_deref(),
+        )],
+        ready: progress.queued > 0,
+        scheduled: progress.scheduled > 0,
+        ..Changes::default()
+    };
+    Ok(Submitted {
+        job: view,
+        created: true,
+        changes,
+    })
+}
+
+/// After tasks of `jobs` finished: record the jobs that are now over.
+pub(crate) async fn finish_jobs<C: Conn>(
+    c: &mut C,
+    jobs: &BTreeSet<String>,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<()> {
+    // The job row is locked first (PostgreSQL; SQLite's writer is alone), in
+    // BTreeSet order in every transaction: of two transactions finishing a
+    // job's last tasks at once, the second waits for the first and then sees
+    // its tasks finished, so the job is recorded as over exactly once.
+    let lock_sql = format!(
+        "SELECT name, cancel_requested, finished_at FROM jobs WHERE id = ?{}",
+        super::for_update::<C>()
+    );
+    let open_sql = format!(
+        "SELECT 1 AS one FROM tasks WHERE job_id = ? AND state IN {} LIMIT 1",
+        unfinished()
+    );
+    for job_id in jobs {
+        let Some(row) = c.rows(&lock_sql, args![job_id]).await?.pop() else {
+            continue;
+        };
+        if row.int_opt("finished_at")?.is_some() {
+            continue;
+        }
+        if !c.rows(&open_sql, args![job_id]).await?.is_empty() {
+            continue;
+        }
+        let progress = read::progress(c, job_id).await?;
+        let state = brigade_core::job_state(&progress, row.flag("cancel_requested")?);
+        let last_end = c
+            .rows(
+                "SELECT max(finished_at) AS t FROM tasks WHERE job_id = ?",
+                args![job_id],
+            )
+            .await?
+            .pop()
+            .map(|r| r.int_opt("t"))
+            .transpose()?
+            .flatten();
+        c.exec(
+            "UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?",
+            args![state.as_str(), last_end.unwrap_or(now).max(0), job_id],
+        )
+        .await?;
+        changes.events.push(events::job(
+            EventKind::JobFinished,
+            now,
+            job_id,
+            state,
+            row.text_opt("name")?.as_deref(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn lease<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+    max: u32,
+    now: i64,
+    ttl: i64,
+) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
+    let Some(worker) = c
+        .rows(
+            "SELECT state, queues, kinds, labels FROM workers WHERE id = ?",
+            args![worker_id],
+        )
+        .await?
+        .pop()
+    else {
+        return Ok(None);
+    };
+    if worker.text("state")? != WorkerState::Active.as_str() || max == 0 {
+        return Ok(Some((Vec::new(), Changes::default())));
+    }
+    let queues: Vec<String> = rows::json_or(worker.text_opt("queues")?)?;
+    let kinds: Vec<String> = rows::json_or(worker.text_opt("kinds")?)?;
+    let labels: BTreeMap<String, String> = rows::json_or(worker.text_opt("labels")?)?;
+    if queues.is_empty() || kinds.is_empty() {
+        return Ok(Some((Vec::new(), Changes::default())));
+    }
+    let offered = brigade_core::dispatch::offered_labels(&labels);
+    let expires = now + ttl;
+    let picked = c
+        .pick(&super::Pick {
+            worker_id,
+            queues: &queues,
+            kinds: &kinds,
+            offered: &offered,
+            max,
+            now,
+            expires,
+        })
+        .await?;
+    let mut leased = Vec::with_capacity(picked.len());
+    let mut changes = Changes::default();
+    for row in picked {
+        let id = row.text("id")?;
+        let job_id = row.text("job_id")?;
+        let attempt = row.int("attempt")? as u32;
+        changes.events.push(events::task(
+            EventKind::TaskStarted,
+            now,
+            &job_id,
+            &id,
+            Some(worker_id),
+            attempt,
+        ));
+        let kind = row.text("kind")?;
+        changes.timings.push(Timing::between(
+            kind.clone(),
+            Phase::Queued,
+            row.int("ready_at")?,
+            now,
+        ));
+        leased.push(LeasedTask {
+            id,
+            job_id,
+            kind,
+            input: serde_json::from_str(&row.text("input")?)?,
+            attempt,
+            timeout_ms: row.int("timeout_ms")? as u64,
+            lease_expires_at: from_ms(expires),
+        });
+    }
+    Ok(Some((leased, changes)))
+}
+
+/// Results, then a lease, in one transaction.
+pub(crate) async fn report_and_lease<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+    results: &[TaskResult],
+    max: u32,
+    now: i64,
+    ttl: i64,
+) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
+    let (reply, mut changes) = if results.is_empty() {
+        (ResultsReply::default(), Changes::default())
+    } else {
+        match report(c, worker_id, results, now).await? {
+            Some(done) => done,
+            None => return Ok(None),
+        }
+    };
+    let Some((leased, more)) = lease(c, worker_id, max, now, ttl).await? else {
+        return Ok(None);
+    };
+    changes.merge(more);
+    Ok(Some((reply, leased, changes)))
+}
+
+/// A task's row as results, the reaper and hand-backs need it.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub(crate) seq: i64,
+    pub(crate) id: String,
+    pub(crate) job_id: String,
+    pub(crate) state: TaskState,
+    pub(crate) attempt: u32,
+    pub(crate) attempt_base: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) worker_id: Option<String>,
+    pub(crate) backoff: Backoff,
+    pub(crate) kind: String,
+    pub(crate) started_at: Option<i64>,
+}
+
+impl Running {
+    pub(crate) fn from_row(row: &Row) -> Result<Self> {
+        Ok(Self {
+            seq: row.int("seq")?,
+            id: row.text("id")?,
+            job_id: row.text("job_id")?,
+            state: rows::task_state(&row.text("state")?)?,
+            attempt: row.int("attempt")? as u32,
+            attempt_base: row.int("attempt_base")? as u32,
+            max_attempts: row.int("max_attempts")? as u32,
+            worker_id: row.text_opt("worker_id")?,
+            backoff: serde_json::from_str(&row.text("backoff")?)?,
+            kind: row.text("kind")?,
+            started_at: row.int_opt("started_at")?,
+        })
+    }
+
+    fn held(&self) -> Held<'_> {
+        Held {
+            state: self.state,
+            attempt: self.attempt,
+            worker_id: self.worker_id.as_deref(),
+        }
+    }
+}
+
+/// End attempt `attempt` of a task with `outcome`.
+async fn end_attempt<C: Conn>(
+    c: &mut C,
+    id: &str,
+    attempt: u32,
+    outcome: AttemptOutcome,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    c.exec(
+        "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?::jsonb WHERE task_id = ? AND attempt = ?",
+        args![now, outcome.as_str(), error, id, attempt],
+    )
+    .await?;
+    Ok(())
+}
+
+/// End the running attempt of `task` with a failure, as core decides:
+/// retry after the backoff, requeue, or fail.
+async fn fail_attempt<C: Conn>(
+    c: &mut C,
+    task: &Running,
+    error: &TaskError,
+    retryable: bool,
+    lost: bool,
+    outcome: AttemptOutcome,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<()> {
+    let t = transition::fail(
+        Budget {
+            attempt: task.attempt,
+            attempt_base: task.attempt_base,
+            max_attempts: task.max_attempts,
+            backoff: &task.backoff,
+        },
+        retryable,
+        lost,
+        now,
+        rand::random::<f64>(),
+    );
+    let error_json = json(error)?;
+    c.exec(
+        "UPDATE tasks SET state = ?, run_at = ?, finished_at = ?, error = ?::jsonb, \
+         lease_expires_at = NULL, ready_at = coalesce(?, ready_at) WHERE seq = ?",
+        args![
+            t.state,
+            t.run_at,
+            t.finished_at,
+            error_json.as_str(),
+            t.ready_at,
+            task.seq
+        ],
+    )
+    .await?;
+    end_attempt(c, &task.id, task.attempt, outcome, Some(&error_json), now).await?;
+    changes.events.push(events::task_error(
+        t.event,
+        now,
+        &task.job_id,
+        &task.id,
+        task.worker_id.as_deref(),
+        task.attempt,
+        error,
+    ));
+    wake(changes, t.wake);
+    Ok(())
+}
+
+pub(crate) async fn report<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+    results: &[TaskResult],
+    now: i64,
+) -> Result<Option<(ResultsReply, Changes)>> {
+    if !read::worker_exists(c, worker_id).await? {
+        return Ok(None);
+    }
+    let mut ids: Vec<&str> = results.iter().map(|r| r.task_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tasks: HashMap<String, Running> = HashMap::with_capacity(ids.len());
+    for row in c.lock_tasks(&ids).await? {
+        let t = Running::from_row(&row)?;
+        tasks.insert(t.id.clone(), t);
+    }
+    let mut reply = ResultsReply::default();
+    let mut changes = Changes::default();
+    let mut jobs = BTreeSet::new();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(results.len());
+    let mut succeeded: Vec<Success> = Vec::with_capacity(results.len());
+    for r in results {
+        let Some(task) = tasks.get(&r.task_id) else {
+            reply
+                .rejected
+                .push(rejected(&r.task_id, &Rejection::UnknownTask));
+            continue;
+        };
+        // The rows were read before this batch changed them: a second result
+        // for one task in one batch must not be applied again.
+        if !seen.insert(r.task_id.as_str()) {
+            reply
+                .rejected
+                .push(rejected(&r.task_id, &Rejection::Duplicate));
+            continue;
+        }
+        if let Err(why) = transition::check_attempt(task.held(), worker_id, r.attempt) {
+            reply.rejected.push(rejected(&r.task_id, &why));
+            continue;
+        }
+        if let Some(started) = task.started_at {
+            changes
+                .timings
+                .push(Timing::between(task.kind.clone(), Phase::Run, started, now));
+        }
+        match r.outcome {
+            Outcome::Succeeded => {
+                changes.events.push(events::task(
+                    EventKind::TaskSucceeded,
+                    now,
+                    &task.job_id,
+                    &r.task_id,
+                    Some(worker_id),
+                    task.attempt,
+                ));
+                succeeded.push(Success {
+                    seq: task.seq,
+                    output: json(&r.output)?,
+                    task_id: r.task_id.clone(),
+                    attempt: task.attempt,
+                });
+            }
+            Outcome::Failed => {
+                let error = r.error.clone().unwrap_or_else(transition::default_error);
+                let outcome = transition::failed_outcome(&error);
+                let retryable = r.retryable.unwrap_or(true);
+                fail_attempt(
+                    c,
+                    task,
+                    &error,
+                    retryable,
+                    false,
+                    outcome,
+                    now,
+                    &mut changes,
+                )
+                .await?;
+            }
+        }
+        reply.accepted.push(r.task_id.clone());
+        jobs.insert(task.job_id.clone());
+    }
+    if !succeeded.is_empty() {
+        c.succeed(now, &succeeded).await?;
+    }
+    finish_jobs(c, &jobs, now, &mut changes).await?;
+    Ok(Some((reply, changes)))
+}
+
+/// Record a batch of heartbeats: the workers were heard from, the leases they
+/// name are extended; replies in batch order, `None` for an unknown worker.
+pub(crate) async fn heartbeats<C: Conn>(
+    c: &mut C,
+    batch: Vec<(String, Heartbeat)>,
+    now: i64,
+    ttl: i64,
+) -> Result<Vec<Option<HeartbeatReply>>> {
+    // One order on every server, so two servers' batches never wait on each
+    // other in a cycle; one row per worker.
+    let mut beats: Vec<(&str, String)> = Vec::with_capacity(batch.len());
+    let mut order: Vec<(&str, &Heartbeat)> = batch.iter().map(|(w, hb)| (w.as_str(), hb)).collect();
+    order.sort_by_key(|(w, _)| *w);
+    order.dedup_by_key(|(w, _)| *w);
+    for (w, hb) in order {
+        beats.push((w, json(&hb.load)?));
+    }
+    let states = c.touch_workers(now, &beats).await?;
+    let mut held: Vec<(&str, &str)> = batch
+        .iter()
+        .flat_map(|(w, hb)| hb.running.iter().map(move |t| (t.as_str(), w.as_str())))
+        .collect();
+    held.sort_unstable();
+    let extended = if held.is_empty() {
+        Vec::new()
+    } else {
+        c.extend_leases(now + ttl, &held).await?
+    };
+    Ok(crate::model::heartbeat_replies(batch, &states, &extended))
+}
+
+pub(crate) async fn join_worker<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    join: &WorkerJoin,
+    now: i64,
+) -> Result<(WorkerView, Changes)> {
+    let id = new_id();
+    let queues = if join.queues.is_empty() {
+        vec![brigade_core::validate::DEFAULT_QUEUE.to_owned()]
+    } else {
+        join.queues.clone()
+    };
+    c.exec(
+        "INSERT INTO workers (id, name, hostname, owner, queues, kinds, labels, capacity, version, state, \
+         load, joined_at, last_seen_at) \
+         VALUES (?, ?, ?, ?, ?::jsonb, ?::jsonb, ?::jsonb, ?, ?, ?, '{}', ?, ?)",
+        args![
+            &id,
+            &join.name,
+            &join.hostname,
+            owner,
+            json(&queues)?,
+            json(&join.kinds)?,
+            json(&join.labels)?,
+            join.capacity,
+            &join.version,
+            WorkerState::Active.as_str(),
+            now,
+            now
+        ],
+    )
+    .await?;
+    ensure_queues(c, queues.iter().map(String::as_str).collect()).await?;
+    let view = WorkerView {
+        id: id.clone(),
+        name: join.name.clone(),
+        hostname: join.hostname.clone(),
+        state: WorkerState::Active,
+        queues,
+        kinds: join.kinds.clone(),
+        labels: join.labels.clone(),
+        capacity: join.capacity,
+        running: 0,
+        load: brigade_api::Load {
+            capacity: join.capacity,
+            ..Default::default()
+        },
+        version: join.version.clone(),
+        joined_at: from_ms(now),
+        last_seen_at: from_ms(now),
+    };
+    let changes = Changes {
+        events: vec![events::worker(
+            EventKind::WorkerJoined,
+            now,
+            &id,
+            &join.name,
+        )],
+        ..Changes::default()
+    };
+    Ok((view, changes))
+}
+
+/// Give a worker's running tasks back to the queue without spending an attempt.
+async fn hand_back<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<()> {
+    let sql = format!(
+        "SELECT id, job_id, attempt FROM tasks WHERE worker_id = ? AND state = {}",
+        lit(TaskState::Running)
+    );
+    let running = c.rows(&sql, args![worker_id]).await?;
+    for row in &running {
+        let id = row.text("id")?;
+        let attempt = row.int("attempt")? as u32;
+        end_attempt(c, &id, attempt, AttemptOutcome::HandedBack, None, now).await?;
+        changes.events.push(events::task(
+            EventKind::TaskRetrying,
+            now,
+            &row.text("job_id")?,
+            &id,
+            Some(worker_id),
+            attempt,
+        ));
+    }
+    if !running.is_empty() {
+        let sql = format!(
+            "UPDATE tasks SET state = {}, attempt_base = attempt_base + 1, lease_expires_at = NULL, \
+             ready_at = ? WHERE worker_id = ? AND state = {}",
+            lit(TaskState::Queued),
+            lit(TaskState::Running)
+        );
+        let moved = c.exec(&sql, args![now, worker_id]).await?;
+        changes.ready |= moved > 0;
+    }
+    Ok(())
+}
+
+pub(crate) async fn leave<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+    now: i64,
+) -> Result<Option<Changes>> {
+    let Some(row) = c
+        .rows("SELECT name FROM workers WHERE id = ?", args![worker_id])
+        .await?
+        .pop()
+    else {
+        return Ok(None);
+    };
+    let name = row.text("name")?;
+    let mut changes = Changes::default();
+    hand_back(c, worker_id, now, &mut changes).await?;
+    c.exec(
+        "UPDATE workers SET state = ?, last_seen_at = ? WHERE id = ?",
+        args![WorkerState::Left.as_str(), now, worker_id],
+    )
+    .await?;
+    changes
+        .events
+        .push(events::worker(EventKind::WorkerLeft, now, worker_id, &name));
+    Ok(Some(changes))
+}
+
+pub(crate) async fn drain_worker<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+) -> Result<Option<WorkerView>> {
+    c.exec(
+        "UPDATE workers SET state = ? WHERE id = ? AND state = ?",
+        args![
+            WorkerState::Draining.as_str(),
+            worker_id,
+            WorkerState::Active.as_str()
+        ],
+    )
+    .await?;
+    read::worker(c, worker_id).await
+}
+
+pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Changes> {
+    let mut changes = Changes::default();
+    // The conditional update re-checks the state of rows another reaper just
+    // changed, so each worker is reported lost once.
+    let lost = c
+        .rows(
+            "UPDATE workers SET state = ? WHERE state IN ('active','draining') AND last_seen_at < ? \
+             RETURNING id, name",
+            args![WorkerState::Lost.as_str(), now - ttl],
+        )
+        .await?;
+    for row in &lost {
+        changes.events.push(events::worker(
+            EventKind::WorkerLost,
+            now,
+            &row.text("id")?,
+            &row.text("name")?,
+        ));
+    }
+    // Tasks whose lease ran out: their worker is lost, or alive but no longer
+    // names them. Rows another server holds (a reaper, a result being
+    // recorded) are left to it.
+    let sql = format!(
+        "SELECT {RUNNING_COLUMNS} FROM tasks WHERE state = {} AND (lease_expires_at < ? \
+         OR worker_id IN (SELECT id FROM workers WHERE state IN ('lost','left'))) ORDER BY seq{}",
+        lit(TaskState::Running),
+        super::skip_locked::<C>()
+    );
+    let expired = c.rows(&sql, args![now]).await?;
+    let error = transition::lost_error();
+    let mut jobs = BTreeSet::new();
+    for row in &expired {
+        let task = Running::from_row(row)?;
+        fail_attempt(
+            c,
+            &task,
+            &error,
+            true,
+            true,
+            AttemptOutcome::Lost,
+            now,
+            &mut changes,
+        )
+        .await?;
+        jobs.insert(task.job_id);
+    }
+    finish_jobs(c, &jobs, now, &mut changes).await?;
+    Ok(changes)
+}
+
+pub(crate) async fn promote_due<C: Conn>(c: &mut C, now: i64) -> Result<(u64, Option<i64>)> {
+    let sql = format!(
+        "UPDATE tasks SET state = {}, ready_at = run_at, run_at = NULL WHERE state = {} AND run_at <= ?",
+        lit(TaskState::Queued),
+        lit(TaskState::Scheduled)
+    );
+    let moved = c.exec(&sql, args![now]).await?;
+    let sql = format!(
+        "SELECT min(run_at) AS t FROM tasks WHERE state = {}",
+        lit(TaskState::Scheduled)
+    );
+    let next = c
+        .rows(&sql, args![])
+        .await?
+        .pop()
+        .map(|r| r.int_opt("t"))
+        .transpose()?
+        .flatten();
+    Ok((moved, next))
+}
+
+/// Which tasks a cancel is for.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Job(&'a str),
+    Task(&'a str),
+}
+
+impl Scope<'_> {
+    fn filter(self) -> (&'static str, String) {
+        match self {
+            Scope::Job(id) => ("job_id = ?", id.to_owned()),
+            Scope::Task(id) => ("id = ?", id.to_owned()),
+        }
+    }
+}
+
+/// Cancel the unfinished tasks of `scope`; the jobs they belong to.
+async fn cancel_where<C: Conn>(
+    c: &mut C,
+    scope: Scope<'_>,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<BTreeSet<String>> {
+    let (filter, key) = scope.filter();
+    let sql = format!(
+        "SELECT id, job_id, state, attempt, worker_id FROM tasks WHERE {filter} AND state IN {}",
+        unfinished()
+    );
+    let found = c.rows(&sql, args![key.as_str()]).await?;
+    let error = transition::cancelled_error();
+    let error_json = json(&error)?;
+    let mut jobs = BTreeSet::new();
+    for row in &found {
+        let id = row.text("id")?;
+        let job_id = row.text("job_id")?;
+        let attempt = row.int("attempt")? as u32;
+        let worker_id = row.text_opt("worker_id")?;
+        if rows::task_state(&row.text("state")?)? == TaskState::Running {
+            end_attempt(
+                c,
+                &id,
+                attempt,
+                AttemptOutcome::Cancelled,
+                Some(&error_json),
+                now,
+            )
+            .await?;
+            if let Some(w) = &worker_id {
+                changes.cancelled.push((w.clone(), id.clone()));
+            }
+        }
+        changes.events.push(events::task_error(
+            EventKind::TaskCancelled,
+            now,
+            &job_id,
+            &id,
+            worker_id.as_deref(),
+            attempt,
+            &error,
+        ));
+        jobs.insert(job_id);
+    }
+    if !found.is_empty() {
+        let sql = format!(
+            "UPDATE tasks SET state = {}, finished_at = ?, error = ?::jsonb, lease_expires_at = NULL, \
+             run_at = NULL WHERE {filter} AND state IN {}",
+            lit(TaskState::Cancelled),
+            unfinished()
+        );
+        c.exec(&sql, args![now, error_json.as_str(), key.as_str()])
+            .await?;
+    }
+    Ok(jobs)
+}
+
+pub(crate) async fn cancel_job<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<Option<Changes>> {
+    let found = c
+        .exec(
+            "UPDATE jobs SET cancel_requested = TRUE WHERE id = ? AND finished_at IS NULL",
+            args![id],
+        )
+        .await?;
+    if found == 0 {
+        let exists = !c
+            .rows("SELECT 1 AS one FROM jobs WHERE id = ?", args![id])
+            .await?
+            .is_empty();
+        // Cancelling a finished job changes nothing.
+        return Ok(exists.then(Changes::default));
+    }
+    let mut changes = Changes::default();
+    cancel_where(c, Scope::Job(id), now, &mut changes).await?;
+    finish_jobs(c, &BTreeSet::from([id.to_owned()]), now, &mut changes).await?;
+    Ok(Some(changes))
+}
+
+pub(crate) async fn cancel_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<Option<Changes>> {
+    if c.rows("SELECT 1 AS one FROM tasks WHERE id = ?", args![id])
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let mut changes = Changes::default();
+    let jobs = cancel_where(c, Scope::Task(id), now, &mut changes).await?;
+    finish_jobs(c, &jobs, now, &mut changes).await?;
+    Ok(Some(changes))
+}
+
+pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<RetryOutcome> {
+    let Some(task) = read::task(c, id).await? else {
+        return Ok(RetryOutcome::NotFound);
+    };
+    if !transition::retryable_by_hand(task.state) {
+        return Ok(RetryOutcome::NotRetryable(task.state));
+    }
+    c.exec(
+        "UPDATE tasks SET state = ?, attempt_base = attempt, finished_at = NULL, run_at = NULL, \
+         lease_expires_at = NULL, ready_at = ? WHERE id = ?",
+        args![TaskState::Queued, now, id],
+    )
+    .await?;
+    c.exec(
+        "UPDATE jobs SET finished_at = NULL, cancel_requested = FALSE, \
+         state = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END WHERE id = ?",
+        args![&task.job_id],
+    )
+    .await?;
+    let view: TaskView = read::task(c, id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;
+    let changes = Changes {
+        ready: true,
+        ..Changes::default()
+    };
+    Ok(RetryOutcome::Retried(Box::new(view), changes))
+}
+
+pub(crate) async fn delete_job<C: Conn>(c: &mut C, id: &str) -> Result<DeleteOutcome> {
+    let Some(row) = c
+        .rows("SELECT finished_at FROM jobs WHERE id = ?", args![id])
+        .await?
+        .pop()
+    else {
+        return Ok(DeleteOutcome::NotFound);
+    };
+    if row.int_opt("finished_at")?.is_none() {
+        return Ok(DeleteOutcome::Unfinished);
+    }
+    for sql in [
+        "DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
+        "DELETE FROM task_logs WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
+        "DELETE FROM tasks WHERE job_id = ?",
+        "DELETE FROM jobs WHERE id = ?",
+    ] {
+        c.exec(sql, args![id]).await?;
+    }
+    Ok(DeleteOutcome::Deleted)
+}
+
+pub(crate) async fn set_queue_paused<C: Conn>(
+    c: &mut C,
+    name: &str,
+    paused: bool,
+) -> Result<QueueView> {
+    c.exec(
+        "INSERT INTO queues (name, paused) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+        args![name, paused],
+    )
+    .await?;
+    read::queues(c)
+        .await?
+        .into_iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| StoreError::Corrupt("queue vanished".into()))
+}
+
+pub(crate) async fn append_logs<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+    logs: &[LogBatch],
+    now: i64,
+) -> Result<Option<LogsReply>> {
+    if !read::worker_exists(c, worker_id).await? {
+        return Ok(None);
+    }
+    let bytes = match C::ENGINE {
+        super::Engine::Sqlite => "length(CAST(line AS BLOB))",
+        super::Engine::Postgres => "octet_length(line)",
+    };
+    let usage_sql = format!(
+        "SELECT CAST(coalesce(sum({bytes}), 0) AS BIGINT) AS bytes, \
+         count(CASE WHEN line = ? THEN 1 END) AS cut FROM task_logs WHERE task_id = ? AND attempt = ?"
+    );
+    let mut reply = LogsReply::default();
+    for b in logs {
+        let Some(row) = c
+            .rows(
+                "SELECT state, attempt, worker_id FROM tasks WHERE id = ?",
+                args![&b.task_id],
+            )
+            .await?
+            .pop()
+        else {
+            reply
+                .rejected
+                .push(rejected(&b.task_id, &Rejection::UnknownTask));
+            continue;
+        };
+        let state = rows::task_state(&row.text("state")?)?;
+        let lessee = row.text_opt("worker_id")?;
+        let held = Held {
+            state,
+            attempt: row.int("attempt")? as u32,
+            worker_id: lessee.as_deref(),
+        };
+        if let Err(why) = transition::check_attempt(held, worker_id, b.attempt) {
+            reply.rejected.push(rejected(&b.task_id, &why));
+            continue;
+        }
+        let usage = c
+            .rows(
+                &usage_sql,
+                args![brigade_api::logs::TRUNCATED, &b.task_id, b.attempt],
+            )
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no log usage row".into()))?;
+        let lines =
+            crate::logs::admit(usage.int("bytes")?, usage.int("cut")? != 0, b.lines.clone());
+        for chunk in lines.chunks(INSERT_CHUNK) {
+            let mut sql =
+                String::from("INSERT INTO task_logs (task_id, attempt, line, at) VALUES ");
+            let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+            for (i, line) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?, ?, ?, ?)");
+                args.extend(args![&b.task_id, b.attempt, line.as_str(), now]);
+            }
+            c.exec(&sql, args).await?;
+        }
+        reply.accepted.push(b.task_id.clone());
+    }
+    Ok(Some(reply))
+}
