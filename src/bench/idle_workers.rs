@@ -145,10 +145,7 @@ async fn idle_worker(
         }
     };
     let lease_path = format!("/v1/workers/{id}/lease");
-    let body = LeaseRequest {
-        max: CAPACITY,
-        wait_ms: Some(LEASE_WAIT.as_millis() as u64),
-    };
+    let body = LeaseRequest::new(CAPACITY, Some(LEASE_WAIT.as_millis() as u64));
     let leases = async move {
         loop {
             counters.polling.fetch_add(1, Ordering::Relaxed);

@@ -289,9 +289,18 @@ async fn bad_input_gets_a_problem_naming_the_field_and_loses_nothing() {
         case(
             M::POST,
             &format!("/v1/workers/{wid}/lease"),
-            Some("{\"max\": 0}"),
+            Some("{\"max\": 1001}"),
             422,
             Some("max"),
+        ),
+        case(
+            M::POST,
+            &format!("/v1/workers/{wid}/lease"),
+            Some(
+                "{\"max\": 1, \"wait_ms\": 0, \"results\": [{\"task_id\": \"x\", \"attempt\": 0, \"outcome\": \"succeeded\"}]}",
+            ),
+            422,
+            Some("results[0].attempt"),
         ),
         case(
             M::POST,

@@ -243,3 +243,80 @@ async fn code_runs_sandboxed_on_a_worker_that_has_the_language() {
     assert_eq!(all[0].output["stdout"], "desserts\n");
     assert_eq!(all[1].output["verdict"], "wrong_answer");
 }
+
+/// A busy worker's results ride on its next lease request (recorded in the
+/// same transaction, the reply saying so), and while all its slots are busy
+/// it holds a lease request for no tasks, which a cancel of a task it runs
+/// answers at once — not at its next heartbeat, here a minute away.
+#[tokio::test]
+async fn results_ride_on_the_lease_and_a_cancel_answers_a_held_long_poll() {
+    use std::time::Duration;
+
+    use brigade_api::{RejectionCode, WorkerJoin};
+
+    let c = Cluster::start_with(&["--heartbeat-ms", "60000", "--lease-ttl-ms", "120000"]).await;
+    let joined = c
+        .client
+        .join(&WorkerJoin {
+            name: "by-hand".into(),
+            hostname: String::new(),
+            queues: Vec::new(),
+            kinds: vec!["noop".into()],
+            labels: Default::default(),
+            capacity: 2,
+            version: String::new(),
+        })
+        .await
+        .unwrap();
+    let job = c
+        .submit(vec![task("noop", json!(1)), task("noop", json!(2))])
+        .await;
+    let first = c
+        .client
+        .lease(&joined.id, 2, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first.tasks.len(), 2);
+    let (done, other) = (&first.tasks[0], &first.tasks[1]);
+    let ok = |t: &brigade_api::LeasedTask| brigade_api::TaskResult {
+        task_id: t.id.clone(),
+        attempt: t.attempt,
+        outcome: brigade_api::Outcome::Succeeded,
+        output: json!({ "done": t.id }),
+        error: None,
+        retryable: None,
+        duration_ms: None,
+    };
+    // One result, and the same one again: the second is refused, by code.
+    let held = c
+        .client
+        .report_and_lease(&joined.id, vec![ok(done)], 0, Duration::from_secs(30));
+    let canceller = async {
+        c.until("the result is recorded", || async {
+            let t = c.client.task(&done.id).await.ok()?;
+            (t.state == TaskState::Succeeded).then_some(())
+        })
+        .await;
+        c.client.cancel_task(&other.id).await.unwrap()
+    };
+    let (reply, cancelled) = tokio::join!(held, canceller);
+    let reply = reply.unwrap();
+    assert_eq!(cancelled.state, TaskState::Cancelled);
+    assert_eq!(reply.cancel, vec![other.id.clone()], "{reply:?}");
+    assert!(reply.tasks.is_empty());
+    let recorded = reply
+        .results
+        .expect("the reply says what became of the results");
+    assert_eq!(recorded.accepted, vec![done.id.clone()]);
+    let t = c.client.task(&done.id).await.unwrap();
+    assert_eq!(t.output, json!({ "done": done.id }));
+    let again = c
+        .client
+        .report_and_lease(&joined.id, vec![ok(done)], 0, Duration::ZERO)
+        .await
+        .unwrap();
+    let rejected = again.results.unwrap().rejected;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].code, RejectionCode::NotRunning);
+    assert_eq!(job.progress.total, 2);
+}

@@ -32,6 +32,8 @@ fn lease_response() -> LeaseResponse {
             })
             .collect(),
         drain: false,
+        cancel: Vec::new(),
+        results: None,
     }
 }
 

@@ -54,13 +54,31 @@ pub struct WorkerJoined {
 /// `POST /v1/workers/{id}/lease`: ask for up to `max` tasks, waiting up to `wait_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeaseRequest {
-    /// Most tasks to hand out (1..=1000).
-    #[schema(minimum = 1, maximum = 1000)]
+    /// Most tasks to hand out (0..=1000). 0 leases nothing: a busy worker
+    /// holds such a long-poll so a cancel of what it runs reaches it at once.
+    #[schema(minimum = 0, maximum = 1000)]
     pub max: u32,
     /// Longest wait for work (max 60000; default 30000).
     #[serde(default)]
     #[schema(maximum = 60000)]
     pub wait_ms: Option<u64>,
+    /// Finished attempts to record before leasing, in the same transaction
+    /// (as `POST /v1/workers/{id}/results` would): a busy worker makes one
+    /// round trip per batch instead of two. The reply's `results` says what
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<TaskResult>,
+}
+
+impl LeaseRequest {
+    /// Ask for up to `max` tasks, waiting up to `wait_ms`.
+    pub fn new(max: u32, wait_ms: Option<u64>) -> Self {
+        Self {
+            max,
+            wait_ms,
+            results: Vec::new(),
+        }
+    }
 }
 
 /// Reply to a lease.
@@ -72,6 +90,14 @@ pub struct LeaseResponse {
     /// (as a heartbeat reply's `drain`).
     #[serde(default)]
     pub drain: bool,
+    /// Tasks this worker runs that were cancelled: stop them now. (A
+    /// heartbeat reply names them too, later.) The long-poll answers as soon
+    /// as there is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancel: Vec<String>,
+    /// What became of the request's `results`; absent when it carried none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<ResultsReply>,
 }
 
 /// A task handed to a worker.

@@ -544,9 +544,24 @@ impl Client {
 
     /// Lease up to `max` tasks, waiting up to `wait`.
     pub async fn lease(&self, worker_id: &str, max: u32, wait: Duration) -> Result<LeaseResponse> {
+        self.report_and_lease(worker_id, Vec::new(), max, wait)
+            .await
+    }
+
+    /// Report finished tasks and lease up to `max` more in one request (the
+    /// reply's `results` says what was recorded), waiting up to `wait` for
+    /// work. With `max` 0 it leases nothing and waits for a cancel or a drain.
+    pub async fn report_and_lease(
+        &self,
+        worker_id: &str,
+        results: Vec<TaskResult>,
+        max: u32,
+        wait: Duration,
+    ) -> Result<LeaseResponse> {
         let body = LeaseRequest {
             max,
             wait_ms: Some(wait.as_millis() as u64),
+            results,
         };
         let path = format!("/v1/workers/{}/lease", enc(worker_id));
         let res = self

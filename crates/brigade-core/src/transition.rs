@@ -240,7 +240,16 @@ mod tests {
             state: TaskState::Succeeded,
             ..held
         };
-        let e = check_attempt(done, "w1", 2).unwrap_err();
+        let e = check_attempt(done, "w1", 2);
+        assert_eq!(
+            e,
+            Err(Rejection::NotRunning {
+                state: TaskState::Succeeded
+            })
+        );
+        let e = Rejection::NotRunning {
+            state: TaskState::Succeeded,
+        };
         assert_eq!(e.code(), RejectionCode::NotRunning);
         assert_eq!(e.reason(), "the task is succeeded");
     }

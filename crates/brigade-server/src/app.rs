@@ -210,6 +210,7 @@ pub async fn start_with(
         dispatcher,
         scheduled: scheduled.clone(),
         metrics: Metrics::install(),
+        worker_owners: Default::default(),
     };
     let limits = Limits {
         max_tasks_per_job: config.max_tasks_per_job,
@@ -229,7 +230,7 @@ pub async fn start_with(
             config.heartbeat_ms,
             config.lease_ttl_ms as i64,
         ),
-        worker_owners: Default::default(),
+        worker_owners: publisher.worker_owners.clone(),
         closing: Default::default(),
         config: Arc::new(config),
         publisher,
@@ -279,6 +280,7 @@ async fn forward_remote(
     loop {
         match remote.recv().await {
             Ok(Remote::Event(event)) => {
+                publisher.follow(&event, true);
                 publisher.metrics.event(&event);
                 publisher.bus.publish(event);
             }

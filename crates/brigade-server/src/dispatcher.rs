@@ -16,12 +16,19 @@
 //! The leases of one round (new requests, or the waiters woken together) are
 //! issued at once rather than one after another, in load order: the store
 //! commits them in one group (one fsync for all) instead of one each.
+//!
+//! A lease request may carry the worker's finished results: they are
+//! recorded in the same transaction as its lease, and the reply says what
+//! became of them. A busy worker holds a lease request for no tasks
+//! (`max: 0`); when a task it runs is cancelled, that long-poll is answered
+//! at once with `cancel`, so the cancel reaches it within a round trip
+//! instead of at its next heartbeat.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brigade_api::{Heartbeat, HeartbeatReply, LeasedTask, Load};
+use brigade_api::{Heartbeat, HeartbeatReply, LeasedTask, Load, ResultsReply, TaskResult};
 use brigade_core::Clock;
 use brigade_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +44,10 @@ pub struct Granted {
     pub tasks: Vec<LeasedTask>,
     /// The worker is to drain.
     pub drain: bool,
+    /// Tasks the worker runs that were cancelled.
+    pub cancel: Vec<String>,
+    /// What became of the results the request carried.
+    pub results: Option<ResultsReply>,
 }
 
 /// What a waiting lease request gets: tasks, or the reason there are none.
@@ -50,8 +61,16 @@ enum Command {
     Wake,
     /// Replies to the heartbeats recorded for idle waiters.
     Kept(Vec<(String, Option<HeartbeatReply>)>),
+    /// A task the worker runs was cancelled.
+    Cancel(String, String),
+    /// A worker left or was lost.
+    Forget(String),
     Shutdown,
 }
+
+/// Most cancels kept for workers that hold no long-poll right now (they
+/// hear of them at their next lease request or heartbeat anyway).
+const MAX_PENDING_CANCELS: usize = 10_000;
 
 /// Each worker's latest load, to order the waiters. Shared rather than sent
 /// to the task: a heartbeat then costs the dispatcher nothing (with a
@@ -70,14 +89,28 @@ struct Waiter {
     max: u32,
     deadline: Instant,
     reply: oneshot::Sender<LeaseReply>,
+    /// Results to record with the first lease attempt.
+    results: Vec<TaskResult>,
+    /// What became of them, once recorded.
+    reported: Option<ResultsReply>,
+    /// Cancels to deliver.
+    cancel: Vec<String>,
 }
 
 impl Waiter {
     fn answer(self, attempt: Attempt) {
+        let (cancel, results) = (self.cancel, self.reported);
         let _ = self.reply.send(attempt.map(|tasks| Granted {
             tasks,
             drain: false,
+            cancel,
+            results,
         }));
+    }
+
+    /// Whether the request has something to say besides tasks.
+    fn has_news(&self) -> bool {
+        !self.cancel.is_empty()
     }
 }
 
@@ -127,19 +160,30 @@ impl Dispatcher {
             publisher,
             waiters: Vec::new(),
             loads: inbox.1,
+            pending_cancels: HashMap::new(),
             closing: false,
         };
         tokio::spawn(task.run(inbox.0));
     }
 
-    /// Lease up to `max` tasks for a worker, waiting up to `wait` for some.
-    pub async fn lease(&self, worker_id: String, max: u32, wait: Duration) -> LeaseReply {
+    /// Record `results` and lease up to `max` tasks for a worker, waiting up
+    /// to `wait` for some (or, with `max` 0, for a cancel or a drain).
+    pub async fn lease(
+        &self,
+        worker_id: String,
+        results: Vec<TaskResult>,
+        max: u32,
+        wait: Duration,
+    ) -> LeaseReply {
         let (reply, answer) = oneshot::channel();
         let waiter = Waiter {
             worker_id,
             max,
             deadline: Instant::now() + wait,
             reply,
+            results,
+            reported: None,
+            cancel: Vec::new(),
         };
         self.tx.send(Command::Wait(waiter)).map_err(|_| {
             ApiError::new(
@@ -172,9 +216,17 @@ impl Dispatcher {
         let _ = self.tx.send(Command::Shutdown);
     }
 
-    /// A worker left: drop what is known of it.
+    /// A task running on `worker_id` was cancelled: tell the worker now.
+    pub fn cancel(&self, worker_id: &str, task_id: &str) {
+        let _ = self
+            .tx
+            .send(Command::Cancel(worker_id.to_owned(), task_id.to_owned()));
+    }
+
+    /// A worker left or was lost: drop what is known of it.
     pub fn forget(&self, worker_id: &str) {
         locked(&self.loads).remove(worker_id);
+        let _ = self.tx.send(Command::Forget(worker_id.to_owned()));
     }
 }
 
@@ -190,6 +242,8 @@ struct Task {
     publisher: Publisher,
     waiters: Vec<Waiter>,
     loads: Loads,
+    /// Cancels for workers that had no request waiting.
+    pending_cancels: HashMap<String, Vec<String>>,
     /// Shutting down: no more leases.
     closing: bool,
 }
@@ -244,8 +298,19 @@ impl Task {
                 w.answer(Err(ApiError::shutting_down()));
                 false
             }
-            Command::Wait(w) => {
+            Command::Wait(mut w) => {
+                if let Some(cancel) = self.pending_cancels.remove(&w.worker_id) {
+                    w.cancel = cancel;
+                }
                 fresh.push(w);
+                false
+            }
+            Command::Cancel(worker, task) => {
+                self.cancel(worker, task);
+                false
+            }
+            Command::Forget(worker) => {
+                self.pending_cancels.remove(&worker);
                 false
             }
             Command::Wake => true,
@@ -263,44 +328,51 @@ impl Task {
         }
     }
 
+    /// Tell the worker of a cancelled task: answer its waiting request now,
+    /// or keep the cancel for its next one.
+    fn cancel(&mut self, worker: String, task: String) {
+        if let Some(i) = self
+            .waiters
+            .iter()
+            .position(|w| w.worker_id == worker && !w.reply.is_closed())
+        {
+            let mut w = self.waiters.swap_remove(i);
+            w.cancel.push(task);
+            w.answer(Ok(Vec::new()));
+            return;
+        }
+        if self.pending_cancels.len() >= MAX_PENDING_CANCELS {
+            self.pending_cancels.clear();
+        }
+        self.pending_cancels.entry(worker).or_default().push(task);
+    }
+
     /// Lease for every waiter in `round` at once (waiter `i` asks for
-    /// `asks[i]`); answer those that got tasks or an error, keep the rest waiting.
-    async fn lease_round(&mut self, round: Vec<Waiter>, asks: &[u32]) {
+    /// `asks[i]`); answer those that got tasks, news or an error, keep the
+    /// rest waiting.
+    async fn lease_round(&mut self, mut round: Vec<Waiter>, asks: &[u32]) {
         if round.is_empty() {
             return;
         }
         // Polled in order, so the store sees the requests in load order.
+        let (store, clock, ttl) = (&self.store, &self.clock, self.ttl);
+        let publisher = &self.publisher;
         let replies = futures::future::join_all(
             round
-                .iter()
+                .iter_mut()
                 .zip(asks)
-                .map(|(w, &max)| self.try_lease(w, max)),
+                .map(|(w, &max)| try_lease(store, clock, ttl, publisher, w, max)),
         )
         .await;
         for (w, reply) in round.into_iter().zip(replies) {
             match reply {
-                Ok(tasks) if tasks.is_empty() => {
+                Ok(tasks) if tasks.is_empty() && !w.has_news() => {
                     if !w.reply.is_closed() {
                         self.waiters.push(w);
                     }
                 }
                 reply => w.answer(reply),
             }
-        }
-    }
-
-    async fn try_lease(&self, w: &Waiter, max: u32) -> Attempt {
-        if w.reply.is_closed() {
-            return Ok(Vec::new());
-        }
-        let now = self.clock.now_ms();
-        match self.store.lease(&w.worker_id, max, now, self.ttl).await {
-            Ok(Some((tasks, changes))) => {
-                self.publisher.publish(changes);
-                Ok(tasks)
-            }
-            Ok(None) => Err(ApiError::not_found("worker", &w.worker_id)),
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -314,7 +386,16 @@ impl Task {
         // Spread a burst: with k workers waiting, each takes at most its
         // share now and comes back at once for more if it has room.
         let k = waiting.len() as u32;
-        let asks: Vec<u32> = waiting.iter().map(|w| w.max.div_ceil(k).max(1)).collect();
+        let asks: Vec<u32> = waiting
+            .iter()
+            .map(|w| {
+                if w.max == 0 {
+                    0
+                } else {
+                    w.max.div_ceil(k).max(1)
+                }
+            })
+            .collect();
         self.lease_round(waiting, &asks).await;
     }
 
@@ -329,7 +410,7 @@ impl Task {
                 .filter(|w| !w.reply.is_closed())
                 .filter_map(|w| {
                     let load = loads.get(&w.worker_id).copied();
-                    let idle = load.is_none_or(|l| w.max >= l.capacity);
+                    let idle = w.max > 0 && load.is_none_or(|l| w.max >= l.capacity);
                     idle.then(|| {
                         let load = load.unwrap_or(Load {
                             capacity: w.max,
@@ -376,11 +457,13 @@ impl Task {
             .into_iter()
             .partition(|w| told.contains_key(&w.worker_id));
         self.waiters = stay;
-        for w in go {
+        for mut w in go {
             let reply = match told.get(&w.worker_id) {
                 Some(Some(_)) => Ok(Granted {
                     tasks: Vec::new(),
                     drain: true,
+                    cancel: std::mem::take(&mut w.cancel),
+                    results: w.reported.take(),
                 }),
                 _ => Err(ApiError::not_found("worker", &w.worker_id)),
             };
@@ -398,6 +481,42 @@ impl Task {
                 i += 1;
             }
         }
+    }
+}
+
+/// One lease attempt for a waiter, with the results it carries (once).
+async fn try_lease(
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    ttl: i64,
+    publisher: &Publisher,
+    w: &mut Waiter,
+    max: u32,
+) -> Attempt {
+    if w.reply.is_closed() {
+        return Ok(Vec::new());
+    }
+    if max == 0 && w.results.is_empty() {
+        // Nothing to lease nor record: it waits for a cancel, a drain or its deadline.
+        return Ok(Vec::new());
+    }
+    let now = clock.now_ms();
+    let results = std::mem::take(&mut w.results);
+    let had_results = !results.is_empty();
+    match store
+        .report_and_lease(&w.worker_id, results, max, now, ttl)
+        .await
+    {
+        Ok(Some((reply, tasks, changes))) => {
+            if had_results {
+                crate::metrics::results(&reply);
+                w.reported = Some(reply);
+            }
+            publisher.publish(changes);
+            Ok(tasks)
+        }
+        Ok(None) => Err(ApiError::not_found("worker", &w.worker_id)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -13,6 +13,14 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::state::AppState;
 
 /// Metric names, in one place.
+/// Count the results of a batch, accepted and rejected.
+pub fn results(reply: &brigade_api::ResultsReply) {
+    ::metrics::counter!(names::RESULTS, "status" => "accepted")
+        .increment(reply.accepted.len() as u64);
+    ::metrics::counter!(names::RESULTS, "status" => "rejected")
+        .increment(reply.rejected.len() as u64);
+}
+
 pub mod names {
     /// Tasks accepted by submits.
     pub const TASKS_SUBMITTED: &str = "brigade_tasks_submitted_total";

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use brigade_api::{Event, EventKind};
 use brigade_core::{Clock, Limits};
 use brigade_store::{Changes, Store};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -26,7 +27,12 @@ pub struct Publisher {
     pub scheduled: Arc<Notify>,
     /// Counters.
     pub metrics: Metrics,
+    /// Owners of workers seen so far (a worker's owner never changes).
+    pub worker_owners: WorkerOwners,
 }
+
+/// Owners of workers, cached for authorization.
+pub type WorkerOwners = Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
 
 impl Publisher {
     /// Publish what a committed change did.
@@ -40,9 +46,36 @@ impl Publisher {
         for timing in &changes.timings {
             self.metrics.timing(timing);
         }
+        for (worker, task) in &changes.cancelled {
+            self.dispatcher.cancel(worker, task);
+        }
         for event in changes.events {
+            self.follow(&event, false);
             self.metrics.event(&event);
             self.bus.publish(event);
+        }
+    }
+
+    /// What an event means for this server's own bookkeeping: a worker that
+    /// left or was lost is forgotten (however it went: SIGKILLed workers never
+    /// say goodbye), and a cancel another server made reaches the worker if
+    /// it waits here.
+    pub fn follow(&self, event: &Event, remote: bool) {
+        let Some(worker) = event.worker_id.as_deref() else {
+            return;
+        };
+        if event.is(EventKind::WorkerLeft) || event.is(EventKind::WorkerLost) {
+            self.dispatcher.forget(worker);
+            if let Ok(mut owners) = self.worker_owners.lock() {
+                owners.remove(worker);
+            }
+        } else if remote
+            && event.is(EventKind::TaskCancelled)
+            && let Some(task) = event.task_id.as_deref()
+        {
+            // The worker may not run it (the event names the task's last
+            // worker); a cancel for a task it does not hold is ignored.
+            self.dispatcher.cancel(worker, task);
         }
     }
 }
@@ -66,8 +99,9 @@ pub struct AppState {
     pub long_polls: Arc<Semaphore>,
     /// Records heartbeats in batches.
     pub heartbeats: crate::heartbeats::Heartbeats,
-    /// Owners of workers seen so far (a worker's owner never changes).
-    pub worker_owners: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Owners of workers seen so far (shared with the publisher, which
+    /// forgets workers that left or were lost).
+    pub worker_owners: WorkerOwners,
     /// Cancelled when the server begins to shut down: long-polls answer and
     /// streams end, so the graceful shutdown has only short requests to finish.
     pub closing: tokio_util::sync::CancellationToken,

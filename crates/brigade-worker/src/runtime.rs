@@ -11,7 +11,7 @@ use brigade_api::{
     WorkerJoined,
 };
 use brigade_client::{Client, ClientError};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::LogMsg;
@@ -85,7 +85,16 @@ struct Shared {
     /// take results for a while does not requeue work that is done.
     unreported: Mutex<std::collections::HashSet<String>>,
     slots: Arc<Semaphore>,
-    results: mpsc::UnboundedSender<TaskResult>,
+    /// Finished results not sent yet: the next lease request carries them,
+    /// or the reporter sends them when no lease request is about to go.
+    outbox: Mutex<Vec<TaskResult>>,
+    /// A result was put in the outbox.
+    outbox_filled: Notify,
+    /// Since when a lease request is in flight: results that finish during
+    /// a long-poll go by the reporter.
+    lease_in_flight: Mutex<Option<Instant>>,
+    /// Shutting down: the reporter sends everything, then says so.
+    finishing: AtomicBool,
     /// Log lines of running tasks, to the log shipper.
     logs: mpsc::UnboundedSender<LogMsg>,
     /// Stop leasing (drain or shutdown).
@@ -118,6 +127,68 @@ impl Shared {
 
     fn running_count(&self) -> usize {
         self.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Stop the tasks the server cancelled; their results are not wanted.
+    fn cancel_tasks(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.running.lock() {
+            for tid in ids {
+                if let Some(r) = m.get_mut(tid) {
+                    tracing::info!(task = %tid, "cancelled by the server");
+                    r.abandoned = true;
+                    r.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// Take up to `max` results from the outbox.
+    fn take_results(&self, max: usize) -> Vec<TaskResult> {
+        let Ok(mut out) = self.outbox.lock() else {
+            return Vec::new();
+        };
+        let n = out.len().min(max);
+        out.drain(..n).collect()
+    }
+
+    /// Put results back at the front of the outbox (they could not be sent).
+    fn put_back(&self, mut results: Vec<TaskResult>) {
+        if let Ok(mut out) = self.outbox.lock() {
+            results.append(&mut out);
+            *out = results;
+        }
+    }
+
+    fn set_lease_in_flight(&self, on: bool) {
+        if let Ok(mut g) = self.lease_in_flight.lock() {
+            *g = on.then(Instant::now);
+        }
+    }
+
+    /// How long the lease request in flight has been (zero when none is).
+    fn lease_in_flight_for(&self) -> Duration {
+        self.lease_in_flight
+            .lock()
+            .ok()
+            .and_then(|g| g.map(|t| t.elapsed()))
+            .unwrap_or_default()
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.outbox.lock().map_or(0, |o| o.len())
+    }
+
+    /// The server took these results (recorded or rejected): their leases
+    /// need no more extending.
+    fn answered(&self, batch: &[TaskResult]) {
+        if let Ok(mut u) = self.unreported.lock() {
+            for r in batch {
+                u.remove(&r.task_id);
+            }
+        }
     }
 }
 
@@ -181,7 +252,6 @@ impl Worker {
             Duration::from_millis(joined.heartbeat_ms.max(100)),
         );
         tracing::info!(worker = %id, name = %self.config.name, capacity = self.config.capacity, kinds = ?self.registry.kinds(), "joined");
-        let (results_tx, results_rx) = mpsc::unbounded_channel();
         let (logs_tx, logs_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             client: self.client.clone(),
@@ -191,14 +261,17 @@ impl Worker {
             worker_id: Mutex::new(id),
             running: Mutex::new(HashMap::new()),
             unreported: Mutex::new(Default::default()),
-            results: results_tx,
+            outbox: Mutex::new(Vec::new()),
+            outbox_filled: Notify::new(),
+            lease_in_flight: Mutex::new(None),
+            finishing: AtomicBool::new(false),
             logs: logs_tx,
             stop_leasing: CancellationToken::new(),
             long_poll_keepalive: AtomicBool::new(joined.long_poll_keepalive),
             idle_polling: AtomicBool::new(false),
         });
         let (reporter_done_tx, reporter_done) = watch::channel(false);
-        let reporter = tokio::spawn(report_loop(shared.clone(), results_rx, reporter_done_tx));
+        let reporter = tokio::spawn(report_loop(shared.clone(), reporter_done_tx));
         let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), heartbeat_every));
         let log_shipper = tokio::spawn(log_loop(shared.clone(), logs_rx));
         let leasing = tokio::spawn(lease_loop(shared.clone()));
@@ -245,44 +318,80 @@ impl Worker {
 }
 
 async fn wait_reported(shared: &Shared, mut done: watch::Receiver<bool>) {
-    let _ = shared.results.send(TaskResult {
-        task_id: String::new(),
-        attempt: 0,
-        outcome: Outcome::Succeeded,
-        output: serde_json::Value::Null,
-        error: None,
-        retryable: None,
-        duration_ms: None,
-    });
+    shared.finishing.store(true, Ordering::Relaxed);
+    shared.outbox_filled.notify_one();
     let _ = tokio::time::timeout(Duration::from_secs(30), done.wait_for(|d| *d)).await;
 }
 
 async fn lease_loop(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
+    // Whether the server takes lease requests for no tasks (older ones do not).
+    let mut zero_polls = true;
+    // Whether results may ride on the next lease request (not right after a
+    // request carrying them was refused: the reporter sorts those out).
+    let mut ride = true;
     loop {
-        // Wait for at least one free slot, then take every free one.
-        let first = tokio::select! {
-            p = shared.slots.clone().acquire_owned() => p,
-            _ = shared.stop_leasing.cancelled() => return,
+        // Wait for at least one free slot, then take every free one. While
+        // every slot is busy, hold a long-poll for no tasks: the server
+        // answers it at once when a task this worker runs is cancelled.
+        let first = if zero_polls {
+            match hold_for_cancels(&shared).await {
+                Held::Slot(p) => p,
+                Held::Stop => return,
+                Held::Unsupported => {
+                    zero_polls = false;
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                p = shared.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = shared.stop_leasing.cancelled() => return,
+            }
         };
-        let Ok(first) = first else { return };
         let Some(mut permits) = gather_slots(&shared, first).await else {
             return;
         };
+        let results = if ride {
+            shared.take_results(shared.config.max_batch)
+        } else {
+            Vec::new()
+        };
+        ride = true;
         let id = shared.id();
-        let lease = shared
-            .client
-            .lease(&id, permits.len() as u32, shared.config.lease_wait);
-        let idle = permits.len() >= shared.config.capacity as usize;
+        shared.set_lease_in_flight(true);
+        let lease = shared.client.report_and_lease(
+            &id,
+            results.clone(),
+            permits.len() as u32,
+            shared.config.lease_wait,
+        );
+        let idle = permits.len() >= shared.config.capacity as usize && results.is_empty();
         shared.idle_polling.store(idle, Ordering::Relaxed);
         let reply = tokio::select! {
             r = lease => r,
-            _ = shared.stop_leasing.cancelled() => return,
+            _ = shared.stop_leasing.cancelled() => {
+                shared.set_lease_in_flight(false);
+                shared.put_back(results);
+                return;
+            }
         };
         shared.idle_polling.store(false, Ordering::Relaxed);
+        shared.set_lease_in_flight(false);
         match reply {
             Ok(resp) => {
                 backoff = Duration::from_millis(100);
+                if let Some(reply) = &resp.results {
+                    shared.answered(&results);
+                    for r in &reply.rejected {
+                        tracing::info!(task = %r.task_id, reason = %r.reason, "result not recorded");
+                    }
+                } else if !results.is_empty() {
+                    // A server that does not know results in a lease request.
+                    shared.put_back(results);
+                    ride = false;
+                }
+                shared.cancel_tasks(&resp.cancel);
                 shared.drain_if_asked(resp.drain);
                 for task in resp.tasks {
                     let Some(permit) = permits.pop() else {
@@ -294,12 +403,85 @@ async fn lease_loop(shared: Arc<Shared>) {
             }
             Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
                 tracing::warn!("the server does not know this worker any more; joining again");
+                // Results of the old registration cannot be recorded any more.
+                if !results.is_empty() {
+                    shared.answered(&results);
+                    tracing::warn!(
+                        results = results.len(),
+                        "dropping results of the forgotten registration"
+                    );
+                }
                 rejoin(&shared).await;
             }
-            Err(e) => {
+            Err(e) if e.is_transient() => {
+                shared.put_back(results);
                 tracing::warn!(error = %e, "lease failed; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                // Refused (a 422 naming one of the results, say): the reporter
+                // sends them on their own and splits the batch to find it.
+                if !results.is_empty() {
+                    shared.put_back(results);
+                    shared.outbox_filled.notify_one();
+                    ride = false;
+                    continue;
+                }
+                tracing::warn!(error = %e, "lease failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// What holding a long-poll for no tasks ended with.
+enum Held {
+    /// A slot is free.
+    Slot(tokio::sync::OwnedSemaphorePermit),
+    /// Leasing stops.
+    Stop,
+    /// The server does not take lease requests for no tasks.
+    Unsupported,
+}
+
+/// Wait for a free slot; meanwhile, when every slot is busy, hold lease
+/// requests for no tasks so cancels and drains arrive at once. Such a request
+/// can lease nothing, so dropping it when a slot frees loses nothing.
+async fn hold_for_cancels(shared: &Shared) -> Held {
+    loop {
+        if let Ok(p) = shared.slots.clone().try_acquire_owned() {
+            return Held::Slot(p);
+        }
+        let id = shared.id();
+        let poll = shared
+            .client
+            .report_and_lease(&id, Vec::new(), 0, shared.config.lease_wait);
+        tokio::select! {
+            p = shared.slots.clone().acquire_owned() => {
+                return match p { Ok(p) => Held::Slot(p), Err(_) => Held::Stop };
+            }
+            _ = shared.stop_leasing.cancelled() => return Held::Stop,
+            r = poll => match r {
+                Ok(resp) => {
+                    shared.cancel_tasks(&resp.cancel);
+                    shared.drain_if_asked(resp.drain);
+                }
+                Err(e) if e.status() == Some(reqwest::StatusCode::UNPROCESSABLE_ENTITY) => {
+                    return Held::Unsupported;
+                }
+                Err(e) => {
+                    // Heartbeats still carry cancels; wait for a slot a while.
+                    tracing::debug!(error = %e, "holding a cancel long-poll failed");
+                    tokio::select! {
+                        p = shared.slots.clone().acquire_owned() => {
+                            return match p { Ok(p) => Held::Slot(p), Err(_) => Held::Stop };
+                        }
+                        _ = shared.stop_leasing.cancelled() => return Held::Stop,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
             }
         }
     }
@@ -415,7 +597,10 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
         if let Ok(mut u) = shared.unreported.lock() {
             u.insert(result.task_id.clone());
         }
-        let _ = shared.results.send(result);
+        if let Ok(mut out) = shared.outbox.lock() {
+            out.push(result);
+        }
+        shared.outbox_filled.notify_one();
     });
 }
 
@@ -471,71 +656,129 @@ async fn run_one(
     }
 }
 
-/// Sends results in batches: whatever is waiting when the previous report
-/// returns goes in the next one, so an idle worker reports at once and a busy
-/// one batches. Results survive an unreachable server and are sent when it is back.
-async fn report_loop(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<TaskResult>,
-    done: watch::Sender<bool>,
-) {
-    let mut pending: Vec<TaskResult> = Vec::new();
-    let mut finishing = false;
+/// How long a result may wait in the outbox for a lease request to carry it
+/// before the reporter sends it on its own.
+const RIDE_WAIT: Duration = Duration::from_millis(10);
+/// A lease request in flight for longer than this is taken for a long-poll.
+const LONG_POLLING: Duration = Duration::from_millis(3);
+
+/// Sends the results no lease request carries: those that finish while a
+/// lease request is in flight (a long-poll may hold for seconds), those left
+/// waiting longer than [`RIDE_WAIT`], and everything when shutting down.
+/// Results survive an unreachable server and are sent when it is back.
+async fn report_loop(shared: Arc<Shared>, done: watch::Sender<bool>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if pending.is_empty() {
+        let finishing = shared.finishing.load(Ordering::Relaxed);
+        if shared.outbox_len() == 0 {
             if finishing {
                 let _ = done.send(true);
                 return;
             }
-            match rx.recv().await {
-                Some(r) => pending.push(r),
-                None => finishing = true,
-            }
-        }
-        while pending.len() < shared.config.max_batch {
-            match rx.try_recv() {
-                Ok(r) => pending.push(r),
-                Err(_) => break,
-            }
-        }
-        // The empty marker says: report what is left, then stop.
-        if pending.iter().any(|r| r.task_id.is_empty()) {
-            pending.retain(|r| !r.task_id.is_empty());
-            finishing = true;
-        }
-        if pending.is_empty() {
+            shared.outbox_filled.notified().await;
             continue;
         }
-        let batch = std::mem::take(&mut pending);
-        let id = shared.id();
-        let answered = |batch: &[TaskResult]| {
-            if let Ok(mut u) = shared.unreported.lock() {
-                for r in batch {
-                    u.remove(&r.task_id);
-                }
+        // Give the lease loop the chance to carry them: it will when a lease
+        // request is about to go. Send them now when the request in flight is
+        // a long-poll (it may hold for seconds), or when they waited too long.
+        let waiting_since = Instant::now();
+        loop {
+            if shared.finishing.load(Ordering::Relaxed)
+                || shared.outbox_len() == 0
+                || waiting_since.elapsed() >= RIDE_WAIT
+                || shared.lease_in_flight_for() > LONG_POLLING
+            {
+                break;
             }
-        };
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let batch = shared.take_results(shared.config.max_batch);
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(kept) = send_results(&shared, batch).await {
+            tracing::warn!(
+                results = kept.len(),
+                "cannot report results; keeping them and retrying in {backoff:?}"
+            );
+            shared.put_back(kept);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            backoff = Duration::from_millis(100);
+        }
+    }
+}
+
+/// Send a batch of results. A batch the server refuses (a 4xx naming one
+/// result, say) is split in halves until the refused result stands alone;
+/// that one is reported instead as a failure saying why, so no result is
+/// dropped for another's sake and none goes unanswered. `Err` gives back
+/// what could not be sent for a transient reason.
+async fn send_results(shared: &Shared, batch: Vec<TaskResult>) -> Result<(), Vec<TaskResult>> {
+    let mut work = vec![batch];
+    let mut kept = Vec::new();
+    while let Some(batch) = work.pop() {
+        let id = shared.id();
         match shared.client.results(&id, batch.clone()).await {
             Ok(reply) => {
-                answered(&batch);
-                backoff = Duration::from_millis(100);
+                shared.answered(&batch);
                 for r in reply.rejected {
                     tracing::info!(task = %r.task_id, reason = %r.reason, "result not recorded");
                 }
             }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, results = batch.len(), "cannot report results; keeping them and retrying in {backoff:?}");
-                pending = batch;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            Err(e) if e.is_transient() => kept.extend(batch),
+            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+                shared.answered(&batch);
+                tracing::warn!(error = %e, results = batch.len(), "the server forgot this worker; its results cannot be recorded");
+            }
+            Err(e) if batch.len() > 1 => {
+                tracing::warn!(error = %e, results = batch.len(), "the server refused a batch of results; splitting it");
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                work.push(second);
+                work.push(first);
             }
             Err(e) => {
-                answered(&batch);
-                tracing::error!(error = %e, results = batch.len(), "the server refused results; dropping them")
+                let Some(refused) = batch.into_iter().next() else {
+                    continue;
+                };
+                if refused.outcome == Outcome::Failed && refused.output.is_null() {
+                    // Even the failure report was refused: nothing smaller to say.
+                    shared.answered(std::slice::from_ref(&refused));
+                    tracing::error!(task = %refused.task_id, error = %e, "the server refused this task's failure report");
+                    continue;
+                }
+                tracing::warn!(task = %refused.task_id, error = %e, "the server refused this result; reporting the task failed instead");
+                let failure = TaskResult {
+                    task_id: refused.task_id,
+                    attempt: refused.attempt,
+                    outcome: Outcome::Failed,
+                    output: serde_json::Value::Null,
+                    error: Some(TaskError::new(
+                        ErrorKind::Handler,
+                        format!(
+                            "the server refused the task's result: {}",
+                            short(&e.to_string())
+                        ),
+                    )),
+                    retryable: Some(false),
+                    duration_ms: refused.duration_ms,
+                };
+                work.push(vec![failure]);
             }
         }
     }
+    if kept.is_empty() { Ok(()) } else { Err(kept) }
+}
+
+/// At most 1000 bytes of `s`, cut on a character boundary.
+fn short(s: &str) -> &str {
+    let mut end = s.len().min(1000);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
@@ -571,17 +814,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
             .await
         {
             Ok(reply) => {
-                if !reply.cancel.is_empty()
-                    && let Ok(mut m) = shared.running.lock()
-                {
-                    for tid in &reply.cancel {
-                        if let Some(r) = m.get_mut(tid) {
-                            tracing::info!(task = %tid, "cancelled by the server");
-                            r.abandoned = true;
-                            r.cancel.cancel();
-                        }
-                    }
-                }
+                shared.cancel_tasks(&reply.cancel);
                 shared.drain_if_asked(reply.drain);
             }
             Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => rejoin(&shared).await,

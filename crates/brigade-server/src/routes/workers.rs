@@ -8,7 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use brigade_api::{
     FieldError, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LogsReply, LogsRequest,
-    Outcome, Problem, ResultsReply, ResultsRequest, WorkerJoin, WorkerJoined, WorkerView,
+    Outcome, Problem, ResultsReply, ResultsRequest, TaskResult, WorkerJoin, WorkerJoined,
+    WorkerView,
 };
 use brigade_core::validate::{is_valid_kind, is_valid_queue};
 
@@ -135,8 +136,8 @@ pub async fn lease(
 ) -> ApiResult<Json<LeaseResponse>> {
     caller.require(&[Role::Worker])?;
     state.check_worker_owner(&caller, &id).await?;
-    if !(1..=MAX_LEASE).contains(&req.max) {
-        return Err(ApiError::field("max", format!("must be 1 to {MAX_LEASE}")));
+    if req.max > MAX_LEASE {
+        return Err(ApiError::field("max", format!("must be 0 to {MAX_LEASE}")));
     }
     let wait = req.wait_ms.unwrap_or(DEFAULT_LEASE_WAIT_MS);
     if wait > MAX_LEASE_WAIT_MS {
@@ -145,6 +146,7 @@ pub async fn lease(
             format!("at most {MAX_LEASE_WAIT_MS}"),
         ));
     }
+    check_results(&state, &req.results)?;
     let _permit = if wait > 0 {
         Some(state.long_poll_permit()?)
     } else {
@@ -152,7 +154,7 @@ pub async fn lease(
     };
     let granted = state
         .dispatcher()
-        .lease(id, req.max, Duration::from_millis(wait))
+        .lease(id, req.results, req.max, Duration::from_millis(wait))
         .await?;
     if !granted.tasks.is_empty() {
         metrics::counter!(names::TASKS_LEASED).increment(granted.tasks.len() as u64);
@@ -160,6 +162,8 @@ pub async fn lease(
     Ok(Json(LeaseResponse {
         tasks: granted.tasks,
         drain: granted.drain,
+        cancel: granted.cancel,
+        results: granted.results,
     }))
 }
 
@@ -208,15 +212,29 @@ pub async fn results(
 ) -> ApiResult<Json<ResultsReply>> {
     caller.require(&[Role::Worker])?;
     state.check_worker_owner(&caller, &id).await?;
-    if req.results.len() > MAX_RESULTS {
+    check_results(&state, &req.results)?;
+    let (reply, changes) = state
+        .store
+        .report(&id, req.results, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    crate::metrics::results(&reply);
+    state.publish(changes);
+    Ok(Json(reply))
+}
+
+/// The checks a batch of results must pass, wherever it comes (the results
+/// route or a lease request): 422 naming each bad field.
+fn check_results(state: &AppState, results: &[TaskResult]) -> Result<(), ApiError> {
+    if results.len() > MAX_RESULTS {
         return Err(ApiError::field(
             "results",
             format!("at most {MAX_RESULTS} per batch"),
         ));
     }
     let mut errors = Vec::new();
-    let mut seen = HashSet::with_capacity(req.results.len());
-    for (i, r) in req.results.iter().enumerate() {
+    let mut seen = HashSet::with_capacity(results.len());
+    for (i, r) in results.iter().enumerate() {
         if r.outcome == Outcome::Failed && r.error.is_none() {
             errors.push(FieldError::new(
                 format!("results[{i}].error"),
@@ -246,17 +264,7 @@ pub async fn results(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let (reply, changes) = state
-        .store
-        .report(&id, req.results, state.now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("worker", &id))?;
-    metrics::counter!(names::RESULTS, "status" => "accepted")
-        .increment(reply.accepted.len() as u64);
-    metrics::counter!(names::RESULTS, "status" => "rejected")
-        .increment(reply.rejected.len() as u64);
-    state.publish(changes);
-    Ok(Json(reply))
+    Ok(())
 }
 
 /// Most batches (task attempts) in one logs request.

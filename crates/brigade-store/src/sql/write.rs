@@ -437,16 +437,28 @@ async fn end_attempt<C: Conn>(
 
 /// End the running attempt of `task` with a failure, as core decides:
 /// retry after the backoff, requeue, or fail.
+/// How an attempt failed.
+struct Failed<'a> {
+    error: &'a TaskError,
+    retryable: bool,
+    /// The worker went silent (requeue at once rather than back off).
+    lost: bool,
+    outcome: AttemptOutcome,
+}
+
 async fn fail_attempt<C: Conn>(
     c: &mut C,
     task: &Running,
-    error: &TaskError,
-    retryable: bool,
-    lost: bool,
-    outcome: AttemptOutcome,
+    how: Failed<'_>,
     now: i64,
     changes: &mut Changes,
 ) -> Result<()> {
+    let Failed {
+        error,
+        retryable,
+        lost,
+        outcome,
+    } = how;
     let t = transition::fail(
         Budget {
             attempt: task.attempt,
@@ -553,18 +565,13 @@ pub(crate) async fn report<C: Conn>(
             Outcome::Failed => {
                 let error = r.error.clone().unwrap_or_else(transition::default_error);
                 let outcome = transition::failed_outcome(&error);
-                let retryable = r.retryable.unwrap_or(true);
-                fail_attempt(
-                    c,
-                    task,
-                    &error,
-                    retryable,
-                    false,
+                let how = Failed {
+                    error: &error,
+                    retryable: r.retryable.unwrap_or(true),
+                    lost: false,
                     outcome,
-                    now,
-                    &mut changes,
-                )
-                .await?;
+                };
+                fail_attempt(c, task, how, now, &mut changes).await?;
             }
         }
         reply.accepted.push(r.task_id.clone());
@@ -784,17 +791,13 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
     let mut jobs = BTreeSet::new();
     for row in &expired {
         let task = Running::from_row(row)?;
-        fail_attempt(
-            c,
-            &task,
-            &error,
-            true,
-            true,
-            AttemptOutcome::Lost,
-            now,
-            &mut changes,
-        )
-        .await?;
+        let how = Failed {
+            error: &error,
+            retryable: true,
+            lost: true,
+            outcome: AttemptOutcome::Lost,
+        };
+        fail_attempt(c, &task, how, now, &mut changes).await?;
         jobs.insert(task.job_id);
     }
     finish_jobs(c, &jobs, now, &mut changes).await?;
