@@ -272,6 +272,11 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// The states of a worker that is still serving: its heartbeats are expected.
+    pub const SERVING: [WorkerState; 2] = [WorkerState::Active, WorkerState::Draining];
+    /// The states of a worker that is gone: what it ran goes back to the queue.
+    pub const GONE: [WorkerState; 2] = [WorkerState::Lost, WorkerState::Left];
+
     /// The wire (and stored) name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -149,21 +149,7 @@ pub trait Store: Send + Sync + 'static {
         max: u32,
         now: i64,
         ttl: i64,
-    ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
-        let (reply, mut changes) = if results.is_empty() {
-            (ResultsReply::default(), Changes::default())
-        } else {
-            match self.report(worker_id, results, now).await? {
-                Some(done) => done,
-                None => return Ok(None),
-            }
-        };
-        let Some((leased, more)) = self.lease(worker_id, max, now, ttl).await? else {
-            return Ok(None);
-        };
-        changes.merge(more);
-        Ok(Some((reply, leased, changes)))
-    }
+    ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>>;
     /// Store log lines of tasks running on a worker; each batch only for the
     /// task's current attempt on this worker, at most
     /// [`brigade_api::logs::MAX_LOG_BYTES_PER_ATTEMPT`] bytes per attempt (then a

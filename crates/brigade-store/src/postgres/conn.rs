@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use brigade_api::{AttemptOutcome, TaskState};
+use brigade_api::{AttemptOutcome, JobState, TaskState, WorkerState};
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo};
 use sqlx::types::Json;
 use sqlx::{Column, Encode, PgConnection, Postgres, Row as _, Type, TypeInfo};
 
-use crate::sql::{Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, lit, numbered};
+use crate::sql::{
+    Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, jlit, lit, numbered, wlit,
+};
 use crate::{Result, StoreError};
 
 /// A connection inside a PostgreSQL transaction, seen by the shared layer.
@@ -140,7 +142,7 @@ impl Conn for Pg<'_> {
                      started_at = excluded.started_at, finished_at = NULL, outcome = excluded.outcome, \
                      error = NULL \
              ), started AS ( \
-                 UPDATE jobs SET started_at = $6, state = 'running' \
+                 UPDATE jobs SET started_at = $6, state = {job_running} \
                  WHERE id IN (SELECT job_id FROM leased) AND started_at IS NULL \
              ) \
              SELECT id, job_id, kind, input, attempt, timeout_ms, ready_at FROM leased \
@@ -148,6 +150,7 @@ impl Conn for Pg<'_> {
             queued = lit(TaskState::Queued),
             running = lit(TaskState::Running),
             open = AttemptOutcome::Running.as_str(),
+            job_running = jlit(JobState::Running),
         );
         let found = sqlx::query(&sql)
             .bind(p.queues)
@@ -207,19 +210,23 @@ impl Conn for Pg<'_> {
     ) -> Result<Vec<(String, String)>> {
         let ids: Vec<&str> = beats.iter().map(|(w, _)| *w).collect();
         let loads: Vec<&str> = beats.iter().map(|(_, l)| l.as_str()).collect();
-        Ok(sqlx::query_as(
+        // A worker given up for lost is back and may lease again.
+        let sql = format!(
             "WITH b AS (SELECT * FROM unnest($2::text[], $3::text[]) AS b(id, load)), \
              locked AS (SELECT w.id FROM workers w JOIN b ON w.id = b.id ORDER BY w.id FOR UPDATE OF w) \
              UPDATE workers SET last_seen_at = $1, load = b.load::jsonb, \
-             state = CASE WHEN workers.state = 'lost' THEN 'active' ELSE workers.state END \
+             state = CASE WHEN workers.state = {lost} THEN {active} ELSE workers.state END \
              FROM b, locked WHERE workers.id = b.id AND locked.id = b.id \
              RETURNING workers.id, workers.state",
-        )
-        .bind(now)
-        .bind(&ids)
-        .bind(&loads)
-        .fetch_all(&mut *self.0)
-        .await?)
+            lost = wlit(WorkerState::Lost),
+            active = wlit(WorkerState::Active),
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(now)
+            .bind(&ids)
+            .bind(&loads)
+            .fetch_all(&mut *self.0)
+            .await?)
     }
 
     async fn extend_leases(&mut self, expires: i64, held: &[(&str, &str)]) -> Result<Vec<String>> {

@@ -17,7 +17,7 @@ pub(crate) mod write;
 use std::future::Future;
 use std::sync::Arc;
 
-use brigade_api::TaskState;
+use brigade_api::{JobState, TaskState, WorkerState};
 
 use crate::rows::Columns;
 use crate::{Result, StoreError};
@@ -238,6 +238,22 @@ pub(crate) fn lit(state: TaskState) -> String {
 pub(crate) fn lits(states: &[TaskState]) -> String {
     let inner: Vec<String> = states.iter().map(|s| lit(*s)).collect();
     format!("({})", inner.join(","))
+}
+
+/// A worker state as an SQL literal.
+pub(crate) fn wlit(state: WorkerState) -> String {
+    format!("'{}'", state.as_str())
+}
+
+/// A list of worker states as an SQL list.
+pub(crate) fn wlits(states: &[WorkerState]) -> String {
+    let inner: Vec<String> = states.iter().map(|s| wlit(*s)).collect();
+    format!("({})", inner.join(","))
+}
+
+/// A job state as an SQL literal.
+pub(crate) fn jlit(state: JobState) -> String {
+    format!("'{}'", state.as_str())
 }
 
 /// Columns of a task row that results, the reaper and cancels work from.

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use brigade_api::{JobView, LogLine, Page, Progress, QueueView, TaskState, TaskView, WorkerView};
+use brigade_api::{
+    JobView, LogLine, Page, Progress, QueueView, TaskState, TaskView, WorkerState, WorkerView,
+};
 
 use super::{Conn, Engine, Value, args, lit};
 use crate::Result;
@@ -269,12 +271,11 @@ pub(crate) async fn queues<C: Conn>(c: &mut C) -> Result<Vec<QueueView>> {
             }
         }
     }
-    let serving = c
-        .rows(
-            "SELECT queues FROM workers WHERE state IN ('active','draining')",
-            args![],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT queues FROM workers WHERE state IN {}",
+        super::wlits(&WorkerState::SERVING)
+    );
+    let serving = c.rows(&sql, args![]).await?;
     for row in serving {
         let qs: Vec<String> = rows::json_or(row.text_opt("queues")?)?;
         for name in qs {

@@ -12,7 +12,7 @@ use brigade_api::{
 use brigade_core::transition::{self, Budget, Held, Rejection, Wake};
 use brigade_core::{NewJob, from_ms, ids::new_id};
 
-use super::{Conn, RUNNING_COLUMNS, Row, Success, Value, args, lit, lits, read};
+use super::{Conn, RUNNING_COLUMNS, Row, Success, Value, args, jlit, lit, lits, read, wlit, wlits};
 use crate::model::{Changes, DeleteOutcome, Idempotency, Phase, RetryOutcome, Submitted, Timing};
 use crate::rows::{self, Columns};
 use crate::{Result, StoreError, events};
@@ -762,13 +762,12 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
     let mut changes = Changes::default();
     // The conditional update re-checks the state of rows another reaper just
     // changed, so each worker is reported lost once.
-    let lost = c
-        .rows(
-            "UPDATE workers SET state = ? WHERE state IN ('active','draining') AND last_seen_at < ? \
-             RETURNING id, name",
-            args![WorkerState::Lost.as_str(), now - ttl],
-        )
-        .await?;
+    let sql = format!(
+        "UPDATE workers SET state = {} WHERE state IN {} AND last_seen_at < ? RETURNING id, name",
+        wlit(WorkerState::Lost),
+        wlits(&WorkerState::SERVING)
+    );
+    let lost = c.rows(&sql, args![now - ttl]).await?;
     for row in &lost {
         changes.events.push(events::worker(
             EventKind::WorkerLost,
@@ -782,8 +781,9 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
     // recorded) are left to it.
     let sql = format!(
         "SELECT {RUNNING_COLUMNS} FROM tasks WHERE state = {} AND (lease_expires_at < ? \
-         OR worker_id IN (SELECT id FROM workers WHERE state IN ('lost','left'))) ORDER BY seq{}",
+         OR worker_id IN (SELECT id FROM workers WHERE state IN {})) ORDER BY seq{}",
         lit(TaskState::Running),
+        wlits(&WorkerState::GONE),
         super::skip_locked::<C>()
     );
     let expired = c.rows(&sql, args![now]).await?;
@@ -947,12 +947,13 @@ pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result
         args![TaskState::Queued, now, id],
     )
     .await?;
-    c.exec(
+    let sql = format!(
         "UPDATE jobs SET finished_at = NULL, cancel_requested = FALSE, \
-         state = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END WHERE id = ?",
-        args![&task.job_id],
-    )
-    .await?;
+         state = CASE WHEN started_at IS NULL THEN {} ELSE {} END WHERE id = ?",
+        jlit(JobState::Queued),
+        jlit(JobState::Running)
+    );
+    c.exec(&sql, args![&task.job_id]).await?;
     let view: TaskView = read::task(c, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;

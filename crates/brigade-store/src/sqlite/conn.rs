@@ -6,12 +6,14 @@
 
 use std::sync::Arc;
 
-use brigade_api::{AttemptOutcome, TaskState};
+use brigade_api::{AttemptOutcome, JobState, TaskState, WorkerState};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use crate::Result;
-use crate::sql::{Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, lit, uncast};
+use crate::sql::{
+    Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, jlit, lit, uncast, wlit,
+};
 
 impl ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -108,9 +110,10 @@ impl Lite<'_> {
              ON CONFLICT (task_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, \
              started_at = excluded.started_at, finished_at = NULL, outcome = excluded.outcome, error = NULL",
         )?;
-        let mut start = conn.prepare_cached(
-            "UPDATE jobs SET started_at = ?1, state = 'running' WHERE id = ?2 AND started_at IS NULL",
-        )?;
+        let mut start = conn.prepare_cached(&format!(
+            "UPDATE jobs SET started_at = ?1, state = {} WHERE id = ?2 AND started_at IS NULL",
+            jlit(JobState::Running)
+        ))?;
         let mut last_job = String::new();
         for r in &rows {
             use crate::rows::Columns;
@@ -164,11 +167,14 @@ impl Lite<'_> {
     }
 
     fn touch_now(&mut self, now: i64, beats: &[(&str, String)]) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.0.prepare_cached(
+        // A worker given up for lost is back and may lease again.
+        let mut stmt = self.0.prepare_cached(&format!(
             "UPDATE workers SET last_seen_at = ?1, load = ?2, \
-             state = CASE WHEN state = 'lost' THEN 'active' ELSE state END \
+             state = CASE WHEN state = {lost} THEN {active} ELSE state END \
              WHERE id = ?3 RETURNING id, state",
-        )?;
+            lost = wlit(WorkerState::Lost),
+            active = wlit(WorkerState::Active),
+        ))?;
         let mut out = Vec::with_capacity(beats.len());
         for (id, load) in beats {
             let mut rows = stmt.query(params![now, load, id])?;
