@@ -1,0 +1,11 @@
+//! The conformance cases: every [`Store`](brigade_store::Store) method, on a
+//! fresh store, asserting what a user of the store would notice. Each case is
+//! listed in [`conformance_tests!`](crate::common::conformance_tests), which
+//! runs it on every engine.
+
+#![deny(
+    dead_code,
+    reason = "a case missing from conformance_tests! runs nowhere"
+)]
+
+pub mod lifecycle;
