@@ -40,6 +40,21 @@ macro_rules! conformance_tests {
                 matching_heartbeat_cancel_retry,
                 heartbeat_batch,
             }
+            submit {
+                idempotent_submit,
+                scheduled_tasks_wait_for_promote_due,
+                has_queued,
+            }
+            jobs {
+                jobs_pages_newest_first,
+                jobs_filters,
+                #[ignore = "bug: jobs(state) filters on the stored job state, not the one the view shows"]
+                jobs_state_filter_agrees_with_the_view,
+                job_tasks_page_in_submission_order,
+                owners,
+                delete_job_only_when_finished,
+                job_ends_in_the_state_of_its_tasks,
+            }
         );
     };
     (@cases $open:ident; $($module:ident { $($(#[$attr:meta])* $case:ident),* $(,)? })*) => {
@@ -388,3 +403,129 @@ pub fn beat(running: &[&String]) -> brigade_api::Heartbeat {
         load: brigade_api::Load::default(),
     }
 }
+
+/// A registration of a worker for `echo` tasks in `queues`.
+pub fn worker_join(name: &str, queues: &[&str]) -> WorkerJoin {
+    WorkerJoin {
+        name: name.into(),
+        hostname: format!("{name}.host"),
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        kinds: vec!["echo".into()],
+        labels: BTreeMap::new(),
+        capacity: 8,
+        version: "test".into(),
+    }
+}
+
+/// Register a worker of `owner` for `echo` tasks in `queues`.
+pub async fn join_to(
+    store: &dyn Store,
+    owner: &str,
+    name: &str,
+    queues: &[&str],
+    now: i64,
+) -> TestResult<String> {
+    let (w, _) = store
+        .join_worker(owner, worker_join(name, queues), now)
+        .await?;
+    Ok(w.id)
+}
+
+/// A job of these tasks, in queue `default`.
+pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
+    NewJob {
+        name: None,
+        queue: "default".into(),
+        labels: BTreeMap::new(),
+        tasks,
+    }
+}
+
+/// A task of `task(max_attempts)` in another queue.
+pub fn task_in(queue: &str, max_attempts: u32) -> NewTask {
+    NewTask {
+        queue: queue.into(),
+        ..task(max_attempts)
+    }
+}
+
+/// The kinds of a change's events, in order.
+pub fn kinds(changes: &brigade_store::Changes) -> Vec<&str> {
+    changes.events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+/// `(task id, code)` of each rejection, in order.
+pub fn codes(
+    rejected: &[brigade_api::RejectedResult],
+) -> Vec<(String, brigade_api::RejectionCode)> {
+    rejected
+        .iter()
+        .map(|r| (r.task_id.clone(), r.code))
+        .collect()
+}
+
+/// The task ids a submit returned.
+pub fn ids_of(sub: &brigade_store::Submitted) -> TestResult<Vec<String>> {
+    Ok(sub
+        .job
+        .task_ids
+        .clone()
+        .ok_or("submit returned no task ids")?)
+}
+
+/// Lease up to `max` tasks for a known worker; their ids and attempts.
+pub async fn lease_ids(
+    store: &dyn Store,
+    worker: &str,
+    max: u32,
+    now: i64,
+) -> TestResult<Vec<(String, u32)>> {
+    let (leased, _) = store
+        .lease(worker, max, now, TTL)
+        .await?
+        .ok_or("lease: worker unknown")?;
+    Ok(leased.into_iter().map(|t| (t.id, t.attempt)).collect())
+}
+
+/// A task's view (with history); an error when unknown.
+pub async fn task_view(store: &dyn Store, id: &str) -> TestResult<brigade_api::TaskView> {
+    Ok(store
+        .task(id)
+        .await?
+        .ok_or_else(|| format!("task {id} unknown"))?)
+}
+
+/// A job's view; an error when unknown.
+pub async fn job_view(store: &dyn Store, id: &str) -> TestResult<brigade_api::JobView> {
+    Ok(store
+        .job(id)
+        .await?
+        .ok_or_else(|| format!("job {id} unknown"))?)
+}
+
+/// The outcomes of a task's history, oldest first.
+pub async fn outcomes(store: &dyn Store, id: &str) -> TestResult<Vec<String>> {
+    Ok(task_view(store, id)
+        .await?
+        .history
+        .ok_or("task without history")?
+        .into_iter()
+        .map(|h| h.outcome)
+        .collect())
+}
+
+/// Report results of a known worker.
+pub async fn report(
+    store: &dyn Store,
+    worker: &str,
+    results: Vec<TaskResult>,
+    now: i64,
+) -> TestResult<(brigade_api::ResultsReply, brigade_store::Changes)> {
+    Ok(store
+        .report(worker, results, now)
+        .await?
+        .ok_or("report: worker unknown")?)
+}
+
+/// A far-off time when every retry of the tests is due.
+pub const LATER: i64 = T0 + 24 * 3_600_000;

@@ -8,4 +8,6 @@
     reason = "a case missing from conformance_tests! runs nowhere"
 )]
 
+pub mod jobs;
 pub mod lifecycle;
+pub mod submit;
