@@ -55,6 +55,19 @@ macro_rules! conformance_tests {
                 delete_job_only_when_finished,
                 job_ends_in_the_state_of_its_tasks,
             }
+            results {
+                report_rejection_codes,
+                duplicate_result_in_one_batch,
+                #[ignore = "bug: a stale result makes the current attempt's result a duplicate"]
+                stale_result_does_not_shadow_the_current_one,
+                report_and_lease,
+                history_records_each_attempt,
+            }
+            logs {
+                logs_round_trip,
+                logs_rejection_codes,
+                logs_truncated_at_the_attempt_budget,
+            }
         );
     };
     (@cases $open:ident; $($module:ident { $($(#[$attr:meta])* $case:ident),* $(,)? })*) => {

@@ -10,4 +10,6 @@
 
 pub mod jobs;
 pub mod lifecycle;
+pub mod logs;
+pub mod results;
 pub mod submit;
