@@ -68,6 +68,20 @@ macro_rules! conformance_tests {
                 logs_rejection_codes,
                 logs_truncated_at_the_attempt_budget,
             }
+            workers {
+                workers_join_and_list,
+                leave_hands_tasks_back,
+                drain_worker_stops_leasing,
+            }
+            queues {
+                queues_count_tasks_and_workers,
+                paused_queue_is_not_leased,
+            }
+            tasks {
+                cancel_task,
+                cancel_job_cancels_running_tasks,
+                retry_task,
+            }
         );
     };
     (@cases $open:ident; $($module:ident { $($(#[$attr:meta])* $case:ident),* $(,)? })*) => {

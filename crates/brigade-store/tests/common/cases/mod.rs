@@ -11,5 +11,8 @@
 pub mod jobs;
 pub mod lifecycle;
 pub mod logs;
+pub mod queues;
 pub mod results;
 pub mod submit;
+pub mod tasks;
+pub mod workers;
