@@ -8,6 +8,7 @@
     reason = "a case missing from conformance_tests! runs nowhere"
 )]
 
+pub mod basics;
 pub mod jobs;
 pub mod lifecycle;
 pub mod logs;
