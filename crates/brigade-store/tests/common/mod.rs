@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
                 idempotent_submit,
                 scheduled_tasks_wait_for_promote_due,
                 has_queued,
+                promote_due_moves_what_is_due,
             }
             jobs {
                 jobs_pages_newest_first,
@@ -80,6 +81,7 @@ macro_rules! conformance_tests {
                 workers_join_and_list,
                 leave_hands_tasks_back,
                 drain_worker_stops_leasing,
+                reap_requeues_expired_leases,
             }
             queues {
                 queues_count_tasks_and_workers,
@@ -89,6 +91,7 @@ macro_rules! conformance_tests {
                 cancel_task,
                 cancel_job_cancels_running_tasks,
                 retry_task,
+                retry_takes_back_a_job_cancel,
             }
         );
     };

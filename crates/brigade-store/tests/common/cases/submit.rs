@@ -202,3 +202,85 @@ pub async fn has_queued(store: Arc<dyn Store>) -> TestResult {
     ensure(!store.has_queued().await?, "running tasks are not queued")?;
     Ok(())
 }
+
+/// `promote_due` moves exactly the tasks that are due and names the next
+/// one's time; a retryable failure waits out the task's backoff (1 s, then
+/// 2 s) as a scheduled task.
+pub async fn promote_due_moves_what_is_due(store: Arc<dyn Store>) -> TestResult {
+    let store = &*store;
+    let at = |t: i64| {
+        let mut x = task(3);
+        x.run_at = Some(t);
+        x
+    };
+    let (t1, t2, t3) = (T0 + 1_000, T0 + 2_000, T0 + 3_000);
+    let sub = store
+        .submit("owner", job_with(vec![at(t3), at(t1)]), None, T0)
+        .await?;
+    let ids = ids_of(&sub)?;
+    let other = store
+        .submit("owner", job_with(vec![at(t2)]), None, T0)
+        .await?;
+    let other_id = ids_of(&other)?.remove(0);
+    ensure(store.promote_due(T0).await? == (0, Some(t1)), "nothing yet")?;
+    ensure(
+        store.promote_due(t2).await? == (2, Some(t3)),
+        "the first two, in both jobs",
+    )?;
+    ensure(
+        task_view(store, &ids[1]).await?.state == TaskState::Queued
+            && task_view(store, &other_id).await?.state == TaskState::Queued
+            && task_view(store, &ids[0]).await?.state == TaskState::Scheduled,
+        "exactly the due ones moved",
+    )?;
+
+    // A retry after a failure: scheduled for now + backoff.
+    let w = join(store, "w", T0).await?;
+    let leased = lease_ids(store, &w, 1, t2).await?;
+    ensure(leased == [(ids[1].clone(), 1)], format!("{leased:?}"))?;
+    let now = t2 + 10;
+    let (_, changes) = report(
+        store,
+        &w,
+        vec![crate::common::failed(&ids[1], 1, true)],
+        now,
+    )
+    .await?;
+    ensure(changes.scheduled, "the promoter should look")?;
+    let view = task_view(store, &ids[1]).await?;
+    ensure(
+        view.state == TaskState::Scheduled && view.run_at == Some(from_ms(now + 1_000)),
+        format!("retry at {:?}", view.run_at),
+    )?;
+    ensure(
+        store.promote_due(t3).await? == (1, Some(now + 1_000)),
+        "t3 is due; the retry is next",
+    )?;
+    ensure(
+        store.promote_due(now + 999).await? == (0, Some(now + 1_000)),
+        "the backoff is not over",
+    )?;
+    ensure(
+        store.promote_due(now + 1_000).await? == (1, None),
+        "retry due",
+    )?;
+    // The second failure waits twice as long.
+    let leased = lease_ids(store, &w, 10, now + 1_000).await?;
+    ensure(
+        leased.iter().any(|(id, n)| *id == ids[1] && *n == 2),
+        format!("the retry is leased: {leased:?}"),
+    )?;
+    let later = now + 1_010;
+    report(
+        store,
+        &w,
+        vec![crate::common::failed(&ids[1], 2, true)],
+        later,
+    )
+    .await?;
+    ensure(
+        task_view(store, &ids[1]).await?.run_at == Some(from_ms(later + 2_000)),
+        "second backoff",
+    )?;
+    Ok(())
+}

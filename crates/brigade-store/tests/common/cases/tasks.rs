@@ -326,3 +326,48 @@ pub async fn retry_task(store: Arc<dyn Store>) -> TestResult {
     )?;
     Ok(())
 }
+
+/// Retrying the tasks of a cancelled job takes the cancel back: once they
+/// succeed the job has succeeded.
+pub async fn retry_takes_back_a_job_cancel(store: Arc<dyn Store>) -> TestResult {
+    let store = &*store;
+    let sub = store.submit("owner", job(2, 1), None, T0).await?;
+    let ids = ids_of(&sub)?;
+    store.cancel_job(&sub.job.id, T0 + 1).await?.ok_or("job")?;
+    ensure(
+        job_view(store, &sub.job.id).await?.state == JobState::Cancelled,
+        "cancelled",
+    )?;
+    for id in &ids {
+        ensure(
+            matches!(
+                store.retry_task(id, T0 + 2).await?,
+                RetryOutcome::Retried(..)
+            ),
+            "retried",
+        )?;
+    }
+    let view = job_view(store, &sub.job.id).await?;
+    ensure(
+        view.state == JobState::Queued && view.finished_at.is_none(),
+        format!("reopened, nothing started: {view:?}"),
+    )?;
+    let w = join(store, "w", T0).await?;
+    let leased = lease_ids(store, &w, 2, T0 + 3).await?;
+    ensure(
+        leased.iter().all(|(_, n)| *n == 1),
+        format!("first real attempts {leased:?}"),
+    )?;
+    let results = leased.iter().map(|(id, n)| ok(id, *n)).collect();
+    let (_, changes) = report(store, &w, results, T0 + 4).await?;
+    ensure(
+        kinds(&changes).last() == Some(&"job.finished"),
+        format!("events {:?}", kinds(&changes)),
+    )?;
+    let view = job_view(store, &sub.job.id).await?;
+    ensure(
+        view.state == JobState::Succeeded && view.finished_at == Some(from_ms(T0 + 4)),
+        format!("succeeded {view:?}"),
+    )?;
+    Ok(())
+}

@@ -258,3 +258,106 @@ pub async fn drain_worker_stops_leasing(store: Arc<dyn Store>) -> TestResult {
     )?;
     Ok(())
 }
+
+/// The reaper gives a lost worker's tasks, and tasks whose lease ran out, to
+/// the queue again, counting the attempt (history `lost`); the last attempt
+/// fails for good; fresh leases are left alone.
+pub async fn reap_requeues_expired_leases(store: Arc<dyn Store>) -> TestResult {
+    let store = &*store;
+    let sub = store.submit("owner", job(2, 2), None, T0).await?;
+    let ids = ids_of(&sub)?;
+    let (a, b) = (&ids[0], &ids[1]);
+    let w = join(store, "w", T0).await?;
+    let v = join(store, "v", T0).await?;
+    ensure(
+        lease_ids(store, &w, 1, T0).await? == [(a.clone(), 1)],
+        "w runs a",
+    )?;
+    ensure(
+        lease_ids(store, &v, 1, T0).await? == [(b.clone(), 1)],
+        "v runs b",
+    )?;
+
+    // w keeps beating but no longer names a; v beats and names b.
+    let now = T0 + TTL - 1;
+    store
+        .heartbeats(
+            vec![(w.clone(), beat(&[])), (v.clone(), beat(&[b]))],
+            now,
+            TTL,
+        )
+        .await?;
+    let early = store.reap(T0 + TTL - 1, TTL).await?;
+    ensure(early.events.is_empty(), "nothing has run out yet")?;
+    let reaped = store.reap(T0 + TTL + 1, TTL).await?;
+    let retried: Vec<Option<&str>> = reaped.events.iter().map(|e| e.task_id.as_deref()).collect();
+    ensure(
+        kinds(&reaped) == ["task.retrying"] && retried == [Some(a.as_str())],
+        format!("reaped {:?}", reaped.events),
+    )?;
+    ensure(reaped.ready, "waiting workers should look")?;
+    let view = task_view(store, a).await?;
+    ensure(
+        view.state == TaskState::Queued
+            && view.error.as_ref().map(|e| e.kind) == Some(brigade_api::ErrorKind::Lost),
+        format!("a {view:?}"),
+    )?;
+    ensure(outcomes(store, a).await? == ["lost"], "a lost attempt")?;
+    ensure(
+        task_view(store, b).await?.state == TaskState::Running,
+        "b's lease was renewed",
+    )?;
+    ensure(
+        store.worker(&w).await?.map(|x| x.state) == Some(WorkerState::Active),
+        "a worker that beats is not lost",
+    )?;
+
+    // a's second attempt is its last: lost again, it fails.
+    let now = T0 + TTL + 2;
+    ensure(
+        lease_ids(store, &w, 1, now).await? == [(a.clone(), 2)],
+        "a again",
+    )?;
+    let reaped = store.reap(now + 10 * TTL, TTL).await?;
+    let mut got: Vec<(&str, Option<&str>)> = reaped
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.as_str(),
+                e.task_id.as_deref().or(e.worker_id.as_deref()),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        ("task.failed", Some(a.as_str())),
+        ("task.retrying", Some(b.as_str())),
+        ("worker.lost", Some(w.as_str())),
+        ("worker.lost", Some(v.as_str())),
+    ];
+    want.sort();
+    ensure(got == want, format!("reaped {got:?}"))?;
+    ensure(
+        task_view(store, a).await?.state == TaskState::Failed,
+        "the last attempt lost: failed",
+    )?;
+    ensure(
+        outcomes(store, a).await? == ["lost", "lost"],
+        "two lost attempts",
+    )?;
+    ensure(
+        store.worker(&v).await?.map(|x| (x.state, x.running)) == Some((WorkerState::Lost, 0)),
+        "v is lost and runs nothing",
+    )?;
+    let (reply, _) = report(store, &v, vec![ok(b, 1)], now + 10 * TTL + 1).await?;
+    ensure(
+        reply.accepted.is_empty() && reply.rejected.len() == 1,
+        "a lost worker's late result is refused",
+    )?;
+    ensure(
+        store.reap(now + 10 * TTL + 2, TTL).await?.events.is_empty(),
+        "reaping again finds nothing",
+    )?;
+    Ok(())
+}
