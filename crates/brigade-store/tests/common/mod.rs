@@ -87,6 +87,11 @@ macro_rules! conformance_tests {
                 queues_count_tasks_and_workers,
                 paused_queue_is_not_leased,
             }
+            concurrency {
+                concurrent_submits_with_one_key_make_one_job,
+                concurrent_results_for_one_task_apply_once,
+                cancel_racing_the_last_result_ends_the_job_once,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,

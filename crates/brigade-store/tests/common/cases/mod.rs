@@ -9,6 +9,7 @@
 )]
 
 pub mod basics;
+pub mod concurrency;
 pub mod jobs;
 pub mod lifecycle;
 pub mod logs;
