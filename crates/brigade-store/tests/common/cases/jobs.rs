@@ -24,7 +24,7 @@ fn named(name: &str, labels: &[(&str, &str)]) -> NewJob {
     }
 }
 
-fn ids(page: &[JobView]) -> Vec<&str> {
+fn job_ids(page: &[JobView]) -> Vec<&str> {
     page.iter().map(|j| j.id.as_str()).collect()
 }
 
@@ -97,7 +97,7 @@ pub async fn jobs_filters(store: Arc<dyn Store>) -> TestResult {
     let list = |filter: JobFilter| async move {
         let page = store.jobs(&filter, 10, None).await?;
         TestResult::Ok(
-            ids(&page.items)
+            job_ids(&page.items)
                 .into_iter()
                 .map(str::to_owned)
                 .collect::<Vec<_>>(),
@@ -198,10 +198,10 @@ pub async fn jobs_filters(store: Arc<dyn Store>) -> TestResult {
 
     // A filter pages like the whole list.
     let page = store.jobs(&by_owner, 1, None).await?;
-    ensure(ids(&page.items) == [c.as_str()], "first page")?;
+    ensure(job_ids(&page.items) == [c.as_str()], "first page")?;
     let cursor = page.next_cursor.ok_or("a cursor to the second page")?;
     let page = store.jobs(&by_owner, 1, Some(&cursor)).await?;
-    ensure(ids(&page.items) == [a.as_str()], "second page")?;
+    ensure(job_ids(&page.items) == [a.as_str()], "second page")?;
     // The last item may carry a cursor to an empty page or none; either way nothing follows.
     if let Some(cursor) = page.next_cursor {
         let page = store.jobs(&by_owner, 1, Some(&cursor)).await?;
@@ -443,7 +443,7 @@ pub async fn delete_job_only_when_finished(store: Arc<dyn Store>) -> TestResult 
     )?;
     let listed = store.jobs(&JobFilter::default(), 10, None).await?;
     ensure(
-        ids_list(&listed.items) == [keep.job.id.as_str()],
+        job_ids(&listed.items) == [keep.job.id.as_str()],
         "only the other job is listed",
     )?;
     ensure(
@@ -459,10 +459,6 @@ pub async fn delete_job_only_when_finished(store: Arc<dyn Store>) -> TestResult 
         "the other job is untouched",
     )?;
     Ok(())
-}
-
-fn ids_list(page: &[JobView]) -> Vec<&str> {
-    ids(page)
 }
 
 /// When its last task ends a job is over: succeeded when all succeeded,
