@@ -1,4 +1,6 @@
-//! The store against a real PostgreSQL.
+//! The store against a real PostgreSQL: every conformance case of
+//! `common::cases`, and the tests only PostgreSQL has (several servers on one
+//! database, notifications, migrations).
 //!
 //! The server comes from `BRIGADE_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own
@@ -100,6 +102,17 @@ impl Drop for TestDb {
     }
 }
 
+/// A fresh store on a database of its own, for the conformance cases.
+async fn fresh() -> TestResult<Option<(TestDb, Arc<dyn Store>)>> {
+    let Some(db) = TestDb::create().await? else {
+        return Ok(None);
+    };
+    let store = db.open().await?;
+    Ok(Some((db, store)))
+}
+
+common::conformance_tests!(fresh);
+
 /// Run `body` on a fresh database.
 macro_rules! with_db {
     (|$db:ident| $body:expr) => {{
@@ -108,16 +121,6 @@ macro_rules! with_db {
         };
         $body
     }};
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn round_trip() -> TestResult {
-    with_db!(|db| common::round_trip(db.open().await?).await)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stale_attempt_rejected() -> TestResult {
-    with_db!(|db| common::stale_attempt(db.open().await?).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -195,11 +198,6 @@ async fn unmigrated_database_is_refused_without_migrate() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn matching_heartbeat_cancel_retry() -> TestResult {
-    with_db!(|db| common::matching_heartbeat_cancel_retry(db.open().await?).await)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn listener_reconnects_and_wakes_waiters() -> TestResult {
     use brigade_store::Remote;
     with_db!(|db| {
@@ -232,9 +230,4 @@ async fn listener_reconnects_and_wakes_waiters() -> TestResult {
         )
         .await
     })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn heartbeat_batch() -> TestResult {
-    with_db!(|db| common::heartbeat_batch(db.open().await?).await)
 }

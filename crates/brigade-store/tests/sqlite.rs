@@ -1,4 +1,5 @@
-//! The store's shared behaviour against SQLite (one server; see `common`).
+//! The store against SQLite: every conformance case of `common::cases`, and
+//! the tests only SQLite has (one server).
 
 mod common;
 
@@ -24,6 +25,15 @@ impl TestFile {
     }
 }
 
+/// A fresh store on a file of its own, for the conformance cases.
+async fn fresh() -> TestResult<Option<(TestFile, Arc<dyn Store>)>> {
+    let f = TestFile::new();
+    let store = f.open().await?;
+    Ok(Some((f, store)))
+}
+
+common::conformance_tests!(fresh);
+
 impl Drop for TestFile {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -32,18 +42,6 @@ impl Drop for TestFile {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn round_trip() -> TestResult {
-    let f = TestFile::new();
-    common::round_trip(f.open().await?).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stale_attempt_rejected() -> TestResult {
-    let f = TestFile::new();
-    common::stale_attempt(f.open().await?).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,16 +61,4 @@ async fn concurrent_reapers_requeue_once() -> TestResult {
 async fn no_remote_notifications() -> TestResult {
     let f = TestFile::new();
     common::ensure(f.open().await?.remote().is_none(), "sqlite has no remote")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn matching_heartbeat_cancel_retry() -> TestResult {
-    let f = TestFile::new();
-    common::matching_heartbeat_cancel_retry(f.open().await?).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn heartbeat_batch() -> TestResult {
-    let f = TestFile::new();
-    common::heartbeat_batch(f.open().await?).await
 }
