@@ -44,10 +44,36 @@ fn bind<'q>(
             Value::Null => q.bind(Untyped),
             Value::Int(v) => q.bind(v),
             Value::Bool(b) => q.bind(b),
-            Value::Text(s) => q.bind(s),
+            Value::Text(s) => q.bind(without_nul(s)),
         };
     }
     q
+}
+
+/// PostgreSQL stores no NUL character, in text (`0x00`) or in jsonb (the
+/// escape `\u0000`), where SQLite does: each becomes U+FFFD, the
+/// replacement character, rather than failing the request.
+fn without_nul(s: String) -> String {
+    if !s.contains('\0') && !s.contains("\\u0000") {
+        return s;
+    }
+    let s = s.replace('\0', "\u{FFFD}");
+    // Only a real escape: `\u0000` preceded by an odd number of backslashes.
+    let mut out = String::with_capacity(s.len());
+    let mut slashes = 0usize;
+    let mut rest = s.as_str();
+    while let Some(c) = rest.chars().next() {
+        if c == '\\' && slashes.is_multiple_of(2) && rest.starts_with("\\u0000") {
+            out.push_str("\\ufffd");
+            rest = &rest[6..];
+            slashes = 0;
+            continue;
+        }
+        slashes = if c == '\\' { slashes + 1 } else { 0 };
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// A fetched row as values, decoded by each column's type.
@@ -95,6 +121,23 @@ fn decode_all(rows: &[PgRow]) -> Result<Vec<Row>> {
         .map(|c| c.name().to_owned())
         .collect();
     rows.iter().map(|r| decode(r, &names)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_nul;
+
+    #[test]
+    fn nul_becomes_the_replacement_character() {
+        assert_eq!(without_nul("a\0b".into()), "a\u{FFFD}b");
+        assert_eq!(
+            without_nul(r#"{"k":"a\u0000b"}"#.into()),
+            r#"{"k":"a\ufffdb"}"#
+        );
+        // An escaped backslash followed by u0000 is text, not an escape.
+        assert_eq!(without_nul(r#""\\u0000""#.into()), r#""\\u0000""#);
+        assert_eq!(without_nul("plain".into()), "plain");
+    }
 }
 
 impl Conn for Pg<'_> {

@@ -93,9 +93,10 @@ pub(crate) async fn jobs<C: Conn>(
         args.push(cur.into());
     }
     if let Some(state) = filter.state {
-        // Unfinished states are refined from task counts below; filter on the stored one.
-        sql.push_str(" AND state = ?");
-        args.push(state.as_str().into());
+        sql.push_str(&job_state_filter(state));
+        if state.is_finished() {
+            args.push(state.as_str().into());
+        }
     }
     if let Some(name) = &filter.name {
         sql.push_str(" AND name = ?");
@@ -128,6 +129,28 @@ pub(crate) async fn jobs<C: Conn>(
         items,
         next_cursor: next,
     })
+}
+
+/// The condition for jobs a view shows in `state`. A finished job's state is
+/// recorded; an unfinished one's is derived from its tasks, as
+/// [`brigade_core::job_state`] does: running once any task started or ended.
+fn job_state_filter(state: brigade_api::JobState) -> String {
+    if state.is_finished() {
+        return " AND finished_at IS NOT NULL AND state = ?".into();
+    }
+    let begun = super::lits(&[
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ]);
+    let exists = format!(
+        "EXISTS (SELECT 1 FROM tasks WHERE tasks.job_id = jobs.id AND tasks.state IN {begun})"
+    );
+    match state {
+        brigade_api::JobState::Queued => format!(" AND finished_at IS NULL AND NOT {exists}"),
+        _ => format!(" AND finished_at IS NULL AND {exists}"),
+    }
 }
 
 pub(crate) async fn job_tasks<C: Conn>(

@@ -528,16 +528,17 @@ pub(crate) async fn report<C: Conn>(
                 .push(rejected(&r.task_id, &Rejection::UnknownTask));
             continue;
         };
+        if let Err(why) = transition::check_attempt(task.held(), worker_id, r.attempt) {
+            reply.rejected.push(rejected(&r.task_id, &why));
+            continue;
+        }
         // The rows were read before this batch changed them: a second result
-        // for one task in one batch must not be applied again.
+        // for the same attempt in one batch must not be applied again (a
+        // stale attempt's result, refused above, does not count).
         if !seen.insert(r.task_id.as_str()) {
             reply
                 .rejected
                 .push(rejected(&r.task_id, &Rejection::Duplicate));
-            continue;
-        }
-        if let Err(why) = transition::check_attempt(task.held(), worker_id, r.attempt) {
-            reply.rejected.push(rejected(&r.task_id, &why));
             continue;
         }
         if let Some(started) = task.started_at {
@@ -901,6 +902,14 @@ async fn cancel_where<C: Conn>(
 }
 
 pub(crate) async fn cancel_job<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<Option<Changes>> {
+    // Tasks before the job, in id order, as a results batch locks them
+    // (PostgreSQL): the two never wait on each other in a cycle.
+    let lock = format!(
+        "SELECT id FROM tasks WHERE job_id = ? AND state IN {} ORDER BY id{}",
+        unfinished(),
+        super::for_update::<C>()
+    );
+    c.rows(&lock, args![id]).await?;
     let found = c
         .exec(
             "UPDATE jobs SET cancel_requested = TRUE WHERE id = ? AND finished_at IS NULL",

@@ -38,7 +38,6 @@ macro_rules! conformance_tests {
                 a_fresh_store_is_empty,
                 lease_matches_queues_kinds_and_priority,
                 values_round_trip,
-                #[ignore = "bug: PostgreSQL refuses NUL characters that SQLite stores"]
                 nul_characters_are_stored,
                 large_batches_are_whole,
             }
@@ -57,7 +56,6 @@ macro_rules! conformance_tests {
             jobs {
                 jobs_pages_newest_first,
                 jobs_filters,
-                #[ignore = "bug: jobs(state) filters on the stored job state, not the one the view shows"]
                 jobs_state_filter_agrees_with_the_view,
                 job_tasks_page_in_submission_order,
                 owners,
@@ -67,7 +65,6 @@ macro_rules! conformance_tests {
             results {
                 report_rejection_codes,
                 duplicate_result_in_one_batch,
-                #[ignore = "bug: a stale result makes the current attempt's result a duplicate"]
                 stale_result_does_not_shadow_the_current_one,
                 report_and_lease,
                 history_records_each_attempt,
