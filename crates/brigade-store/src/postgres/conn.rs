@@ -123,23 +123,6 @@ fn decode_all(rows: &[PgRow]) -> Result<Vec<Row>> {
     rows.iter().map(|r| decode(r, &names)).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::without_nul;
-
-    #[test]
-    fn nul_becomes_the_replacement_character() {
-        assert_eq!(without_nul("a\0b".into()), "a\u{FFFD}b");
-        assert_eq!(
-            without_nul(r#"{"k":"a\u0000b"}"#.into()),
-            r#"{"k":"a\ufffdb"}"#
-        );
-        // An escaped backslash followed by u0000 is text, not an escape.
-        assert_eq!(without_nul(r#""\\u0000""#.into()), r#""\\u0000""#);
-        assert_eq!(without_nul("plain".into()), "plain");
-    }
-}
-
 impl Conn for Pg<'_> {
     const ENGINE: Engine = Engine::Postgres;
 
@@ -287,5 +270,22 @@ impl Conn for Pg<'_> {
             .bind(&wids)
             .fetch_all(&mut *self.0)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_nul;
+
+    #[test]
+    fn nul_becomes_the_replacement_character() {
+        assert_eq!(without_nul("a\0b".into()), "a\u{FFFD}b");
+        assert_eq!(
+            without_nul(r#"{"k":"a\u0000b"}"#.into()),
+            r#"{"k":"a\ufffdb"}"#
+        );
+        // An escaped backslash followed by u0000 is text, not an escape.
+        assert_eq!(without_nul(r#""\\u0000""#.into()), r#""\\u0000""#);
+        assert_eq!(without_nul("plain".into()), "plain");
     }
 }
