@@ -27,6 +27,7 @@ use crate::state::AppState;
 
 /// Filter of the event streams.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Only events of this job.

@@ -82,6 +82,7 @@ pub async fn submit(
 
 /// Query of `GET /v1/jobs/{id}`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetJobParams {
     /// Hold the request until the job is finished or this many ms pass (max 60000).
@@ -157,6 +158,7 @@ pub async fn get(
 
 /// Query of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListJobsParams {
     /// Only jobs in this state.
@@ -213,6 +215,7 @@ pub async fn list(
 
 /// Query of `GET /v1/jobs/{id}/tasks`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobTasksParams {
     /// Only tasks in this state.

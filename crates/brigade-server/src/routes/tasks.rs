@@ -98,6 +98,7 @@ pub async fn retry(
 
 /// `?limit=&cursor=&follow=` of a task's logs.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
     /// Lines per page (default 100, max 1000).
