@@ -1,0 +1,76 @@
+"""Worker processes dying, stopping and joining."""
+
+import pytest
+
+from conftest import wait_for
+from tasks_app import app, slow_once
+
+
+def lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_sigkill_mid_task_finishes_once_elsewhere(start_worker, tmp_path):
+    path = tmp_path / "marks"
+    a = start_worker("doomed", "kill-q", "--concurrency", "1")
+    r = slow_once.apply_async((str(path), 2.0), queue="kill-q")
+    wait_for(lambda: any(l.startswith(f"start {a.pid}") for l in lines(path)), 30, "the task to start on the first worker")
+    a.kill()  # SIGKILL: no goodbye, no result
+    b = start_worker("survivor", "kill-q", "--concurrency", "1")
+    assert r.get(timeout=60) == b.pid
+    done = [l for l in lines(path) if l.startswith("done")]
+    assert done == [f"done {b.pid}"]
+    history = r.view()["history"]
+    assert history[-1]["outcome"] == "succeeded" and history[-1]["worker_id"] == b.id
+    assert history[0]["worker_id"] == a.id and history[0]["outcome"] != "succeeded"
+
+
+def test_sigterm_lets_a_running_task_finish(start_worker, tmp_path):
+    path = tmp_path / "marks"
+    w = start_worker("graceful", "term-q", "--concurrency", "2", "--grace", "20")
+    r = slow_once.apply_async((str(path), 1.0), queue="term-q")
+    wait_for(lambda: any(l.startswith("start") for l in lines(path)), 30, "the task to start")
+    w.term()
+    assert w.wait(30) == 0
+    assert r.get(timeout=5) == w.pid
+    assert app.workers and next(x for x in app.workers() if x["id"] == w.id)["state"] == "left"
+
+
+def test_sigterm_hands_back_what_overruns_the_grace(start_worker, tmp_path):
+    path = tmp_path / "marks"
+    w = start_worker("impatient", "grace-q", "--concurrency", "1", "--grace", "0.3")
+    r = slow_once.apply_async((str(path), 30.0), queue="grace-q")
+    wait_for(lambda: any(l.startswith("start") for l in lines(path)), 30, "the task to start")
+    w.term()
+    assert w.wait(30) == 0
+    assert f"handed back {w.pid}" in lines(path)
+    assert r.brigade_state in ("queued", "scheduled")
+    # The next worker runs it to the end.
+    path.write_text("")
+    r2 = slow_once.apply_async((str(path), 0.1), queue="grace-q")
+    w2 = start_worker("patient", "grace-q", "--concurrency", "2")
+    assert r2.get(timeout=30) == w2.pid
+    assert r.get(timeout=60) == w2.pid
+
+
+def test_embedded_worker(server):
+    from tasks_app import add
+
+    w = app.worker(concurrency=2, queues=["embedded-q"], name="embedded").start()
+    try:
+        assert add.apply_async((5, 6), queue="embedded-q").get(timeout=30) == 11
+    finally:
+        w.stop()
+    assert w.stopped.is_set()
+    assert next(x for x in app.workers() if x["id"] == w.id)["state"] == "left"
+
+
+@pytest.mark.parametrize("bad", ["nomodule:app", "tasks_app:nothing"])
+def test_worker_cli_rejects_a_bad_app(bad):
+    import subprocess
+    import sys
+
+    from conftest import HERE
+
+    out = subprocess.run([sys.executable, "-m", "brigade", "worker", bad], cwd=HERE, capture_output=True, text=True)
+    assert out.returncode != 0
