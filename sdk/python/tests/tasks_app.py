@@ -91,9 +91,12 @@ def sync_wait_cancel(ctx, path):
 
 
 @app.task(bind=True, max_attempts=3, timeout=60)
-def slow_once(ctx, path, seconds):
-    """Marks its start and its end with the worker's pid."""
+def slow_once(ctx, path, seconds, later_seconds=None):
+    """Marks its start and its end with the worker's pid; attempts after the
+    first take ``later_seconds`` when given."""
     mark(path, f"start {os.getpid()} {ctx.attempt}")
+    if ctx.attempt > 1 and later_seconds is not None:
+        seconds = later_seconds
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if ctx.cancelled:

@@ -39,18 +39,16 @@ def test_sigterm_lets_a_running_task_finish(start_worker, tmp_path):
 def test_sigterm_hands_back_what_overruns_the_grace(start_worker, tmp_path):
     path = tmp_path / "marks"
     w = start_worker("impatient", "grace-q", "--concurrency", "1", "--grace", "0.3")
-    r = slow_once.apply_async((str(path), 30.0), queue="grace-q")
+    r = slow_once.apply_async((str(path), 30.0), {"later_seconds": 0.1}, queue="grace-q")
     wait_for(lambda: any(l.startswith("start") for l in lines(path)), 30, "the task to start")
     w.term()
     assert w.wait(30) == 0
     assert f"handed back {w.pid}" in lines(path)
+    # Handed back at once (not after the lease TTL), for the next worker to run.
     assert r.brigade_state in ("queued", "scheduled")
-    # The next worker runs it to the end.
-    path.write_text("")
-    r2 = slow_once.apply_async((str(path), 0.1), queue="grace-q")
     w2 = start_worker("patient", "grace-q", "--concurrency", "2")
-    assert r2.get(timeout=30) == w2.pid
-    assert r.get(timeout=60) == w2.pid
+    assert r.get(timeout=30) == w2.pid
+    assert [h["worker_id"] for h in r.view()["history"]] == [w.id, w2.id]
 
 
 def test_embedded_worker(server):

@@ -40,6 +40,8 @@ MAX_LOG_BATCH = 5000
 # A busy worker (more than half its slots taken) waits this long for more
 # slots to free before leasing, so it leases in batches, not one by one.
 LEASE_GATHER = 0.002
+# After the grace period, how long handed-back tasks get to notice and return.
+HANDBACK_WAIT = 1.0
 _STOP = object()
 
 
@@ -222,6 +224,15 @@ class Worker:
             log.warning("grace period over: handing %d task(s) back", len(left))
             for r in left:
                 self._abandon(r)
+            # Code that watches ctx.cancelled (or a cancelled coroutine) gets
+            # a moment to return before the process goes.
+            t_end = time.monotonic() + HANDBACK_WAIT
+            while self.busy > 0 and time.monotonic() < t_end:
+                self.slot_freed.clear()
+                try:
+                    await asyncio.wait_for(self.slot_freed.wait(), timeout=max(0.0, t_end - time.monotonic()))
+                except asyncio.TimeoutError:
+                    pass
         beats.cancel()
         # Every result reaches the server (or 30 s pass) before leaving.
         t_end = time.monotonic() + 30
