@@ -165,7 +165,11 @@ class Task:
     ):
         self.app = app
         self.fn = fn
-        self.name = _wire.check_kind(name) if name else _wire.kind_for(fn.__module__, fn.__name__)
+        module = fn.__module__
+        if module == "__main__" and app.main:
+            # As Celery: tasks of a script run as __main__ are named after the app's main.
+            module = app.main
+        self.name = _wire.check_kind(name) if name else _wire.kind_for(module, fn.__name__)
         self.bind = bind
         if max_attempts is None and max_retries is not None:
             max_attempts = max_retries + 1
@@ -524,6 +528,10 @@ class group:  # noqa: N801 - Celery's name
             body["name"] = self.name
         job = app.submit(body)
         return GroupResult(app, job.id, [AsyncResult(t, app=app, job_id=job.id) for t in job.task_ids])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
+        """As Celery: calling a group sends it."""
+        return self.apply_async(args, kwargs)
 
     def __len__(self) -> int:
         return len(self.tasks)
