@@ -42,6 +42,8 @@ MAX_LOG_BATCH = 5000
 LEASE_GATHER = 0.002
 # After the grace period, how long handed-back tasks get to notice and return.
 HANDBACK_WAIT = 1.0
+# Where results ride on leases, how long the reporter leaves them for the next lease.
+RESULTS_RIDE_WAIT = 0.01
 _STOP = object()
 
 
@@ -181,6 +183,7 @@ class Worker:
         self.log_lock = asyncio.Lock()
         self.rejoin_lock = asyncio.Lock()
         self.idle_polling = False
+        self.lease_in_flight = False
         self.keepalive = False
         self.leasing = True
         self.results_in_lease: bool | None = None  # unknown until a lease reply says
@@ -318,34 +321,54 @@ class Worker:
             self.idle_polling = self.busy == 0
             self.busy += n  # reserved for what the lease brings
             body: dict[str, Any] = {"max": n, "wait_ms": int(self.lease_wait * 1000)}
+            carried: list[dict[str, Any]] = []
+            if self.pending and self.results_in_lease is not False:
+                # Results ride on the lease (one request a round instead of two)
+                # where the server takes them; until it is known to, ask with
+                # wait_ms 0, so a server that ignores them answers at once.
+                carried = self.pending[:MAX_BATCH]
+                del self.pending[: len(carried)]
+                body["results"] = carried
+                if self.results_in_lease is None:
+                    body["wait_ms"] = 0
+            self.lease_in_flight = True
             try:
                 resp = await self.conn.request(
                     "POST", f"/v1/workers/{worker_id}/lease", json=body, read_timeout=self.lease_wait + 15, retry=False
                 )
                 reply = _http.body(resp)
-            except ApiError as e:
+            except BaseException as e:
+                self.lease_in_flight = False
                 self.busy -= n
                 self.idle_polling = False
-                if e.status == 404:
+                if carried:
+                    # Not known to be recorded: report them again (a repeat is harmless).
+                    self.pending[:0] = carried
+                    self.results_ready.set()
+                if isinstance(e, ApiError) and e.status == 404:
                     await self._rejoin(worker_id)
                     continue
-                log.warning("lease refused (%s); retrying in %.1f s", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(5.0, backoff * 2)
-                continue
-            except Unreachable as e:
-                self.busy -= n
-                self.idle_polling = False
-                log.warning("lease failed (%s); retrying in %.1f s", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(5.0, backoff * 2)
-                continue
-            except BaseException:
-                self.busy -= n
-                self.idle_polling = False
+                if isinstance(e, (ApiError, Unreachable)):
+                    log.warning("lease failed (%s); retrying in %.1f s", e, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(5.0, backoff * 2)
+                    continue
                 raise
+            self.lease_in_flight = False
             self.idle_polling = False
             backoff = 0.1
+            if carried:
+                taken = reply.get("results")
+                if isinstance(taken, dict):
+                    self.results_in_lease = True
+                    self._answered(carried)
+                    self._log_rejected(taken)
+                else:
+                    if self.results_in_lease is None:
+                        log.info("this server does not take results on the lease; reporting them apart")
+                    self.results_in_lease = False
+                    self.pending[:0] = carried
+                    self.results_ready.set()
             tasks = reply.get("tasks") or []
             self.busy -= n - min(n, len(tasks))
             for t in tasks[:n]:
@@ -609,6 +632,13 @@ class Worker:
                 self.results_ready.clear()
                 await self.results_ready.wait()
                 continue
+            if self.results_in_lease and self.leasing and not self.lease_in_flight:
+                # The lease loop is about to lease (a slot just freed): the
+                # lease carries them; what it leaves behind is reported apart.
+                # A lease in flight (a long-poll) carries nothing: report now.
+                await asyncio.sleep(RESULTS_RIDE_WAIT)
+                if not self.pending:
+                    continue
             batch = self.pending[:MAX_BATCH]
             del self.pending[: len(batch)]
             if any(self._wrote_logs(r["task_id"]) for r in batch) or self.logs:
@@ -635,13 +665,17 @@ class Worker:
                 continue
             backoff = 0.1
             self._answered(batch)
-            for r in reply.get("rejected") or []:
-                log.info(
-                    "result of %s not recorded: %s%s",
-                    r.get("task_id"),
-                    r.get("reason"),
-                    f" ({r['code']})" if r.get("code") else "",
-                )
+            self._log_rejected(reply)
+
+    def _log_rejected(self, reply: dict[str, Any]) -> None:
+        for r in reply.get("rejected") or []:
+            # `code` is machine-readable where the server sends it; `reason` is for humans.
+            log.info(
+                "result of %s not recorded: %s%s",
+                r.get("task_id"),
+                r.get("reason"),
+                f" ({r['code']})" if r.get("code") else "",
+            )
 
     def _wrote_logs(self, task_id: str) -> bool:
         return bool(self.logs) and any(t == task_id for t, _, _ in list(self.logs))
