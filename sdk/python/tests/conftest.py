@@ -51,20 +51,27 @@ def wait_for(cond, timeout=20.0, what="condition"):
 
 
 class Server:
-    def __init__(self, tmp: Path):
-        binary = brigade_bin()
-        if not os.path.exists(binary):
-            pytest.exit(f"no brigade binary at {binary}: build it or set BRIGADE_BIN", 2)
+    def __init__(self, tmp: Path, lease_ttl_ms: int = LEASE_TTL_MS):
+        self.binary = brigade_bin()
+        if not os.path.exists(self.binary):
+            pytest.exit(f"no brigade binary at {self.binary}: build it or set BRIGADE_BIN", 2)
+        self.tmp = tmp
+        self.lease_ttl_ms = lease_ttl_ms
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / "server.log"
+        self.start()
+
+    def start(self):
+        """(Re)start on the same port and database."""
+        binary, tmp = self.binary, self.tmp
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
                 binary, "server",
                 "--listen", f"127.0.0.1:{self.port}",
                 "--database-url", f"sqlite://{tmp}/brigade.db",
-                "--lease-ttl-ms", str(LEASE_TTL_MS),
+                "--lease-ttl-ms", str(self.lease_ttl_ms),
                 "--heartbeat-ms", str(HEARTBEAT_MS),
             ],
             stdout=self.log,
@@ -76,6 +83,11 @@ class Server:
         if self.proc.poll() is not None:
             raise RuntimeError(f"the server died: {self.log_path.read_text()}")
         client.close()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
 
     def stop(self):
         self.proc.terminate()

@@ -72,3 +72,38 @@ def test_worker_cli_rejects_a_bad_app(bad):
 
     out = subprocess.run([sys.executable, "-m", "brigade", "worker", bad], cwd=HERE, capture_output=True, text=True)
     assert out.returncode != 0
+
+
+def test_server_away_results_are_kept_and_sent(tmp_path):
+    """The server dies while a task runs; the result is kept and recorded once it is back."""
+    from conftest import Server, WorkerProc
+
+    # A lease TTL far longer than the outage: the task stays this worker's.
+    s = Server(tmp_path, lease_ttl_ms=30_000)
+    w = None
+    try:
+        w = WorkerProc(s, tmp_path, "steadfast", "away-q", "--concurrency", "2")
+        client = brigade_client(s.url)
+        job = client.submit({"tasks": [slow_once.spec((str(tmp_path / "marks"), 1.0), None, queue="away-q")]})
+        path = tmp_path / "marks"
+        wait_for(lambda: any(l.startswith("start") for l in lines(path)), 30, "the task to start")
+        s.kill()  # SIGKILL: the server is gone while the task runs and finishes
+        wait_for(lambda: any(l.startswith("done") for l in lines(path)), 30, "the task to finish")
+        s.start()
+        view = client.wait_job(job.id, timeout=60)
+        assert view["state"] == "succeeded"
+        task = client.get_task(job.task_ids[0])
+        assert task["output"] == w.pid
+        assert [h["outcome"] for h in task["history"]] == ["succeeded"]
+        assert [l for l in lines(path) if l.startswith("done")] == [f"done {w.pid}"]
+        assert "cannot report" in w.output()
+    finally:
+        if w is not None:
+            w.stop()
+        s.stop()
+
+
+def brigade_client(url):
+    import brigade
+
+    return brigade.Client(url)

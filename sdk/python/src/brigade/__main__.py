@@ -118,12 +118,19 @@ def _worker_proc(url: str, concurrency: int, queue: str) -> subprocess.Popen[byt
     )
 
 
-def _stop(p: subprocess.Popen[bytes]) -> None:
+def _stop(p: subprocess.Popen[bytes]) -> float | None:
+    """Stop the worker; the CPU seconds (user + system) it used, when known."""
     p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(40)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        pid, _, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = 0
+            return float(usage.ru_utime + usage.ru_stime)
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    return None
 
 
 def _ts(s: str) -> float:
@@ -146,10 +153,11 @@ def bench_throughput(url: str, tasks: int, concurrency: int) -> float:
         jobs.append(app.submit({"name": "py-bench-throughput", "queue": queue, "tasks": [{"kind": "py-bench.noop", "input": {"args": [], "kwargs": {}}}] * n}))
         left -= n
     w = _worker_proc(url, concurrency, queue)
+    cpu = None
     try:
         views = [app.wait_job(j.id, timeout=600) for j in jobs]
     finally:
-        _stop(w)
+        cpu = _stop(w)
     start = min(_ts(v["started_at"]) for v in views)
     end = max(_ts(v["finished_at"]) for v in views)
     ok = sum(v["progress"]["succeeded"] for v in views)
@@ -158,6 +166,11 @@ def bench_throughput(url: str, tasks: int, concurrency: int) -> float:
     kv("py_throughput_concurrency", concurrency)
     kv("py_throughput_seconds", f"{end - start:.3f}")
     kv("py_throughput_tasks_per_s", f"{rate:.0f}")
+    if cpu:
+        # What the worker itself costs: tasks per CPU-second of the worker
+        # process (start-up included), whatever the server and the machine allow.
+        kv("py_worker_cpu_s", f"{cpu:.2f}")
+        kv("py_worker_tasks_per_cpu_s", f"{ok / cpu:.0f}")
     app.close()
     return rate
 
