@@ -9,6 +9,7 @@ import functools
 import inspect
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,13 @@ CELERY_STATES = {
     "failed": "FAILURE",
     "cancelled": "REVOKED",
 }
+# Celery task options that have no meaning here (acks are always late, results
+# always kept, every exception retried): accepted, with a warning, so that a
+# ported app imports.
+CELERY_NOOP_OPTIONS = frozenset(
+    {"acks_late", "ignore_result", "serializer", "track_started", "rate_limit", "autoretry_for",
+     "retry_backoff", "retry_backoff_max", "retry_jitter", "reject_on_worker_lost", "typing", "base"}
+)
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -162,7 +170,21 @@ class Task:
         requires: dict[str, str] | None = None,
         retry_delay: float | None = None,
         default_retry_delay: float | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        **celery_options: Any,
     ):
+        unknown = set(celery_options) - CELERY_NOOP_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}")
+        if celery_options:
+            warnings.warn(
+                f"brigade ignores the Celery task option(s) {', '.join(sorted(celery_options))} "
+                f"of {getattr(fn, '__name__', fn)!r} (see docs/from-celery.md)",
+                stacklevel=3,
+            )
+        if timeout is None:
+            timeout = time_limit if time_limit is not None else soft_time_limit
         self.app = app
         self.fn = fn
         module = fn.__module__
