@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python SDK's test suite (sdk/python/tests) against the real server binary.
 #   Creates a venv under $CARGO_TARGET_DIR (or target/), pip installs
-#   ./sdk/python and pytest into it, and runs pytest. The binary is $BRIGADE_BIN,
+#   ./sdk/python, pytest and mypy into it, type-checks the package and runs pytest. The binary is $BRIGADE_BIN,
 #   default "${CARGO_TARGET_DIR:-target}/debug/brigade"; it is built with cargo
 #   when missing. Extra arguments go to pytest (e.g. -k sigkill).
 set -euo pipefail
@@ -28,12 +28,15 @@ if [ ! -x "$venv/bin/python" ]; then
   say "creating a venv in $venv"
   "$python" -m venv "$venv"
 fi
-say "installing ./sdk/python and pytest"
-"$venv/bin/python" -m pip install --quiet ./sdk/python pytest
+say "installing ./sdk/python, pytest and mypy"
+"$venv/bin/python" -m pip install --quiet ./sdk/python pytest mypy
 # The same version number again: reinstall it, so the tests see this tree.
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps ./sdk/python
 
-say "pytest sdk/python/tests (server: $bin)"
 cd sdk/python
+say "mypy: the package is typed (py.typed), so its annotations must hold"
+"$venv/bin/python" -m mypy --no-incremental src/brigade
+
+say "pytest sdk/python/tests (server: $bin)"
 # Run from the installed package, not the source tree, so packaging mistakes show.
 BRIGADE_BIN="$bin" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from .app import Brigade
+from .errors import BrigadeError
 
 
 def load_app(target: str) -> Brigade:
@@ -61,7 +62,11 @@ def cmd_worker(a: argparse.Namespace) -> int:
         grace=a.grace,
         lease_wait=a.lease_wait,
     )
-    w.run()
+    try:
+        w.run()
+    except BrigadeError as e:
+        # A refused join (bad token, bad kinds) is the user's to fix: say it plainly.
+        raise SystemExit(f"brigade worker: {e}") from None
     return 0
 
 
@@ -205,7 +210,10 @@ def rust_bench(binary: str, args: list[str]) -> dict[str, str]:
     if out.returncode != 0:
         print(out.stdout + out.stderr, file=sys.stderr)
         raise SystemExit(f"brigade bench {' '.join(args)} failed")
-    return dict(m.groups() for m in re.finditer(r"^(\w+)=(\S+)$", out.stdout, re.M))
+    figures: dict[str, str] = {}
+    for m in re.finditer(r"^(\w+)=(\S+)$", out.stdout, re.M):
+        figures[m.group(1)] = m.group(2)
+    return figures
 
 
 def cmd_bench(a: argparse.Namespace) -> int:

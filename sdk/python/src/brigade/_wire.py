@@ -55,18 +55,20 @@ def check_kind(name: str) -> str:
 
 def encode_input(kind: str, args: Any, kwargs: Any) -> dict[str, Any]:
     """The task input for ``args``/``kwargs``; TypeError if they are not JSON."""
-    body = {"args": list(args or ()), "kwargs": dict(kwargs or {})}
+    arg_list: list[Any] = list(args or ())
+    kwarg_map: dict[str, Any] = dict(kwargs or {})
+    body: dict[str, Any] = {"args": arg_list, "kwargs": kwarg_map}
     try:
         json.dumps(body, allow_nan=False)
     except (TypeError, ValueError) as e:
         # Say which argument, so the caller need not guess.
-        for i, a in enumerate(body["args"]):
+        for i, a in enumerate(arg_list):
             if not _is_json(a):
                 raise TypeError(
                     f"argument {i} of {kind} is not JSON-serialisable ({type(a).__name__}: {e}); "
                     "brigade passes arguments as JSON"
                 ) from None
-        for k, v in body["kwargs"].items():
+        for k, v in kwarg_map.items():
             if not _is_json(v):
                 raise TypeError(
                     f"keyword argument {k!r} of {kind} is not JSON-serialisable ({type(v).__name__}: {e}); "

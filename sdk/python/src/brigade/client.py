@@ -71,12 +71,14 @@ def _job_body(job: dict[str, Any] | JobBuilder | Iterable[dict[str, Any]]) -> di
 
 def _parse_sse(lines: Iterable[str]) -> Iterator[tuple[str, str, str | None]]:
     """(event, data, id) of each Server-Sent Event in ``lines``."""
-    event, data, ident = "message", [], None
+    event, ident = "message", None
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:
                 yield event, "\n".join(data), ident
-            event, data, ident = "message", [], None
+            event, ident = "message", None
+            data = []
         elif line.startswith(":"):
             continue
         else:
@@ -466,12 +468,14 @@ class AsyncClient:
             if resp.status_code >= 400:
                 await resp.aread()
                 _http.raise_for(resp)
-            event, data = "message", []
+            event = "message"
+            data: list[str] = []
             async for line in resp.aiter_lines():
                 if line == "":
                     if data:
                         yield _event(event, "\n".join(data))
-                    event, data = "message", []
+                    event = "message"
+                    data = []
                 elif line.startswith(":"):
                     continue
                 else:

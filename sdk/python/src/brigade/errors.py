@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 
@@ -74,5 +75,5 @@ class TaskRevoked(TaskFailed):
     """The task was cancelled before it produced a result."""
 
 
-class TimeoutError(BrigadeError, TimeoutError):  # noqa: A001 - also a builtin TimeoutError
+class TimeoutError(BrigadeError, builtins.TimeoutError):  # noqa: A001 - also the builtin
     """Waiting for a result took longer than the timeout given."""

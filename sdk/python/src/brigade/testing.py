@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _wire
-from .app import Context, Retry, _outcome
+from .app import AsyncResult, Context, Retry, _outcome
 from .errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -38,32 +38,35 @@ if TYPE_CHECKING:
 DEFAULT_MAX_ATTEMPTS = 3
 
 
-class EagerResult:
+class EagerResult(AsyncResult):
     """The result of a task run eagerly: the interface of :class:`brigade.AsyncResult`."""
 
-    def __init__(self, id: str, view: dict[str, Any], logs: list[str]):
+    def __init__(self, id: str, view: dict[str, Any], logs: list[str]):  # noqa: D107 - no server
         self.id = id
         self.task_id = id
         self.job_id = view["job_id"]
+        self._eview = view
         self._view = view
+        self._solo = True
+        self.app = None  # type: ignore[assignment]  # no server behind it
         self.logs = logs
 
     def view(self) -> dict[str, Any]:
-        return self._view
+        return self._eview
 
     @property
     def brigade_state(self) -> str:
-        return str(self._view["state"])
+        return str(self._eview["state"])
 
     @property
     def state(self) -> str:
-        return {"succeeded": "SUCCESS", "failed": "FAILURE"}[self._view["state"]]
+        return {"succeeded": "SUCCESS", "failed": "FAILURE"}[self._eview["state"]]
 
     status = state
 
     @property
     def attempt(self) -> int:
-        return int(self._view["attempt"])
+        return int(self._eview["attempt"])
 
     def ready(self) -> bool:
         return True
@@ -76,21 +79,21 @@ class EagerResult:
 
     @property
     def traceback(self) -> str | None:
-        return _wire.decode_error(self._view.get("error"))[2] or None
+        return _wire.decode_error(self._eview.get("error"))[2] or None
 
     @property
     def result(self) -> Any:
         try:
-            return _outcome(self._view)
+            return _outcome(self._eview)
         except TaskFailed as e:
             return e
 
     info = result
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
-        return _outcome(self._view) if propagate else self.result
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
+        return _outcome(self._eview) if propagate else self.result
 
-    async def get_async(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
+    async def get_async(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
         return self.get(timeout, propagate)
 
     def revoke(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import json
 import logging
@@ -412,9 +413,18 @@ class Worker:
             run.timer = self._loop.call_later(ctx.timeout, self._timed_out, run)  # type: ignore[union-attr]
         if task.is_async:
             run.future = asyncio.run_coroutine_threadsafe(self._run_async(task, run), self.task_loop)
-            run.future.add_done_callback(lambda f, _run=run: self._loop.call_soon_threadsafe(self._async_done, _run, f))  # type: ignore[union-attr]
+            run.future.add_done_callback(functools.partial(self._async_finished, run))
         else:
             self.jobs.put((task, run))
+
+    def _async_finished(self, run: _Run, fut: concurrent.futures.Future[Any]) -> None:
+        # On the task loop's thread: hand over to the worker's loop.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._async_done, run, fut)
+            except RuntimeError:
+                pass
 
     def _run_task_loop(self) -> None:
         asyncio.set_event_loop(self.task_loop)
