@@ -51,13 +51,13 @@ def wait_for(cond, timeout=20.0, what="condition"):
 
 
 class Server:
-    def __init__(self, tmp: Path, lease_ttl_ms: int = LEASE_TTL_MS):
+    def __init__(self, tmp: Path, lease_ttl_ms: int = LEASE_TTL_MS, port: int | None = None):
         self.binary = brigade_bin()
         if not os.path.exists(self.binary):
             pytest.exit(f"no brigade binary at {self.binary}: build it or set BRIGADE_BIN", 2)
         self.tmp = tmp
         self.lease_ttl_ms = lease_ttl_ms
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / "server.log"
         self.start()

@@ -107,3 +107,33 @@ def brigade_client(url):
     import brigade
 
     return brigade.Client(url)
+
+
+def test_a_forgotten_worker_joins_again(tmp_path):
+    """A server that does not know the worker (a fresh database here) answers 404: it rejoins."""
+    from conftest import Server, WorkerProc
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    s = Server(first)
+    w = None
+    try:
+        w = WorkerProc(s, tmp_path, "rejoiner", "rejoin-q", "--concurrency", "2")
+        old_id = w.id
+        s.kill()
+        s = Server(second, port=s.port)  # same address, no memory of the worker
+        client = brigade_client(s.url)
+        new = wait_for(
+            lambda: next((x for x in client.workers() if x["name"] == "rejoiner" and x["id"] != old_id), None),
+            30,
+            "the worker to join the new server",
+        )
+        job = client.submit({"tasks": [slow_once.spec((str(tmp_path / "marks"), 0.0), None, queue="rejoin-q")]})
+        client.wait_job(job.id, timeout=30)
+        assert client.get_task(job.task_ids[0])["worker_id"] == new["id"]
+        assert "joining again" in w.output()
+    finally:
+        if w is not None:
+            w.stop()
+        s.stop()
