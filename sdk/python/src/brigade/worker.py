@@ -297,6 +297,9 @@ class Worker:
         self.id = joined["id"]
         self.heartbeat_every = max(0.1, joined.get("heartbeat_ms", 5000) / 1000)
         self.keepalive = bool(joined.get("long_poll_keepalive", False))
+        if joined.get("results_on_lease"):
+            # The server says it takes results on the lease: no need to find out.
+            self.results_in_lease = True
         log.info("joined as %s (%s), %d slots, kinds %s", self.id, self.name, self.capacity, ", ".join(sorted(self.app.tasks)))
 
     async def _rejoin(self, old: str | None) -> None:
