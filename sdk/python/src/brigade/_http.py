@@ -8,7 +8,7 @@ import asyncio
 import os
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -32,6 +32,15 @@ def resolve(url: str | None, token: str | None) -> tuple[list[str], str | None]:
     return urls, token if token is not None else (os.environ.get("BRIGADE_TOKEN") or None)
 
 
+def use_httpx() -> bool:
+    """Whether the hot paths (the sync client, the worker) go through httpx
+    rather than the SDK's lean HTTP/1.1 client: when ``BRIGADE_HTTPX=1``, or
+    when a proxy is configured in the environment (httpx honours it)."""
+    if os.environ.get("BRIGADE_HTTPX") or os.environ.get("BRIGADE_WORKER_HTTPX"):
+        return True
+    return any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"))
+
+
 def headers(token: str | None) -> dict[str, str]:
     h = {"user-agent": USER_AGENT, "accept": "application/json"}
     if token:
@@ -39,7 +48,25 @@ def headers(token: str | None) -> dict[str, str]:
     return h
 
 
-def raise_for(resp: httpx.Response) -> None:
+class Reply(Protocol):
+    """What is read of a response (httpx's, or the worker's own client's)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def reason_phrase(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def raise_for(resp: Reply) -> None:
     """ApiError (NotFound for 404) when ``resp`` is not a success."""
     if resp.status_code < 400:
         return
@@ -53,7 +80,7 @@ def raise_for(resp: httpx.Response) -> None:
     raise cls(resp.status_code, problem)
 
 
-def body(resp: httpx.Response) -> Any:
+def body(resp: Reply) -> Any:
     raise_for(resp)
     if resp.status_code == 204 or not resp.content:
         return None

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import _http
+from ._fasthttp import SyncFastConn
 from .errors import TimeoutError as WaitTimeout
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -181,17 +182,20 @@ class Client:
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0):
         self.urls, self.token = _http.resolve(url, token)
         self.timeout = timeout
-        self._conn: _http.Conn | None = None
+        self._conn: _http.Conn | SyncFastConn | None = None
 
     @property
     def url(self) -> str:
         return self.urls[0]
 
     @property
-    def conn(self) -> _http.Conn:
+    def conn(self) -> _http.Conn | SyncFastConn:
         # Connect lazily: importing a module that builds an app must not.
         if self._conn is None:
-            self._conn = _http.Conn(self.urls, self.token, self.timeout)
+            if _http.use_httpx():
+                self._conn = _http.Conn(self.urls, self.token, self.timeout)
+            else:
+                self._conn = SyncFastConn(self.urls, self.token, self.timeout)
         return self._conn
 
     def close(self) -> None:

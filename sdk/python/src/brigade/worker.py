@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _http, _wire
+from ._fasthttp import FastConn
 from .app import Context, Retry
 from .errors import ApiError, Unreachable
 
@@ -173,7 +174,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop_requested = asyncio.Event()
-        self.conn = _http.AsyncConn(self.app.urls, self.app.token, timeout=30.0)
+        if _http.use_httpx():
+            self.conn: _http.AsyncConn | FastConn = _http.AsyncConn(self.app.urls, self.app.token, timeout=30.0)
+        else:
+            self.conn = FastConn(self.app.urls, self.app.token, timeout=30.0)
         self.running: dict[str, _Run] = {}
         self.busy = 0  # slots held (including by threads past their timeout)
         self.slot_freed = asyncio.Event()
