@@ -101,7 +101,7 @@ class Server:
 class WorkerProc:
     """A Python worker process serving ``queues``."""
 
-    def __init__(self, server: Server, tmp: Path, name: str, queues: str = "default", *extra: str):
+    def __init__(self, server: Server, tmp: Path, name: str, queues: str = "default", *extra: str, env: dict[str, str] | None = None):
         self.name = name
         self.log_path = tmp / f"worker-{name}.log"
         self.log = open(self.log_path, "ab")
@@ -110,7 +110,7 @@ class WorkerProc:
             cwd=HERE,
             stdout=self.log,
             stderr=self.log,
-            env={**os.environ, "BRIGADE_SERVER": server.url, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "BRIGADE_SERVER": server.url, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.pid = self.proc.pid
         client = brigade.Client(server.url)

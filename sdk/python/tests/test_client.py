@@ -83,3 +83,22 @@ def test_async_client(worker, server):
             return await job.results()
 
     assert asyncio.run(main()) == [7]
+
+
+def test_the_httpx_paths_work_too(server, tmp_session, monkeypatch):
+    """BRIGADE_HTTPX=1 (or a proxy in the environment) puts the client and the
+    worker on httpx instead of the SDK's lean HTTP client."""
+    from conftest import WorkerProc
+
+    from brigade import _http
+
+    monkeypatch.setenv("BRIGADE_HTTPX", "1")
+    w = WorkerProc(server, tmp_session, "httpx-worker", "httpx-q", "--concurrency", "2", env={"BRIGADE_HTTPX": "1"})
+    try:
+        c = Brigade(server.url)
+        assert isinstance(c.conn, _http.Conn)
+        job = c.submit([{"kind": "tasks-app.add", "input": {"args": [20, 1]}, "queue": "httpx-q"}]).wait(timeout=30)
+        assert job.results() == [21]
+        assert job.tasks()[0]["worker_id"] == w.id
+    finally:
+        w.stop()
