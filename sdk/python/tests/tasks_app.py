@@ -110,3 +110,11 @@ def slow_once(ctx, path, seconds, later_seconds=None):
 @app.task
 def not_json():
     return {1, 2, 3}
+
+
+@app.task(max_attempts=1, timeout=60)
+def tracked(path, seconds):
+    """Marks its start and end with the monotonic clock (one clock per machine)."""
+    mark(path, f"{time.monotonic():.6f} 1")
+    time.sleep(seconds)
+    mark(path, f"{time.monotonic():.6f} -1")

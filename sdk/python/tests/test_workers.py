@@ -137,3 +137,23 @@ def test_a_forgotten_worker_joins_again(tmp_path):
         if w is not None:
             w.stop()
         s.stop()
+
+
+def test_leases_only_for_free_slots(start_worker, tmp_path):
+    """A worker of 2 slots never runs more than 2 tasks at once, however many are queued."""
+    import brigade
+
+    from tasks_app import tracked
+
+    start_worker("two-slots", "slots-q", "--concurrency", "2")
+    path = tmp_path / "marks"
+    client = brigade.Client(app.url)
+    job = client.submit({"tasks": [tracked.spec((str(path), 0.2), None, queue="slots-q") for _ in range(8)]})
+    assert client.wait_job(job.id, timeout=60)["state"] == "succeeded"
+    events = sorted((float(t), int(d)) for t, d in (line.split() for line in lines(path)))
+    running, most = 0, 0
+    for _, d in events:
+        running += d
+        most = max(most, running)
+    assert len(events) == 16
+    assert most == 2  # both slots used, never more
