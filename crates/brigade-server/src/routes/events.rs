@@ -27,6 +27,7 @@ use crate::state::AppState;
 
 /// Filter of the event streams.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Only events of this job.
@@ -84,7 +85,7 @@ async fn authorize(state: &AppState, caller: &Caller, job: Option<&str>) -> ApiR
 }
 
 /// Live events as Server-Sent Events; `?job=` keeps one job's.
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventParams),
+#[utoipa::path(get, path = "/v1/events", operation_id = "follow_events", tag = "events", params(EventParams),
     responses((status = 200, description = "text/event-stream of events", body = Event, content_type = "text/event-stream")))]
 pub async fn sse(
     State(state): State<AppState>,
@@ -120,7 +121,7 @@ pub async fn sse(
 }
 
 /// Live events over a WebSocket, one JSON text message each; `?job=` keeps one job's.
-#[utoipa::path(get, path = "/v1/events/ws", tag = "events", params(EventParams),
+#[utoipa::path(get, path = "/v1/events/ws", operation_id = "follow_events_ws", tag = "events", params(EventParams),
     responses((status = 101, description = "Switching to WebSocket; each message is an Event", body = Event)))]
 pub async fn ws(
     State(state): State<AppState>,

@@ -24,7 +24,7 @@ use crate::state::AppState;
 pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// Submit a job: a batch of tasks stored in one transaction.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSubmit,
+#[utoipa::path(post, path = "/v1/jobs", operation_id = "submit_job", tag = "jobs", request_body = JobSubmit,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body return the first job")),
     responses(
         (status = 201, description = "Every task is durably stored", body = JobView),
@@ -82,6 +82,7 @@ pub async fn submit(
 
 /// Query of `GET /v1/jobs/{id}`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetJobParams {
     /// Hold the request until the job is finished or this many ms pass (max 60000).
@@ -104,7 +105,7 @@ async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Job
 }
 
 /// A job with its progress; `?wait_ms=` long-polls until it is finished.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), GetJobParams),
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs", params(("id" = String, Path), GetJobParams),
     responses(
         (status = 200, body = JobView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -157,6 +158,7 @@ pub async fn get(
 
 /// Query of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListJobsParams {
     /// Only jobs in this state.
@@ -172,7 +174,7 @@ pub struct ListJobsParams {
 }
 
 /// Jobs, newest first.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListJobsParams),
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs", params(ListJobsParams),
     responses((status = 200, body = Page<JobView>), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
@@ -213,6 +215,7 @@ pub async fn list(
 
 /// Query of `GET /v1/jobs/{id}/tasks`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobTasksParams {
     /// Only tasks in this state.
@@ -224,7 +227,7 @@ pub struct JobTasksParams {
 }
 
 /// A job's tasks with their output and error, in submission order.
-#[utoipa::path(get, path = "/v1/jobs/{id}/tasks", tag = "jobs", params(("id" = String, Path), JobTasksParams),
+#[utoipa::path(get, path = "/v1/jobs/{id}/tasks", operation_id = "list_job_tasks", tag = "jobs", params(("id" = String, Path), JobTasksParams),
     responses(
         (status = 200, body = Page<TaskView>),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -256,7 +259,7 @@ pub async fn tasks(
 }
 
 /// Cancel every unfinished task of a job; running ones are told to stop.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", operation_id = "cancel_job", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -275,7 +278,7 @@ pub async fn cancel(
 }
 
 /// Delete a finished job and its results.
-#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/v1/jobs/{id}", operation_id = "delete_job", tag = "jobs", params(("id" = String, Path)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, body = Problem, content_type = "application/problem+json"),

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 
 /// `?limit=&cursor=` of every list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// Items per page (default 100, max 1000).

@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Every queue with its queued, scheduled and running counts.
-#[utoipa::path(get, path = "/v1/queues", tag = "queues", responses((status = 200, body = Vec<QueueView>)))]
+#[utoipa::path(get, path = "/v1/queues", operation_id = "list_queues", tag = "queues", responses((status = 200, body = Vec<QueueView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -40,7 +40,7 @@ async fn set_paused(
 }
 
 /// Stop handing out the queue's tasks (admin).
-#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", operation_id = "pause_queue", tag = "queues", params(("name" = String, Path)),
     responses((status = 200, body = QueueView), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
@@ -52,7 +52,7 @@ pub async fn pause(
 }
 
 /// Hand out the queue's tasks again (admin).
-#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", operation_id = "resume_queue", tag = "queues", params(("name" = String, Path)),
     responses((status = 200, body = QueueView), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn resume(

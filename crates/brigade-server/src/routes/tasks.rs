@@ -39,7 +39,7 @@ async fn owned_task(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Ta
 }
 
 /// A task with its output, error and the history of its attempts.
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/tasks/{id}", operation_id = "get_task", tag = "tasks", params(("id" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
@@ -51,7 +51,7 @@ pub async fn get(
 }
 
 /// Cancel a task; a running one is told to stop on its worker's next heartbeat.
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", operation_id = "cancel_task", tag = "tasks", params(("id" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -70,7 +70,7 @@ pub async fn cancel(
 }
 
 /// Put a failed or cancelled task back in the queue with a fresh attempt budget.
-#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", operation_id = "retry_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 200, body = TaskView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -98,6 +98,7 @@ pub async fn retry(
 
 /// `?limit=&cursor=&follow=` of a task's logs.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
     /// Lines per page (default 100, max 1000).
@@ -116,7 +117,7 @@ const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 /// The log lines a task's handler wrote, oldest first, all attempts;
 /// `?follow=true` streams them (and new ones) as Server-Sent Events until the task is finished.
-#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", params(("id" = String, Path), LogParams),
+#[utoipa::path(get, path = "/v1/tasks/{id}/logs", operation_id = "get_task_logs", tag = "tasks", params(("id" = String, Path), LogParams),
     responses(
         (status = 200, body = Page<LogLine>, description = "A page of lines; with `?follow=true`, \
             a text/event-stream of `log` events (data: a LogLine, id: its cursor) ending with an `end` event"),

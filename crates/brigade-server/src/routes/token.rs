@@ -69,7 +69,7 @@ fn oauth_error(error: &str, description: &str) -> Response {
 }
 
 /// Exchange client credentials for a short-lived bearer token.
-#[utoipa::path(post, path = "/v1/auth/token", tag = "auth",
+#[utoipa::path(post, path = "/v1/auth/token", operation_id = "issue_token", tag = "auth",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, body = TokenResponse),

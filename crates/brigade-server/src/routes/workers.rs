@@ -82,7 +82,7 @@ fn check_join(j: &WorkerJoin) -> Result<(), ApiError> {
 }
 
 /// A worker joins; it gets its id, lease TTL and heartbeat period.
-#[utoipa::path(post, path = "/v1/workers", tag = "workers", request_body = WorkerJoin,
+#[utoipa::path(post, path = "/v1/workers", operation_id = "join_worker", tag = "workers", request_body = WorkerJoin,
     responses(
         (status = 201, body = WorkerJoined),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -121,7 +121,7 @@ pub async fn join(
 }
 
 /// Ask for up to `max` tasks; held until some are available or `wait_ms` passes.
-#[utoipa::path(post, path = "/v1/workers/{id}/lease", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/workers/{id}/lease", operation_id = "lease_tasks", tag = "workers", params(("id" = String, Path)),
     request_body = LeaseRequest,
     responses(
         (status = 200, body = LeaseResponse),
@@ -168,7 +168,7 @@ pub async fn lease(
 }
 
 /// Extend the leases of running tasks, report load; the reply says what to cancel and whether to drain.
-#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", operation_id = "worker_heartbeat", tag = "workers", params(("id" = String, Path)),
     request_body = Heartbeat,
     responses(
         (status = 200, body = HeartbeatReply),
@@ -197,7 +197,7 @@ pub async fn heartbeat(
 }
 
 /// Report finished tasks in a batch; each is applied only for its current attempt.
-#[utoipa::path(post, path = "/v1/workers/{id}/results", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/workers/{id}/results", operation_id = "report_results", tag = "workers", params(("id" = String, Path)),
     request_body = ResultsRequest,
     responses(
         (status = 200, body = ResultsReply),
@@ -274,7 +274,7 @@ pub const MAX_LOG_LINES: usize = 10_000;
 
 /// Ship log lines of running tasks; each batch is stored only for the task's
 /// current attempt on this worker, up to 64 KiB per attempt (then `[truncated]`).
-#[utoipa::path(post, path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/workers/{id}/logs", operation_id = "report_logs", tag = "workers", params(("id" = String, Path)),
     request_body = LogsRequest,
     responses(
         (status = 200, body = LogsReply),
@@ -331,7 +331,7 @@ pub async fn logs(
 }
 
 /// A worker leaves; its running tasks are requeued at once.
-#[utoipa::path(delete, path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/v1/workers/{id}", operation_id = "leave_worker", tag = "workers", params(("id" = String, Path)),
     responses((status = 204, description = "Left"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn leave(
     State(state): State<AppState>,
@@ -354,7 +354,7 @@ pub async fn leave(
 }
 
 /// The worker finishes what it runs and leases nothing more (admin).
-#[utoipa::path(post, path = "/v1/workers/{id}/drain", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/workers/{id}/drain", operation_id = "drain_worker", tag = "workers", params(("id" = String, Path)),
     responses((status = 200, body = WorkerView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn drain(
     State(state): State<AppState>,
@@ -371,7 +371,7 @@ pub async fn drain(
 }
 
 /// Every worker with its state, load and running count.
-#[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, body = Vec<WorkerView>)))]
+#[utoipa::path(get, path = "/v1/workers", operation_id = "list_workers", tag = "workers", responses((status = 200, body = Vec<WorkerView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -381,7 +381,7 @@ pub async fn list(
 }
 
 /// One worker.
-#[utoipa::path(get, path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/workers/{id}", operation_id = "get_worker", tag = "workers", params(("id" = String, Path)),
     responses((status = 200, body = WorkerView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,

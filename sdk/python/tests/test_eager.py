@@ -1,0 +1,66 @@
+"""brigade.testing: eager mode, no server."""
+
+import asyncio
+
+import pytest
+
+from brigade import Brigade, TaskFailed, group
+from brigade.testing import eager
+
+app = Brigade("http://127.0.0.1:9")  # nothing listens: eager mode must not call it
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+async def async_mul(x, y):
+    return x * y
+
+
+@app.task(bind=True, max_attempts=3)
+def flaky(ctx):
+    if ctx.attempt < 3:
+        raise ctx.retry(exc=OSError("again"), countdown=60)
+    return ctx.attempt
+
+
+@app.task(max_attempts=2)
+def always_fails():
+    raise KeyError("missing")
+
+
+def test_eager_runs_in_process():
+    with eager(app):
+        r = add.delay(2, 3)
+        assert r.get() == 5 and r.state == "SUCCESS"
+        assert async_mul.delay(6, 7).get() == 42
+        assert asyncio.run(_async_path()) == 9
+
+
+async def _async_path():
+    r = await async_mul.delay_async(3, 3)
+    return await r.get_async()
+
+
+def test_eager_retries_and_failures():
+    with eager(app):
+        assert flaky.delay().get() == 3
+        r = always_fails.delay()
+        with pytest.raises(TaskFailed) as info:
+            r.get()
+        assert info.value.type == "KeyError" and r.attempt == 2
+        assert "always_fails" in info.value.traceback
+
+
+def test_eager_checks_json_and_groups():
+    with eager(app):
+        with pytest.raises(TypeError):
+            add.delay(object(), 1)
+        assert group(add.s(i, 1) for i in range(4)).delay().get() == [1, 2, 3, 4]
+
+
+def test_direct_call_runs_here():
+    assert add(1, 2) == 3
