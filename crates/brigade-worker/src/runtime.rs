@@ -659,8 +659,6 @@ async fn run_one(
 /// How long a result may wait in the outbox for a lease request to carry it
 /// before the reporter sends it on its own.
 const RIDE_WAIT: Duration = Duration::from_millis(10);
-/// A lease request in flight for longer than this is taken for a long-poll.
-const LONG_POLLING: Duration = Duration::from_millis(3);
 
 /// Sends the results no lease request carries: those that finish while a
 /// lease request is in flight (a long-poll may hold for seconds), those left
@@ -679,14 +677,15 @@ async fn report_loop(shared: Arc<Shared>, done: watch::Sender<bool>) {
             continue;
         }
         // Give the lease loop the chance to carry them: it will when a lease
-        // request is about to go. Send them now when the request in flight is
-        // a long-poll (it may hold for seconds), or when they waited too long.
+        // request is about to go (it is gathering free slots). Send them now
+        // when one is in flight already (it went without them and may be a
+        // long-poll holding for seconds), or when they waited too long.
         let waiting_since = Instant::now();
         loop {
             if shared.finishing.load(Ordering::Relaxed)
                 || shared.outbox_len() == 0
                 || waiting_since.elapsed() >= RIDE_WAIT
-                || shared.lease_in_flight_for() > LONG_POLLING
+                || shared.lease_in_flight_for() > Duration::ZERO
             {
                 break;
             }
