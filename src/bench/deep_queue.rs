@@ -70,6 +70,7 @@ async fn sample(client: &Client, worker: &str, queue: &str, runs: u32) -> anyhow
                     output: serde_json::Value::Null,
                     error: None,
                     retryable: None,
+                    retry_in_ms: None,
                     duration_ms: Some(0),
                 }],
             )

@@ -69,6 +69,7 @@ async fn a_worker_killed_mid_task_loses_nothing_and_its_late_result_is_rejected(
         output: json!(null),
         error: Some(brigade_api::TaskError::new(ErrorKind::Handler, "late")),
         retryable: Some(false),
+        retry_in_ms: None,
         duration_ms: None,
     };
     let reply = c.client.results(&doomed, vec![late]).await.unwrap();

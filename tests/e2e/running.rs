@@ -285,6 +285,7 @@ async fn results_ride_on_the_lease_and_a_cancel_answers_a_held_long_poll() {
         output: json!({ "done": t.id }),
         error: None,
         retryable: None,
+        retry_in_ms: None,
         duration_ms: None,
     };
     // One result, and the same one again: the second is refused, by code.

@@ -47,6 +47,7 @@ fn results_request() -> ResultsRequest {
                 output: serde_json::Value::Null,
                 error: None,
                 retryable: None,
+                retry_in_ms: None,
                 duration_ms: Some(0),
             })
             .collect(),

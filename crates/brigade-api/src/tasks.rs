@@ -162,7 +162,9 @@ pub struct HistoryEntry {
     /// When it ended.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
-    /// `running`, `succeeded`, `failed`, `lost`, `cancelled`, `timeout`...
+    /// How it ended: one of [`AttemptOutcome`]'s names — `running`,
+    /// `succeeded`, `failed`, `timeout`, `crash`, `lost`, `cancelled`,
+    /// `handed_back` (not counted against `max_attempts`).
     pub outcome: String,
     /// The attempt's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]

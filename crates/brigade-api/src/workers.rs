@@ -49,6 +49,11 @@ pub struct WorkerJoined {
     /// worker may skip its heartbeats while it waits. Absent: heartbeat always.
     #[serde(default)]
     pub long_poll_keepalive: bool,
+    /// The server takes `results` in a lease request (recorded in the lease's
+    /// transaction, answered in the reply's `results`) and `max: 0` lease
+    /// requests that wait for cancels. Absent: use `/results` only.
+    #[serde(default)]
+    pub results_on_lease: bool,
 }
 
 /// `POST /v1/workers/{id}/lease`: ask for up to `max` tasks, waiting up to `wait_ms`.
@@ -152,7 +157,10 @@ pub struct Heartbeat {
 /// Reply to a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatReply {
-    /// Tasks to stop now.
+    /// Tasks to stop now: cancelled ones, and any the heartbeat named that
+    /// are not this worker's to run any more (finished, requeued after a
+    /// lost lease, or leased to another worker). A worker ignores ids it
+    /// does not run.
     pub cancel: Vec<String>,
     /// Finish what runs, lease nothing more, leave.
     pub drain: bool,
@@ -187,6 +195,11 @@ pub struct TaskResult {
     /// Whether a failure may be retried (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+    /// For a retryable failure: retry after this many ms instead of the
+    /// task's backoff (Celery's `retry(countdown=…)`). At most a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
+    pub retry_in_ms: Option<u64>,
     /// How long it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
@@ -213,7 +226,9 @@ pub struct ResultsReply {
 pub struct RejectedResult {
     /// Task id.
     pub task_id: String,
-    /// Why, for people.
+    /// Why, for people: `unknown task`, `stale attempt: the task is on
+    /// attempt N`, `stale attempt: the task is not leased to this worker`,
+    /// `the task is <state>`, `the task's result was already recorded`.
     pub reason: String,
     /// Why, for programs. Absent from servers older than this field.
     #[serde(default)]

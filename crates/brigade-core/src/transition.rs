@@ -127,12 +127,20 @@ pub struct Budget<'a> {
     pub backoff: &'a Backoff,
 }
 
-/// What a failed attempt does: retry after the backoff, requeue at once (a
-/// lost worker), or fail for good. `unit` is a random number in `[0, 1)` for
-/// the backoff's jitter.
-pub fn fail(budget: Budget<'_>, retryable: bool, lost: bool, now: i64, unit: f64) -> Transition {
+/// What a failed attempt does: retry after the backoff (or after
+/// `retry_in_ms` when the worker asked for a delay of its own), requeue at
+/// once (a lost worker), or fail for good. `unit` is a random number in
+/// `[0, 1)` for the backoff's jitter.
+pub fn fail(
+    budget: Budget<'_>,
+    retryable: bool,
+    lost: bool,
+    retry_in_ms: Option<u64>,
+    now: i64,
+    unit: f64,
+) -> Transition {
     let counted = budget.attempt.saturating_sub(budget.attempt_base);
-    match on_failure(
+    let decided = on_failure(
         counted,
         budget.max_attempts,
         retryable,
@@ -140,7 +148,14 @@ pub fn fail(budget: Budget<'_>, retryable: bool, lost: bool, now: i64, unit: f64
         budget.backoff,
         now,
         unit,
-    ) {
+    );
+    let decided = match (decided, retry_in_ms) {
+        (Failure::Retry { .. }, Some(ms)) => Failure::Retry {
+            run_at: now.saturating_add(ms.min(MAX_RETRY_IN_MS) as i64),
+        },
+        (other, _) => other,
+    };
+    match decided {
         Failure::Retry { run_at } => Transition {
             state: TaskState::Scheduled,
             run_at: Some(run_at),
@@ -167,6 +182,9 @@ pub fn fail(budget: Budget<'_>, retryable: bool, lost: bool, now: i64, unit: f64
         },
     }
 }
+
+/// The longest delay a worker may ask a retry to wait: a day.
+pub const MAX_RETRY_IN_MS: u64 = 86_400_000;
 
 /// How an attempt that failed with `error` is recorded in the history.
 pub fn failed_outcome(error: &TaskError) -> AttemptOutcome {
@@ -256,30 +274,42 @@ mod tests {
 
     #[test]
     fn a_failure_retries_requeues_or_fails() {
-        let t = fail(budget(1, 0, 3), true, false, 10, 0.0);
+        let t = fail(budget(1, 0, 3), true, false, None, 10, 0.0);
         assert_eq!(t.state, TaskState::Scheduled);
         assert_eq!(t.run_at, Some(1010));
         assert_eq!(t.ready_at, Some(1010));
         assert_eq!(t.wake, Wake::Promoter);
-        let t = fail(budget(1, 0, 3), true, true, 10, 0.0);
+        let t = fail(budget(1, 0, 3), true, true, None, 10, 0.0);
         assert_eq!(
             (t.state, t.ready_at, t.wake),
             (TaskState::Queued, Some(10), Wake::Workers)
         );
-        let t = fail(budget(3, 0, 3), true, false, 10, 0.0);
+        let t = fail(budget(3, 0, 3), true, false, None, 10, 0.0);
         assert_eq!(
             (t.state, t.finished_at, t.event),
             (TaskState::Failed, Some(10), EventKind::TaskFailed)
         );
         // Attempts below the base do not count: attempt 4 after a hand-back is the 3rd.
         assert_eq!(
-            fail(budget(4, 2, 3), true, false, 10, 0.0).state,
+            fail(budget(4, 2, 3), true, false, None, 10, 0.0).state,
             TaskState::Scheduled
         );
         assert_eq!(
-            fail(budget(1, 0, 3), false, false, 10, 0.0).state,
+            fail(budget(1, 0, 3), false, false, None, 10, 0.0).state,
             TaskState::Failed
         );
+    }
+
+    #[test]
+    fn a_worker_may_choose_the_retry_delay_but_not_the_budget() {
+        let t = fail(budget(1, 0, 3), true, false, Some(5000), 10, 0.0);
+        assert_eq!((t.state, t.run_at), (TaskState::Scheduled, Some(5010)));
+        // The last attempt fails however soon the worker wanted it again.
+        let t = fail(budget(3, 0, 3), true, false, Some(5000), 10, 0.0);
+        assert_eq!(t.state, TaskState::Failed);
+        // A lost worker's task is requeued at once, not delayed.
+        let t = fail(budget(1, 0, 3), true, true, Some(5000), 10, 0.0);
+        assert_eq!(t.state, TaskState::Queued);
     }
 
     #[test]

@@ -578,6 +578,7 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
                 output,
                 error: None,
                 retryable: None,
+                retry_in_ms: None,
                 duration_ms,
             },
             Err(f) => TaskResult {
@@ -587,6 +588,7 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
                 output: serde_json::Value::Null,
                 error: Some(f.error),
                 retryable: Some(f.retryable),
+                retry_in_ms: None,
                 duration_ms,
             },
         };
@@ -762,6 +764,7 @@ async fn send_results(shared: &Shared, batch: Vec<TaskResult>) -> Result<(), Vec
                         ),
                     )),
                     retryable: Some(false),
+                    retry_in_ms: None,
                     duration_ms: refused.duration_ms,
                 };
                 work.push(vec![failure]);

@@ -116,6 +116,7 @@ pub async fn join(
             lease_ttl_ms: state.config.lease_ttl_ms,
             heartbeat_ms: state.config.heartbeat_ms,
             long_poll_keepalive: true,
+            results_on_lease: true,
         }),
     ))
 }
@@ -239,6 +240,14 @@ fn check_results(state: &AppState, results: &[TaskResult]) -> Result<(), ApiErro
             errors.push(FieldError::new(
                 format!("results[{i}].error"),
                 "a failed result needs an error",
+            ));
+        }
+        if r.retry_in_ms
+            .is_some_and(|ms| ms > brigade_core::transition::MAX_RETRY_IN_MS)
+        {
+            errors.push(FieldError::new(
+                format!("results[{i}].retry_in_ms"),
+                "at most 86400000 (a day)",
             ));
         }
         if r.attempt == 0 {

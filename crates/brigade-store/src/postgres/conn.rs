@@ -35,12 +35,18 @@ impl Encode<'_, Postgres> for Untyped {
     }
 }
 
+/// Bind `args`; `casts[i]` says whether the i-th placeholder is cast
+/// (`$n::jsonb`). A NULL there is typed text: PostgreSQL would infer the cast's
+/// type for an untyped one and keep it in the prepared statement, which the
+/// text of a later non-NULL value would then not match.
 fn bind<'q>(
     mut q: sqlx::query::Query<'q, Postgres, PgArguments>,
     args: Vec<Value>,
+    casts: &[bool],
 ) -> sqlx::query::Query<'q, Postgres, PgArguments> {
-    for a in args {
+    for (i, a) in args.into_iter().enumerate() {
         q = match a {
+            Value::Null if casts.get(i).copied().unwrap_or(false) => q.bind(None::<String>),
             Value::Null => q.bind(Untyped),
             Value::Int(v) => q.bind(v),
             Value::Bool(b) => q.bind(b),
@@ -127,14 +133,16 @@ impl Conn for Pg<'_> {
     const ENGINE: Engine = Engine::Postgres;
 
     async fn exec(&mut self, sql: &str, args: Vec<Value>) -> Result<u64> {
-        let sql = numbered(sql);
-        let done = bind(sqlx::query(&sql), args).execute(&mut *self.0).await?;
+        let (sql, casts) = numbered(sql);
+        let done = bind(sqlx::query(&sql), args, &casts)
+            .execute(&mut *self.0)
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn rows(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<Row>> {
-        let sql = numbered(sql);
-        let found = bind(sqlx::query(&sql), args)
+        let (sql, casts) = numbered(sql);
+        let found = bind(sqlx::query(&sql), args, &casts)
             .fetch_all(&mut *self.0)
             .await?;
         decode_all(&found)
@@ -242,10 +250,11 @@ impl Conn for Pg<'_> {
              locked AS (SELECT w.id FROM workers w JOIN b ON w.id = b.id ORDER BY w.id FOR UPDATE OF w) \
              UPDATE workers SET last_seen_at = $1, load = b.load::jsonb, \
              state = CASE WHEN workers.state = {lost} THEN {active} ELSE workers.state END \
-             FROM b, locked WHERE workers.id = b.id AND locked.id = b.id \
+             FROM b, locked WHERE workers.id = b.id AND locked.id = b.id AND workers.state <> {left} \
              RETURNING workers.id, workers.state",
             lost = wlit(WorkerState::Lost),
             active = wlit(WorkerState::Active),
+            left = wlit(WorkerState::Left),
         );
         Ok(sqlx::query_as(&sql)
             .bind(now)

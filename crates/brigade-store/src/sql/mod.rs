@@ -261,26 +261,29 @@ pub(crate) const RUNNING_COLUMNS: &str = "seq, id, job_id, state, attempt, attem
      backoff, kind, started_at";
 
 /// Rewrite `?` placeholders (and `?::json`-style casts) for PostgreSQL: `$1`, `$2::json`, ….
-/// Placeholders inside quoted literals are left alone.
-pub(crate) fn numbered(sql: &str) -> String {
+/// Placeholders inside quoted literals are left alone. Also says, for each
+/// placeholder, whether a cast follows it.
+pub(crate) fn numbered(sql: &str) -> (String, Vec<bool>) {
     let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
+    let mut casts = Vec::new();
     let mut quoted = false;
-    for c in sql.chars() {
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
         match c {
             '\'' => {
                 quoted = !quoted;
                 out.push(c);
             }
             '?' if !quoted => {
-                n += 1;
+                casts.push(rest.starts_with("::"));
                 out.push('$');
-                out.push_str(&n.to_string());
+                out.push_str(&casts.len().to_string());
             }
             _ => out.push(c),
         }
     }
-    out
+    (out, casts)
 }
 
 /// Drop PostgreSQL's `::json` / `::jsonb` / `::text` casts after placeholders for SQLite.
@@ -303,7 +306,7 @@ mod tests {
     fn placeholders_are_numbered_outside_quotes() {
         assert_eq!(
             numbered("SELECT ? , '?' , ?::jsonb"),
-            "SELECT $1 , '?' , $2::jsonb"
+            ("SELECT $1 , '?' , $2::jsonb".to_owned(), vec![false, true])
         );
         assert_eq!(uncast("VALUES (?::json, ?)"), "VALUES (?, ?)");
     }

@@ -336,10 +336,12 @@ pub(crate) async fn task_logs<C: Conn>(
     .collect()
 }
 
-/// Whether a worker with this id exists.
+/// Whether a worker with this id is registered and has not left (a worker
+/// that left is told 404, so it joins again).
 pub(crate) async fn worker_exists<C: Conn>(c: &mut C, id: &str) -> Result<bool> {
-    Ok(!c
-        .rows("SELECT 1 AS one FROM workers WHERE id = ?", args![id])
-        .await?
-        .is_empty())
+    let sql = format!(
+        "SELECT 1 AS one FROM workers WHERE id = ? AND state <> {}",
+        super::wlit(WorkerState::Left)
+    );
+    Ok(!c.rows(&sql, args![id]).await?.is_empty())
 }

@@ -296,7 +296,12 @@ pub(crate) async fn lease<C: Conn>(
     else {
         return Ok(None);
     };
-    if worker.text("state")? != WorkerState::Active.as_str() || max == 0 {
+    let state = worker.text("state")?;
+    if state == WorkerState::Left.as_str() {
+        // It left: it is to join again.
+        return Ok(None);
+    }
+    if state != WorkerState::Active.as_str() || max == 0 {
         return Ok(Some((Vec::new(), Changes::default())));
     }
     let queues: Vec<String> = rows::json_or(worker.text_opt("queues")?)?;
@@ -443,6 +448,8 @@ struct Failed<'a> {
     retryable: bool,
     /// The worker went silent (requeue at once rather than back off).
     lost: bool,
+    /// The worker's own retry delay.
+    retry_in_ms: Option<u64>,
     outcome: AttemptOutcome,
 }
 
@@ -457,6 +464,7 @@ async fn fail_attempt<C: Conn>(
         error,
         retryable,
         lost,
+        retry_in_ms,
         outcome,
     } = how;
     let t = transition::fail(
@@ -468,6 +476,7 @@ async fn fail_attempt<C: Conn>(
         },
         retryable,
         lost,
+        retry_in_ms,
         now,
         rand::random::<f64>(),
     );
@@ -570,6 +579,7 @@ pub(crate) async fn report<C: Conn>(
                     error: &error,
                     retryable: r.retryable.unwrap_or(true),
                     lost: false,
+                    retry_in_ms: r.retry_in_ms,
                     outcome,
                 };
                 fail_attempt(c, task, how, now, &mut changes).await?;
@@ -796,6 +806,7 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
             error: &error,
             retryable: true,
             lost: true,
+            retry_in_ms: None,
             outcome: AttemptOutcome::Lost,
         };
         fail_attempt(c, &task, how, now, &mut changes).await?;

@@ -171,9 +171,10 @@ impl Lite<'_> {
         let mut stmt = self.0.prepare_cached(&format!(
             "UPDATE workers SET last_seen_at = ?1, load = ?2, \
              state = CASE WHEN state = {lost} THEN {active} ELSE state END \
-             WHERE id = ?3 RETURNING id, state",
+             WHERE id = ?3 AND state <> {left} RETURNING id, state",
             lost = wlit(WorkerState::Lost),
             active = wlit(WorkerState::Active),
+            left = wlit(WorkerState::Left),
         ))?;
         let mut out = Vec::with_capacity(beats.len());
         for (id, load) in beats {

@@ -189,6 +189,7 @@ pub fn ok(task_id: &str, attempt: u32) -> TaskResult {
         output: serde_json::json!({"ok": true}),
         error: None,
         retryable: None,
+        retry_in_ms: None,
         duration_ms: Some(1),
     }
 }
@@ -202,6 +203,7 @@ pub fn failed(task_id: &str, attempt: u32, retryable: bool) -> TaskResult {
         output: serde_json::Value::Null,
         error: Some(TaskError::new(ErrorKind::Handler, "boom")),
         retryable: Some(retryable),
+        retry_in_ms: None,
         duration_ms: Some(1),
     }
 }

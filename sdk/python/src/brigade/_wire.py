@@ -31,13 +31,13 @@ MAX_TRACEBACK = 16 * 1024
 def kind_for(module: str, function: str) -> str:
     """The kind of a task: ``<module>.<function>`` lowercased.
 
-    brigade kinds may not contain ``_``, so underscores become ``-``
-    (``tasks.process_file`` → ``tasks.process-file``), and a leading run of
-    characters a kind may not start with is dropped (``__main__`` → ``main``).
+    ``tasks.process_file`` stays ``tasks.process_file``; a character a kind
+    may not hold becomes ``-``, and a leading run of characters a kind may
+    not start with is dropped (``__main__`` → ``main``).
     """
-    raw = f"{module}.{function}".lower().replace("_", "-")
-    raw = re.sub(r"[^a-z0-9.\-]", "-", raw)
-    raw = raw.lstrip(".-")
+    raw = f"{module}.{function}".lower()
+    raw = re.sub(r"[^a-z0-9._\-]", "-", raw)
+    raw = raw.lstrip("._-")
     if not KIND_RE.match(raw):
         raise ValueError(
             f"the task kind {raw!r} (from {module}.{function}) is not a valid brigade kind "
