@@ -2,13 +2,11 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
+use brigade_launch::{current_exe, spawn_workers, stop_children};
 use clap::Args;
-use tokio::process::{Child, Command};
 
-use crate::cli::Global;
 use crate::cli::server::shutdown_signal;
 
 /// Options of `brigade up`.
@@ -35,61 +33,8 @@ pub struct UpArgs {
     pub allow_exec: bool,
 }
 
-/// Start worker processes of this binary against `url` (`quiet`: warnings only).
-pub fn spawn_workers(
-    url: &str,
-    count: u32,
-    capacity: u32,
-    prefix: &str,
-    extra: &[&str],
-    quiet: bool,
-) -> anyhow::Result<Vec<Child>> {
-    let exe = std::env::current_exe().context("finding this program")?;
-    (1..=count)
-        .map(|i| {
-            let mut cmd = Command::new(&exe);
-            if quiet && std::env::var_os("RUST_LOG").is_none() {
-                cmd.env("RUST_LOG", "warn");
-            }
-            cmd.args([
-                "worker",
-                "--server",
-                url,
-                "--name",
-                &format!("{prefix}-{i}"),
-                "--capacity",
-                &capacity.to_string(),
-            ])
-            .args(extra)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting worker {i}"))
-        })
-        .collect()
-}
-
-/// Ask children to stop (SIGTERM), then wait for them a little.
-pub async fn stop_children(children: &mut [Child]) {
-    for c in children.iter() {
-        if let Some(pid) = c.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    for c in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(10), c.wait())
-            .await
-            .is_err()
-        {
-            let _ = c.kill().await;
-        }
-    }
-}
-
 /// Run it all until Ctrl-C.
-pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Open mode with defaults: refused by the server unless on loopback.
     let config = brigade_server::ServerConfig {
         listen: args.listen,
@@ -108,7 +53,15 @@ pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         &[]
     };
-    let mut workers = spawn_workers(&url, args.workers, args.capacity, "local", extra, false)?;
+    let mut workers = spawn_workers(
+        &current_exe()?,
+        &url,
+        args.workers,
+        args.capacity,
+        "local",
+        extra,
+        false,
+    )?;
     println!("brigade is up at {url}");
     println!("  dashboard   {url}/");
     println!("  API docs    {url}/docs");
