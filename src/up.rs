@@ -1,13 +1,12 @@
 //! `brigade up`: a server and local worker processes in one command.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use brigade_launch::{current_exe, spawn_workers, stop_children};
 use clap::Args;
 
-use crate::cli::server::shutdown_signal;
+use crate::cli::server::{Endpoint, shutdown_signal};
 
 /// Options of `brigade up`.
 #[derive(Debug, Clone, Args)]
@@ -18,16 +17,8 @@ pub struct UpArgs {
     /// Slots of each worker.
     #[arg(long, default_value_t = 8)]
     pub capacity: u32,
-    /// Address to listen on.
-    #[arg(long, env = "BRIGADE_LISTEN", default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
-    /// Database.
-    #[arg(
-        long,
-        env = "BRIGADE_DATABASE_URL",
-        default_value = "sqlite://brigade.db"
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// Let the workers run `exec` tasks.
     #[arg(long)]
     pub allow_exec: bool,
@@ -37,8 +28,8 @@ pub struct UpArgs {
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Open mode with defaults: refused by the server unless on loopback.
     let config = brigade_server::ServerConfig {
-        listen: args.listen,
-        database_url: args.database_url.clone(),
+        listen: args.endpoint.listen,
+        database_url: args.endpoint.database_url.clone(),
         ..Default::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -46,7 +37,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_rx.await;
     })
     .await
-    .with_context(|| format!("starting the server on {}", args.listen))?;
+    .with_context(|| format!("starting the server on {}", args.endpoint.listen))?;
     let url = format!("http://{}", server.addr);
     let extra: &[&str] = if args.allow_exec {
         &["--allow-exec"]
@@ -65,7 +56,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("brigade is up at {url}");
     println!("  dashboard   {url}/");
     println!("  API docs    {url}/docs");
-    println!("  database    {}", args.database_url);
+    println!("  database    {}", args.endpoint.database_url);
     println!("  workers     {} × {} slots", args.workers, args.capacity);
     println!();
     println!("Try, in another terminal:");
