@@ -195,3 +195,51 @@ pub async fn wait_active(
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn commands_carry_the_options_every_caller_needs() {
+        let exe = Path::new("/bin/brigade");
+        let s = server_command(exe, "127.0.0.1:1", "sqlite://x.db");
+        assert_eq!(s.get_program(), "/bin/brigade");
+        assert_eq!(
+            args(&s),
+            [
+                "server",
+                "--listen",
+                "127.0.0.1:1",
+                "--database-url",
+                "sqlite://x.db"
+            ]
+        );
+        let w = worker_command(exe, "http://a,http://b", "w-1", 4);
+        assert_eq!(
+            args(&w),
+            [
+                "worker",
+                "--server",
+                "http://a,http://b",
+                "--name",
+                "w-1",
+                "--capacity",
+                "4"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_free_port_can_be_bound() {
+        let port = free_port().unwrap_or(0);
+        assert_ne!(port, 0);
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+}
