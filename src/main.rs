@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod command;
 mod demo;
 mod up;
 
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use command::{Cli, Command};
 
 fn main() -> ExitCode {
     // The sandbox helper must stay single-threaded: dispatch it before any runtime starts.
@@ -44,11 +45,11 @@ fn sandbox_exec() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    cli::init_tracing(&cli.command, cli.global.verbose);
+    command::init_tracing(&cli.command, cli.global.verbose);
     match cli.command {
         Command::Server(args) => cli::server::run(args).await,
         Command::Worker(args) => cli::worker::run(args).await,
-        Command::Up(args) => up::run(args, &cli.global).await,
+        Command::Up(args) => up::run(args).await,
         Command::Submit(args) => cli::submit::run(args, &cli.global).await,
         Command::Status { job } => cli::status::status(&job, &cli.global).await,
         Command::Tasks { job, state } => {
@@ -71,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            cli::completions(shell);
+            command::completions(shell);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,15 +1,12 @@
 //! `brigade up`: a server and local worker processes in one command.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
+use brigade_launch::{current_exe, spawn_workers, stop_children};
 use clap::Args;
-use tokio::process::{Child, Command};
 
-use crate::cli::Global;
-use crate::cli::server::shutdown_signal;
+use crate::cli::server::{Endpoint, shutdown_signal};
 
 /// Options of `brigade up`.
 #[derive(Debug, Clone, Args)]
@@ -20,80 +17,19 @@ pub struct UpArgs {
     /// Slots of each worker.
     #[arg(long, default_value_t = 8)]
     pub capacity: u32,
-    /// Address to listen on.
-    #[arg(long, env = "BRIGADE_LISTEN", default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
-    /// Database.
-    #[arg(
-        long,
-        env = "BRIGADE_DATABASE_URL",
-        default_value = "sqlite://brigade.db"
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// Let the workers run `exec` tasks.
     #[arg(long)]
     pub allow_exec: bool,
 }
 
-/// Start worker processes of this binary against `url` (`quiet`: warnings only).
-pub fn spawn_workers(
-    url: &str,
-    count: u32,
-    capacity: u32,
-    prefix: &str,
-    extra: &[&str],
-    quiet: bool,
-) -> anyhow::Result<Vec<Child>> {
-    let exe = std::env::current_exe().context("finding this program")?;
-    (1..=count)
-        .map(|i| {
-            let mut cmd = Command::new(&exe);
-            if quiet && std::env::var_os("RUST_LOG").is_none() {
-                cmd.env("RUST_LOG", "warn");
-            }
-            cmd.args([
-                "worker",
-                "--server",
-                url,
-                "--name",
-                &format!("{prefix}-{i}"),
-                "--capacity",
-                &capacity.to_string(),
-            ])
-            .args(extra)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting worker {i}"))
-        })
-        .collect()
-}
-
-/// Ask children to stop (SIGTERM), then wait for them a little.
-pub async fn stop_children(children: &mut [Child]) {
-    for c in children.iter() {
-        if let Some(pid) = c.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    for c in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(10), c.wait())
-            .await
-            .is_err()
-        {
-            let _ = c.kill().await;
-        }
-    }
-}
-
 /// Run it all until Ctrl-C.
-pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Open mode with defaults: refused by the server unless on loopback.
     let config = brigade_server::ServerConfig {
-        listen: args.listen,
-        database_url: args.database_url.clone(),
+        listen: args.endpoint.listen,
+        database_url: args.endpoint.database_url.clone(),
         ..Default::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -101,18 +37,26 @@ pub async fn run(args: UpArgs, _global: &Global) -> anyhow::Result<ExitCode> {
         let _ = stop_rx.await;
     })
     .await
-    .with_context(|| format!("starting the server on {}", args.listen))?;
+    .with_context(|| format!("starting the server on {}", args.endpoint.listen))?;
     let url = format!("http://{}", server.addr);
     let extra: &[&str] = if args.allow_exec {
         &["--allow-exec"]
     } else {
         &[]
     };
-    let mut workers = spawn_workers(&url, args.workers, args.capacity, "local", extra, false)?;
+    let mut workers = spawn_workers(
+        &current_exe()?,
+        &url,
+        args.workers,
+        args.capacity,
+        "local",
+        extra,
+        false,
+    )?;
     println!("brigade is up at {url}");
     println!("  dashboard   {url}/");
     println!("  API docs    {url}/docs");
-    println!("  database    {}", args.database_url);
+    println!("  database    {}", args.endpoint.database_url);
     println!("  workers     {} × {} slots", args.workers, args.capacity);
     println!();
     println!("Try, in another terminal:");

@@ -32,7 +32,7 @@ fn cache_dir() -> &'static PathBuf {
 
 fn handler() -> &'static CodeHandler {
     static H: OnceLock<CodeHandler> = OnceLock::new();
-    H.get_or_init(|| CodeHandler::new(env!("CARGO_BIN_EXE_brigade"), cache_dir()).unwrap())
+    H.get_or_init(|| CodeHandler::new(brigade_testkit::bin(), cache_dir()).unwrap())
 }
 
 fn has(lang: &str) -> bool {
@@ -595,9 +595,7 @@ async fn concurrent_runs_are_isolated() {
 
 #[tokio::test]
 async fn check_report_lists_protections() {
-    let report = brigade_worker::sandbox::sandbox_check_report(std::path::Path::new(env!(
-        "CARGO_BIN_EXE_brigade"
-    )));
+    let report = brigade_worker::sandbox::sandbox_check_report(&brigade_testkit::bin());
     eprintln!("{report}");
     assert!(report.contains("probe run: ok"), "{report}");
     for name in [
@@ -616,12 +614,9 @@ async fn check_report_lists_protections() {
 #[ignore = "a measurement, not a test"]
 async fn bench() {
     let _g = QUIET.write().await;
-    let out = brigade_worker::sandbox::bench_code(
-        std::path::Path::new(env!("CARGO_BIN_EXE_brigade")),
-        30,
-    )
-    .await
-    .unwrap();
+    let out = brigade_worker::sandbox::bench_code(&brigade_testkit::bin(), 30)
+        .await
+        .unwrap();
     println!("{out}");
 }
 

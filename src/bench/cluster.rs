@@ -1,16 +1,14 @@
 //! The system under test: a real `brigade server` process on a free port and
 //! real `brigade worker` processes of this same binary, on a fresh database.
 
-use std::collections::HashSet;
-use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use brigade_api::WorkerState;
 use brigade_client::Client;
-use tokio::process::{Child, Command};
-
-use crate::up::{spawn_workers, stop_children};
+use brigade_launch::{
+    current_exe, free_port, server_command, spawn_workers, stop_children, wait_active, wait_ready,
+};
+use tokio::process::Child;
 
 /// Longest a server or a worker may take to come up.
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -59,10 +57,6 @@ pub fn engine(url: &str) -> &'static str {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A server process and its worker processes; they are killed if this is
 /// dropped without [`Cluster::stop`].
 pub struct Cluster {
@@ -83,22 +77,14 @@ pub struct Cluster {
 impl Cluster {
     /// Start a server on `db` with `extra` server arguments; wait until it is ready.
     pub async fn start(db: Database, extra: &[String]) -> anyhow::Result<Self> {
-        let port = free_port()?;
+        let port = free_port().context("finding a free port")?;
         let url = format!("http://127.0.0.1:{port}");
-        let exe = std::env::current_exe().context("finding this program")?;
-        let server = Command::new(&exe)
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                &db.url,
-            ])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+        let mut cmd = server_command(&current_exe()?, &format!("127.0.0.1:{port}"), &db.url);
+        cmd.args(extra).env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        let server = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .spawn()
             .context("starting the server")?;
@@ -112,14 +98,7 @@ impl Cluster {
             prefix: format!("bench-{:04x}", rand::random::<u16>()),
             generation: 0,
         };
-        let deadline = Instant::now() + START_DEADLINE;
-        while cluster.client.ready().await.is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the server did not start within {START_DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&cluster.client, START_DEADLINE).await?;
         Ok(cluster)
     }
 
@@ -130,31 +109,21 @@ impl Cluster {
         // The scenarios run built-in kinds only: no code sandbox (its start-up
         // probe would also touch the host's sandbox cgroups, which the sandbox
         // tests check are left clean).
-        let mut started = spawn_workers(&self.url, count, capacity, &prefix, &["--no-code"], true)?;
+        let exe = current_exe()?;
+        let mut started = spawn_workers(
+            &exe,
+            &self.url,
+            count,
+            capacity,
+            &prefix,
+            &["--no-code"],
+            true,
+        )?;
         self.workers.append(&mut started);
-        let names: HashSet<String> = (1..=count).map(|i| format!("{prefix}-{i}")).collect();
-        self.wait_active(&names).await
-    }
-
-    async fn wait_active(&self, names: &HashSet<String>) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Ok(ws) = self.client.workers().await {
-                let active = ws
-                    .iter()
-                    .filter(|w| w.state == WorkerState::Active && names.contains(&w.name))
-                    .count();
-                if active == names.len() {
-                    return Ok(());
-                }
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} workers did not come up within {START_DEADLINE:?}",
-                names.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let names: Vec<String> = (1..=count).map(|i| format!("{prefix}-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        wait_active(&self.client, &names, START_DEADLINE).await?;
+        Ok(())
     }
 
     /// Process id of the server.

@@ -1,4 +1,6 @@
-//! Command-line interface: argument definitions and the client commands.
+//! The client commands and what they share: global options, the client,
+//! error advice, output. The command line as a whole (`Cli`) is `crate::command`'s;
+//! nothing here depends on it, on `up` or on `bench`.
 
 pub mod logs;
 pub mod server;
@@ -7,22 +9,7 @@ pub mod submit;
 pub mod watch;
 pub mod worker;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
-
-use crate::bench::BenchArgs;
-use crate::demo::Demo;
-use crate::up::UpArgs;
-
-/// brigade runs work in parallel across many machines over plain HTTP/JSON.
-#[derive(Debug, Parser)]
-#[command(name = "brigade", version, about, propagate_version = true)]
-pub struct Cli {
-    #[command(flatten)]
-    pub global: Global,
-    #[command(subcommand)]
-    pub command: Command,
-}
+use clap::{Args, Subcommand, ValueEnum};
 
 /// Options of every client command.
 #[derive(Debug, Clone, Args)]
@@ -56,76 +43,6 @@ pub enum Output {
     Text,
     /// For scripts.
     Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the coordinator.
-    Server(server::ServerArgs),
-    /// Run a worker that leases and runs tasks.
-    Worker(worker::WorkerArgs),
-    /// A server and local workers in one command, for a first try.
-    Up(UpArgs),
-    /// Submit a job.
-    Submit(submit::SubmitArgs),
-    /// Show a job's state and progress.
-    Status {
-        /// Job id.
-        job: String,
-    },
-    /// List a job's tasks.
-    Tasks {
-        /// Job id.
-        job: String,
-        /// Only tasks in this state.
-        #[arg(long)]
-        state: Option<String>,
-    },
-    /// Follow a job with a live progress bar until it finishes.
-    Watch {
-        /// Job id.
-        job: String,
-    },
-    /// Print a task's log lines; with --follow, keep printing new ones until it finishes.
-    Logs {
-        /// Task id.
-        task: String,
-        /// Stream new lines as they are written, until the task is finished.
-        #[arg(short, long)]
-        follow: bool,
-    },
-    /// List the workers with their load.
-    Workers,
-    /// List the queues with their depth.
-    Queues,
-    /// Cancel a job (running tasks are told to stop).
-    Cancel {
-        /// Job id.
-        job: String,
-    },
-    /// Demonstrations.
-    #[command(subcommand)]
-    Demo(Demo),
-    /// Measure throughput and latency on this machine.
-    Bench(BenchArgs),
-    /// Apply the database migrations (servers also check the schema version at start).
-    Migrate {
-        /// Database URL.
-        #[arg(
-            long,
-            env = "BRIGADE_DATABASE_URL",
-            default_value = "sqlite://brigade.db"
-        )]
-        database_url: String,
-    },
-    /// Manage API tokens.
-    #[command(subcommand)]
-    Token(TokenCommand),
-    /// Print shell completions.
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
 }
 
 /// `brigade token ...`.
@@ -171,30 +88,6 @@ pub fn token(cmd: &TokenCommand, output: Output) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Print completions for `shell`.
-pub fn completions(shell: clap_complete::Shell) {
-    let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "brigade", &mut std::io::stdout());
-}
-
-/// Logging: info for long-running processes, warnings for client commands; `RUST_LOG` wins.
-pub fn init_tracing(command: &Command, verbose: u8) {
-    let long_running = matches!(
-        command,
-        Command::Server(_) | Command::Worker(_) | Command::Up(_)
-    );
-    let default = match (long_running, verbose) {
-        (_, 2..) => "debug",
-        (true, _) | (false, 1) => "info,sqlx=warn,tower_http=warn",
-        (false, 0) => "warn",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// A client for the global options.

@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-/// Options of `brigade server`.
+/// Where a server listens and which database it uses: `brigade server` and
+/// `brigade up` take the same two options.
 #[derive(Debug, Clone, Args)]
-pub struct ServerArgs {
+pub struct Endpoint {
     /// Address to listen on.
     #[arg(long, env = "BRIGADE_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -21,6 +22,13 @@ pub struct ServerArgs {
         default_value = "sqlite://brigade.db"
     )]
     pub database_url: String,
+}
+
+/// Options of `brigade server`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// A task whose lease is not extended within this is requeued; a silent worker is lost.
     #[arg(long, default_value_t = 15_000)]
     pub lease_ttl_ms: u64,
@@ -101,8 +109,8 @@ impl ServerArgs {
         let mut auth = brigade_server::auth::AuthConfig::new(tokens, key);
         auth.access_token_ttl_s = self.access_token_ttl_s;
         Ok(brigade_server::ServerConfig {
-            listen: self.listen,
-            database_url: self.database_url.clone(),
+            listen: self.endpoint.listen,
+            database_url: self.endpoint.database_url.clone(),
             lease_ttl_ms: self.lease_ttl_ms,
             heartbeat_ms: self.heartbeat_ms,
             max_body_bytes: self.max_body_bytes,

@@ -7,9 +7,9 @@ use futures::StreamExt;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::harness::Cluster;
 use crate::load::{Load, SERVER_ARGS, submit_echo};
-use crate::pg::Pg;
+use brigade_testkit::Cluster;
+use brigade_testkit::pg::Pg;
 
 /// Two servers on a PostgreSQL of the test's own, restarted three times
 /// mid-job (crash restart, clean stop and start, crash restart). The servers
@@ -17,7 +17,7 @@ use crate::pg::Pg;
 /// one server to the other, and the promoter and reaper still run.
 #[tokio::test]
 async fn postgres_restarted_under_load() {
-    if std::env::var("BRIGADE_TEST_POSTGRES").map_or(true, |v| v.is_empty()) {
+    if brigade_testkit::pg::requested().is_none() {
         eprintln!(
             "SKIP postgres_restarted_under_load: PostgreSQL pass only (BRIGADE_TEST_POSTGRES unset)"
         );
@@ -64,11 +64,11 @@ async fn postgres_restarted_under_load() {
     for (round, how) in rounds.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if how.starts_with("stop") {
-            pg.stop();
+            pg.stop().unwrap();
             tokio::time::sleep(Duration::from_millis(500)).await;
-            pg.start_again();
+            pg.start_again().unwrap();
         } else {
-            pg.restart_immediate();
+            pg.restart_immediate().unwrap();
         }
         let since = Instant::now();
         let s = l.recovery(since).await;
@@ -90,7 +90,7 @@ async fn postgres_restarted_under_load() {
     let mut stream = events.bytes_stream();
     let mut seen = String::new();
     let mut sent: Vec<String> = Vec::new();
-    let deadline = Instant::now() + crate::harness::DEADLINE;
+    let deadline = Instant::now() + brigade_testkit::DEADLINE;
     while !sent.iter().any(|id| seen.contains(id.as_str())) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::Cluster;
 use crate::load::{Load, SERVER_ARGS, submit_echo};
+use brigade_testkit::Cluster;
 
 /// A small tmpfs, unmounted when dropped.
 struct SmallDisk(PathBuf);
@@ -63,7 +63,7 @@ fn fill(path: &Path) -> u64 {
 /// checkpointed again.
 #[tokio::test]
 async fn the_disk_fills_up_and_frees_again() {
-    if std::env::var("BRIGADE_TEST_POSTGRES").is_ok_and(|v| !v.is_empty()) {
+    if brigade_testkit::pg::requested().is_some() {
         eprintln!("SKIP the_disk_fills_up_and_frees_again: SQLite only");
         return;
     }
@@ -100,7 +100,7 @@ async fn the_disk_fills_up_and_frees_again() {
     let filled = fill(&filler);
     // Submit bigger jobs until the database has no room left.
     let http = l.c.http();
-    let deadline = Instant::now() + crate::harness::DEADLINE;
+    let deadline = Instant::now() + brigade_testkit::DEADLINE;
     let (refusals_before, problem) = loop {
         assert!(
             Instant::now() < deadline,

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::Cluster;
 use crate::invariants::{self, Acked, Report};
+use brigade_testkit::Cluster;
 
 /// Server options of every scenario: a short lease so faults are noticed in
 /// seconds, and no rate limit (the checker reads every task).

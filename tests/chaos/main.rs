@@ -5,13 +5,8 @@
 //! stuck (see `invariants`). See docs/reliability.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
 
-#[allow(dead_code)] // the chaos suite uses part of the e2e harness
-#[path = "../e2e/harness.rs"]
-mod harness;
-
 mod invariants;
 mod load;
-mod pg;
 mod proxy;
 
 mod database;

@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use crate::harness::Cluster;
 use crate::load::{Load, SERVER_ARGS};
 use crate::proxy::{Mode, Proxy};
+use brigade_testkit::Cluster;
 
 /// Scenario 3: each worker reaches the server through its own proxy. One is
 /// cut off (connections refused), then black-holed, each past its lease;

@@ -106,7 +106,7 @@ async fn the_server_stopped_with_sigterm_answers_long_polls_and_workers_come_bac
     let ended = stream_end.await.unwrap();
     assert!(ended.is_ok(), "the event stream ends cleanly: {ended:?}");
     let mut server = l.c.server.take().unwrap();
-    let deadline = Instant::now() + crate::harness::DEADLINE;
+    let deadline = Instant::now() + brigade_testkit::DEADLINE;
     let status = loop {
         if let Some(s) = server.try_wait().unwrap() {
             break s;

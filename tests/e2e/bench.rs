@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use crate::harness::BIN;
+use brigade_testkit::bin;
 
 /// Run `brigade bench ARGS` and parse its `key=value` lines.
 fn bench(args: &[&str]) -> HashMap<String, String> {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("bench")
         .args(args)
         .env("RUST_LOG", "error")

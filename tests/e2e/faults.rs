@@ -6,7 +6,7 @@ use brigade_api::{ErrorKind, JobState, Outcome, TaskResult, TaskState};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::harness::{Cluster, task};
+use brigade_testkit::{Cluster, task};
 
 #[tokio::test]
 async fn a_worker_killed_mid_task_loses_nothing_and_its_late_result_is_rejected() {

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Cluster, task};
+use brigade_testkit::{Cluster, task};
 
 struct Case {
     method: Method,

@@ -1,8 +1,7 @@
 //! End-to-end tests: the real `brigade` binary as server and worker processes,
-//! HTTP on 127.0.0.1, a real database. One test binary keeps link time down.
+//! HTTP on 127.0.0.1, a real database (the processes come from
+//! `brigade-testkit`). One test binary keeps link time down.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
-
-mod harness;
 
 mod bench;
 mod faults;

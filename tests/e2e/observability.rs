@@ -7,7 +7,7 @@ use brigade_api::{JobState, TaskState};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::harness::{Cluster, DEADLINE, task};
+use brigade_testkit::{Cluster, DEADLINE, task};
 
 /// Every path and method of the contract (`shared/API.md`).
 const CONTRACT: &[(&str, &[&str])] = &[

@@ -5,7 +5,7 @@ use brigade_api::{JobState, JobSubmit, TaskState, WorkerState};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::harness::{Cluster, task};
+use brigade_testkit::{Cluster, task};
 
 #[tokio::test]
 async fn a_paused_queue_holds_its_tasks_until_resumed() {

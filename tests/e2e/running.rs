@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use brigade_api::{Backoff, ErrorKind, JobState, TaskState};
 use serde_json::json;
 
-use crate::harness::{Cluster, task};
+use brigade_testkit::{Cluster, task};
 
 #[tokio::test]
 async fn a_job_runs_in_parallel_over_both_workers_with_exact_results() {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, Cluster, DEADLINE, task};
+use brigade_testkit::{
+    Cluster, DEADLINE, KillOnDrop, bin, free_port, server_command, task, wait_ready, worker_command,
+};
 
 const ADMIN: &str = "admin-secret-0123456789";
 const ALICE: &str = "alice-secret-0123456789";
@@ -486,39 +488,13 @@ async fn oversized_and_malformed_bodies_get_413_400_422() {
     assert_eq!(res.status(), 400);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_ready(client: &brigade_client::Client) {
-    let deadline = Instant::now() + DEADLINE;
-    while let Err(e) = client.ready().await {
-        assert!(Instant::now() < deadline, "server not ready: {e}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn open_mode_off_loopback_needs_insecure() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("b.db").display());
-    let port = free_port();
+    let port = free_port().unwrap();
     let listen = format!("0.0.0.0:{port}");
-    let out = Command::new(BIN)
-        .args(["server", "--listen", &listen, "--database-url", &db])
+    let out = server_command(&bin(), &listen, &db)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -529,20 +505,13 @@ async fn open_mode_off_loopback_needs_insecure() {
         "{err}"
     );
 
-    let child = Command::new(BIN)
-        .args([
-            "server",
-            "--listen",
-            &listen,
-            "--database-url",
-            &db,
-            "--insecure",
-        ])
+    let child = server_command(&bin(), &listen, &db)
+        .arg("--insecure")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = Killed(child);
+    let _guard = KillOnDrop(child);
     let client = brigade_client::Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
     wait_ready(&client).await;
     assert!(
@@ -563,16 +532,9 @@ async fn tls_round_trip_with_a_self_signed_certificate() {
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     let file = auth_file(dir.path());
     let db = format!("sqlite://{}", dir.path().join("b.db").display());
-    let port = free_port();
+    let port = free_port().unwrap();
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &db,
-        ])
+    let child = server_command(&bin(), &format!("127.0.0.1:{port}"), &db)
         .args([
             "--auth-file",
             &file,
@@ -585,7 +547,7 @@ async fn tls_round_trip_with_a_self_signed_certificate() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let _server = Killed(child);
+    let _server = KillOnDrop(child);
     let url = format!("https://127.0.0.1:{port}");
     let opts = brigade_client::ClientOptions::with_ca_cert_file(&cert).unwrap();
     let admin =
@@ -601,23 +563,13 @@ async fn tls_round_trip_with_a_self_signed_certificate() {
 
     // A worker and the CLI trust it with --ca-cert; a job runs end to end.
     let wlog = std::fs::File::create(dir.path().join("worker.log")).unwrap();
-    let worker = Command::new(BIN)
-        .args([
-            "worker",
-            "--server",
-            &url,
-            "--token",
-            W1,
-            "--ca-cert",
-            cert.to_str().unwrap(),
-            "--name",
-            "tls-w",
-        ])
+    let worker = worker_command(&bin(), &url, "tls-w", 8)
+        .args(["--token", W1, "--ca-cert", cert.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(wlog)
         .spawn()
         .unwrap();
-    let _worker = Killed(worker);
+    let _worker = KillOnDrop(worker);
     let alice = brigade_client::Client::with_options(&url, Some(ALICE.into()), opts).unwrap();
     let job = alice
         .submit(
@@ -642,7 +594,7 @@ async fn tls_round_trip_with_a_self_signed_certificate() {
             std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default()
         );
     }
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "--server",
             &url,

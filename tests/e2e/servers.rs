@@ -8,7 +8,7 @@ use brigade_api::{JobState, TaskState};
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::harness::{Cluster, task};
+use brigade_testkit::{Cluster, task};
 
 #[tokio::test]
 async fn two_servers_share_one_database_and_the_job_survives_one_dying() {

@@ -1,0 +1,119 @@
+//! The whole command line: every subcommand and its arguments, and the
+//! logging each one starts with.
+//!
+//! It sits above the modules that implement the commands (`cli`, `up`,
+//! `bench`, `demo`) and only `main` uses it, so those modules depend on one
+//! another in one direction only.
+
+use clap::{CommandFactory, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::bench::BenchArgs;
+use crate::cli::{Global, TokenCommand, server, submit, worker};
+use crate::demo::Demo;
+use crate::up::UpArgs;
+
+/// brigade runs work in parallel across many machines over plain HTTP/JSON.
+#[derive(Debug, Parser)]
+#[command(name = "brigade", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator.
+    Server(server::ServerArgs),
+    /// Run a worker that leases and runs tasks.
+    Worker(worker::WorkerArgs),
+    /// A server and local workers in one command, for a first try.
+    Up(UpArgs),
+    /// Submit a job.
+    Submit(submit::SubmitArgs),
+    /// Show a job's state and progress.
+    Status {
+        /// Job id.
+        job: String,
+    },
+    /// List a job's tasks.
+    Tasks {
+        /// Job id.
+        job: String,
+        /// Only tasks in this state.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Follow a job with a live progress bar until it finishes.
+    Watch {
+        /// Job id.
+        job: String,
+    },
+    /// Print a task's log lines; with --follow, keep printing new ones until it finishes.
+    Logs {
+        /// Task id.
+        task: String,
+        /// Stream new lines as they are written, until the task is finished.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// List the workers with their load.
+    Workers,
+    /// List the queues with their depth.
+    Queues,
+    /// Cancel a job (running tasks are told to stop).
+    Cancel {
+        /// Job id.
+        job: String,
+    },
+    /// Demonstrations.
+    #[command(subcommand)]
+    Demo(Demo),
+    /// Measure throughput and latency on this machine.
+    Bench(BenchArgs),
+    /// Apply the database migrations (servers also check the schema version at start).
+    Migrate {
+        /// Database URL.
+        #[arg(
+            long,
+            env = "BRIGADE_DATABASE_URL",
+            default_value = "sqlite://brigade.db"
+        )]
+        database_url: String,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Print completions for `shell`.
+pub fn completions(shell: clap_complete::Shell) {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "brigade", &mut std::io::stdout());
+}
+
+/// Logging: info for long-running processes, warnings for client commands; `RUST_LOG` wins.
+pub fn init_tracing(command: &Command, verbose: u8) {
+    let long_running = matches!(
+        command,
+        Command::Server(_) | Command::Worker(_) | Command::Up(_)
+    );
+    let default = match (long_running, verbose) {
+        (_, 2..) => "debug",
+        (true, _) | (false, 1) => "info,sqlx=warn,tower_http=warn",
+        (false, 0) => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
