@@ -26,7 +26,18 @@ mkdir -p "$target"
 venv=$(cd "$target" && pwd)/python-venv
 if [ ! -x "$venv/bin/python" ]; then
   say "creating a venv in $venv"
-  "$python" -m venv "$venv"
+  if ! "$python" -m venv "$venv" 2>/dev/null; then
+    # Debian ships venv apart from python3; a fresh machine may lack it.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing python3-venv"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv) >/dev/null
+      rm -rf "$venv"
+      "$python" -m venv "$venv"
+    else
+      echo "error: cannot create a venv: install python3-venv" >&2
+      exit 1
+    fi
+  fi
 fi
 say "installing ./sdk/python, pytest and mypy"
 "$venv/bin/python" -m pip install --quiet ./sdk/python pytest mypy

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints are CI's; this runs the tests.
 #   unit tests of every crate, and the end-to-end suite (real binary, real
-#   worker processes, HTTP on 127.0.0.1) once on SQLite and once on PostgreSQL.
+#   worker processes, HTTP on 127.0.0.1) once on SQLite and once on PostgreSQL,
+#   and the Python SDK's pytest suite against the same binary.
 # PostgreSQL: uses the one answering on 127.0.0.1:5432 (or $BRIGADE_TEST_POSTGRES);
 # when none answers, starts a throwaway one (initdb + pg_ctl in a temp dir) and
 # stops it at the end. BRIGADE_SKIP_POSTGRES=1 skips the PostgreSQL pass.
@@ -70,6 +71,9 @@ start_throwaway_pg() {
 
 say "unit and end-to-end tests on SQLite"
 env -u BRIGADE_TEST_POSTGRES cargo nextest run --workspace --no-fail-fast -E 'not binary(postgres)' "$@"
+
+say "the Python SDK's tests (pytest, against the real binary)"
+scripts/test-python.sh
 
 if [ "${BRIGADE_SKIP_POSTGRES:-0}" = 1 ]; then
   say "skipping PostgreSQL (BRIGADE_SKIP_POSTGRES=1)"

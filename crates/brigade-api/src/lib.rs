@@ -1,4 +1,4 @@
-//! Wire types of the brigade HTTP API, version 1 (`shared/API.md`).
+//! Wire types of the brigade HTTP API, version 1 (`docs/api.md`).
 //!
 //! Pure data: serde for the wire and utoipa schemas for the OpenAPI document.
 //! No I/O lives here, so the server, the client, the worker and the tests all

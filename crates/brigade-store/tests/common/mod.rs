@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
                 stale_result_does_not_shadow_the_current_one,
                 report_and_lease,
                 history_records_each_attempt,
+                retry_in_ms_sets_the_retry_delay,
             }
             logs {
                 logs_round_trip,

@@ -437,3 +437,45 @@ pub async fn history_records_each_attempt(store: Arc<dyn Store>) -> TestResult {
     )?;
     Ok(())
 }
+
+/// A retryable failure that names its own delay (`retry_in_ms`) is retried
+/// after that delay, not the task's backoff, within the same attempt budget.
+pub async fn retry_in_ms_sets_the_retry_delay(store: Arc<dyn Store>) -> TestResult {
+    let store = &*store;
+    let sub = store.submit("owner", job(1, 2), None, T0).await?;
+    let id = ids_of(&sub)?[0].clone();
+    let w = join(store, "w", T0).await?;
+    let leased = store.lease(&w, 1, T0 + 1, TTL).await?.ok_or("w")?.0;
+    ensure(leased.len() == 1, "leased")?;
+    let asked = brigade_api::TaskResult {
+        retry_in_ms: Some(7_000),
+        ..failed(&id, 1, true)
+    };
+    report(store, &w, vec![asked], T0 + 10).await?;
+    let view = store.task(&id).await?.ok_or("task")?;
+    ensure(
+        view.state == TaskState::Scheduled
+            && view.run_at == Some(brigade_core::from_ms(T0 + 10 + 7_000)),
+        format!(
+            "scheduled for the worker's delay: {:?} {:?}",
+            view.state, view.run_at
+        ),
+    )?;
+    // The last attempt fails for good, whatever delay it asks for.
+    store.promote_due(T0 + 10 + 7_000).await?;
+    let leased = store.lease(&w, 1, T0 + 8_000, TTL).await?.ok_or("w")?.0;
+    ensure(
+        leased.len() == 1 && leased[0].attempt == 2,
+        "second attempt",
+    )?;
+    let asked = brigade_api::TaskResult {
+        retry_in_ms: Some(7_000),
+        ..failed(&id, 2, true)
+    };
+    report(store, &w, vec![asked], T0 + 8_001).await?;
+    let view = store.task(&id).await?.ok_or("task")?;
+    ensure(
+        view.state == TaskState::Failed,
+        format!("failed after its budget: {:?}", view.state),
+    )
+}
