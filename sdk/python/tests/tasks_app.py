@@ -1,4 +1,4 @@
-"""Tasks the test suite's workers run (kinds ``tasks-app.*``)."""
+"""Tasks the test suite's workers run (kinds ``tasks_app.*``)."""
 
 import asyncio
 import os

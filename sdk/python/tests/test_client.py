@@ -17,7 +17,7 @@ def test_env_configuration(monkeypatch):
 
 
 def test_submit_dict_wait_and_tasks(worker, app):
-    job = app.submit({"name": "py-dict", "tasks": [{"kind": "tasks-app.add", "input": {"args": [1, 2], "kwargs": {}}}]})
+    job = app.submit({"name": "py-dict", "tasks": [{"kind": "tasks_app.add", "input": {"args": [1, 2], "kwargs": {}}}]})
     assert job.state in ("queued", "running", "succeeded")
     job.wait(timeout=30)
     assert job.state == "succeeded"
@@ -30,7 +30,7 @@ def test_submit_dict_wait_and_tasks(worker, app):
 def test_builder_and_results_in_order(worker, app):
     b = JobBuilder(name="py-built", labels={"team": "py"})
     for i in range(5):
-        b.add("tasks-app.add", {"args": [i, 10], "kwargs": {}}, priority=i)
+        b.add("tasks_app.add", {"args": [i, 10], "kwargs": {}}, priority=i)
     job = app.submit(b).wait(timeout=30)
     assert job.results() == [10, 11, 12, 13, 14]
     assert job.progress["succeeded"] == 5
@@ -49,7 +49,7 @@ def test_unknown_job_is_not_found(app):
 
 
 def test_cancel_job(app):
-    job = app.submit([{"kind": "tasks-app.add", "input": {"args": [1, 1]}, "queue": "nobody-serves-this"}])
+    job = app.submit([{"kind": "tasks_app.add", "input": {"args": [1, 1]}, "queue": "nobody-serves-this"}])
     job.cancel()
     assert job.state == "cancelled"
 
@@ -78,7 +78,7 @@ def test_async_client(worker, server):
 
     async def main():
         async with brigade.AsyncBrigade(server.url) as c:
-            job = await c.submit({"tasks": [{"kind": "tasks-app.add", "input": {"args": [3, 4], "kwargs": {}}}]})
+            job = await c.submit({"tasks": [{"kind": "tasks_app.add", "input": {"args": [3, 4], "kwargs": {}}}]})
             await job.wait(timeout=30)
             return await job.results()
 
@@ -97,7 +97,7 @@ def test_the_httpx_paths_work_too(server, tmp_session, monkeypatch):
     try:
         c = Brigade(server.url)
         assert isinstance(c.conn, _http.Conn)
-        job = c.submit([{"kind": "tasks-app.add", "input": {"args": [20, 1]}, "queue": "httpx-q"}]).wait(timeout=30)
+        job = c.submit([{"kind": "tasks_app.add", "input": {"args": [20, 1]}, "queue": "httpx-q"}]).wait(timeout=30)
         assert job.results() == [21]
         assert job.tasks()[0]["worker_id"] == w.id
     finally:

@@ -23,8 +23,8 @@ from tasks_app import (
 
 
 def test_kind_is_module_dot_function(app):
-    assert add.name == "tasks-app.add"
-    assert "tasks-app.async-add" in app.tasks
+    assert add.name == "tasks_app.add"
+    assert "tasks_app.async_add" in app.tasks
 
 
 def test_sync_task_round_trip(worker):
@@ -77,7 +77,7 @@ def test_remote_error_with_traceback(worker):
 
 
 def test_non_json_arguments_are_a_type_error_at_delay(worker):
-    with pytest.raises(TypeError, match="argument 0 of tasks-app.add is not JSON"):
+    with pytest.raises(TypeError, match="argument 0 of tasks_app.add is not JSON"):
         add.delay({1, 2}, 3)
     with pytest.raises(TypeError, match="keyword argument 'y'"):
         add.delay(1, y=object())

@@ -357,7 +357,13 @@ class Worker:
                     await self._rejoin(worker_id)
                     continue
                 if isinstance(e, (ApiError, Unreachable)):
-                    log.warning("lease failed (%s); retrying in %.1f s", e, backoff)
+                    if carried:
+                        log.warning(
+                            "cannot report %d result(s) with the lease (%s); keeping them, retrying in %.1f s",
+                            len(carried), e, backoff,
+                        )
+                    else:
+                        log.warning("lease failed (%s); retrying in %.1f s", e, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(5.0, backoff * 2)
                     continue
