@@ -245,7 +245,10 @@ pub async fn start_with(
         clock,
         state.config.lease_ttl_ms as i64,
         std::time::Duration::from_millis(state.config.heartbeat_ms),
-        state.publisher.clone(),
+        {
+            let publisher = state.publisher.clone();
+            Arc::new(move |changes| publisher.publish(changes))
+        },
     );
     crate::duties::spawn(state.clone(), scheduled);
     let header_timeout = state.config.header_read_timeout;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use base64::Engine;
@@ -23,7 +23,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Roles of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -474,8 +473,25 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What authenticating a request needs of the server's state.
+#[derive(Clone)]
+pub struct AuthState {
+    /// Tokens and the access-token key.
+    pub config: std::sync::Arc<crate::config::ServerConfig>,
+    /// Per-caller rate limits.
+    pub limiter: std::sync::Arc<RateLimiter>,
+    /// Time, for access-token expiry.
+    pub clock: std::sync::Arc<dyn brigade_core::Clock>,
+}
+
+impl AuthState {
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
 /// Authenticate and rate-limit the caller of a request.
-pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+pub fn authenticate(parts: &Parts, state: &AuthState) -> Result<Caller, ApiError> {
     let auth = &state.config.auth;
     if auth.is_open() {
         // Open mode (loopback or --insecure, no tokens configured): everyone is an admin.
@@ -501,14 +517,15 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
     Ok(caller)
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    AuthState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, &AuthState::from_ref(state))
     }
 }
 

@@ -34,8 +34,22 @@ use brigade_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::error::ApiError;
-use crate::state::Publisher;
+/// Why a lease request got no tasks.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The server is shutting down: come back (to a restarted server).
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The store does not know the worker (or it left): it is to join again.
+    #[error("no worker with id {0:?}")]
+    UnknownWorker(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] brigade_store::StoreError),
+}
+
+/// Where the dispatcher hands the changes its leases made (events, wake-ups).
+pub type ChangeSink = Arc<dyn Fn(brigade_store::Changes) + Send + Sync>;
 
 /// What a lease request gets.
 #[derive(Debug, Default)]
@@ -51,10 +65,10 @@ pub struct Granted {
 }
 
 /// What a waiting lease request gets: tasks, or the reason there are none.
-pub type LeaseReply = Result<Granted, ApiError>;
+pub type LeaseReply = Result<Granted, DispatchError>;
 
 /// One lease attempt: the tasks, or why not.
-type Attempt = Result<Vec<LeasedTask>, ApiError>;
+type Attempt = Result<Vec<LeasedTask>, DispatchError>;
 
 enum Command {
     Wait(Waiter),
@@ -149,7 +163,7 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         lease_ttl_ms: i64,
         heartbeat: Duration,
-        publisher: Publisher,
+        publish: ChangeSink,
     ) {
         let task = Task {
             store,
@@ -157,7 +171,7 @@ impl Dispatcher {
             ttl: lease_ttl_ms,
             heartbeat,
             tx: inbox.2,
-            publisher,
+            publish,
             waiters: Vec::new(),
             loads: inbox.1,
             pending_cancels: HashMap::new(),
@@ -185,18 +199,10 @@ impl Dispatcher {
             reported: None,
             cancel: Vec::new(),
         };
-        self.tx.send(Command::Wait(waiter)).map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            )
-        })?;
-        answer.await.map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            )
-        })?
+        self.tx
+            .send(Command::Wait(waiter))
+            .map_err(|_| DispatchError::ShuttingDown)?;
+        answer.await.map_err(|_| DispatchError::ShuttingDown)?
     }
 
     /// Work may be available: let the waiters look.
@@ -239,7 +245,7 @@ struct Task {
     /// To the task itself (replies of the idle waiters' heartbeats); weak,
     /// so the task still ends when every handle is gone.
     tx: mpsc::WeakUnboundedSender<Command>,
-    publisher: Publisher,
+    publish: ChangeSink,
     waiters: Vec<Waiter>,
     loads: Loads,
     /// Cancels for workers that had no request waiting.
@@ -295,7 +301,7 @@ impl Task {
     fn handle(&mut self, cmd: Command, fresh: &mut Vec<Waiter>) -> bool {
         match cmd {
             Command::Wait(w) if self.closing => {
-                w.answer(Err(ApiError::shutting_down()));
+                w.answer(Err(DispatchError::ShuttingDown));
                 false
             }
             Command::Wait(mut w) => {
@@ -356,12 +362,12 @@ impl Task {
         }
         // Polled in order, so the store sees the requests in load order.
         let (store, clock, ttl) = (&self.store, &self.clock, self.ttl);
-        let publisher = &self.publisher;
+        let publish = &self.publish;
         let replies = futures::future::join_all(
             round
                 .iter_mut()
                 .zip(asks)
-                .map(|(w, &max)| try_lease(store, clock, ttl, publisher, w, max)),
+                .map(|(w, &max)| try_lease(store, clock, ttl, publish, w, max)),
         )
         .await;
         for (w, reply) in round.into_iter().zip(replies) {
@@ -465,7 +471,7 @@ impl Task {
                     cancel: std::mem::take(&mut w.cancel),
                     results: w.reported.take(),
                 }),
-                _ => Err(ApiError::not_found("worker", &w.worker_id)),
+                _ => Err(DispatchError::UnknownWorker(w.worker_id.clone())),
             };
             let _ = w.reply.send(reply);
         }
@@ -489,7 +495,7 @@ async fn try_lease(
     store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
     ttl: i64,
-    publisher: &Publisher,
+    publish: &ChangeSink,
     w: &mut Waiter,
     max: u32,
 ) -> Attempt {
@@ -512,11 +518,11 @@ async fn try_lease(
                 crate::metrics::results(&reply);
                 w.reported = Some(reply);
             }
-            publisher.publish(changes);
+            publish(changes);
             Ok(tasks)
         }
-        Ok(None) => Err(ApiError::not_found("worker", &w.worker_id)),
-        Err(e) => Err(e.into()),
+        Ok(None) => Err(DispatchError::UnknownWorker(w.worker_id.clone())),
+        Err(e) => Err(DispatchError::Store(e)),
     }
 }
 

@@ -108,6 +108,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::dispatcher::DispatchError> for ApiError {
+    fn from(e: crate::dispatcher::DispatchError) -> Self {
+        use crate::dispatcher::DispatchError;
+        match e {
+            DispatchError::ShuttingDown => ApiError::shutting_down(),
+            DispatchError::UnknownWorker(id) => ApiError::not_found("worker", &id),
+            DispatchError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -10,7 +10,6 @@ use brigade_api::{Event, WorkerState};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::state::AppState;
 
 /// Metric names, in one place.
 /// Count the results of a batch, accepted and rejected.
@@ -113,8 +112,8 @@ impl Metrics {
     }
 
     /// Render the text exposition, refreshing the gauges from the store.
-    pub async fn render(&self, state: &AppState) -> String {
-        if let Ok(queues) = state.store.queues().await {
+    pub async fn render(&self, store: &dyn brigade_store::Store) -> String {
+        if let Ok(queues) = store.queues().await {
             for q in queues {
                 for (st, n) in [
                     ("queued", q.queued),
@@ -125,7 +124,7 @@ impl Metrics {
                 }
             }
         }
-        if let Ok(workers) = state.store.workers().await {
+        if let Ok(workers) = store.workers().await {
             for st in [
                 WorkerState::Active,
                 WorkerState::Draining,

@@ -107,6 +107,16 @@ pub struct AppState {
     pub closing: tokio_util::sync::CancellationToken,
 }
 
+impl axum::extract::FromRef<AppState> for crate::auth::AuthState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            config: state.config.clone(),
+            limiter: state.limiter.clone(),
+            clock: state.clock.clone(),
+        }
+    }
+}
+
 impl AppState {
     /// Now, in ms since the epoch.
     pub fn now(&self) -> i64 {

@@ -1,6 +1,6 @@
 //! Operations: liveness, readiness, metrics.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -35,9 +35,9 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, parts: Parts) -> ApiResult<impl IntoResponse> {
     if !state.config.public_metrics {
-        auth::authenticate(&parts, &state)?.require(&[])?;
+        auth::authenticate(&parts, &auth::AuthState::from_ref(&state))?.require(&[])?;
     }
-    let text = state.publisher.metrics.render(&state).await;
+    let text = state.publisher.metrics.render(&*state.store).await;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -215,7 +215,7 @@ pub(crate) async fn task<C: Conn>(c: &mut C, id: &str) -> Result<Option<TaskView
 async fn running_counts<C: Conn>(c: &mut C) -> Result<HashMap<String, u32>> {
     let sql = format!(
         "SELECT worker_id, count(*) AS n FROM tasks{} WHERE state = {} GROUP BY worker_id",
-        indexed_by::<C>("tasks_running_on"),
+        indexed_by::<C>("tasks_running"),
         lit(TaskState::Running)
     );
     let mut map = HashMap::new();
@@ -275,7 +275,7 @@ pub(crate) async fn queues<C: Conn>(c: &mut C) -> Result<Vec<QueueView>> {
     for (state, index) in [
         (TaskState::Queued, "tasks_ready"),
         (TaskState::Scheduled, "tasks_due"),
-        (TaskState::Running, "tasks_leases"),
+        (TaskState::Running, "tasks_running"),
     ] {
         let sql = format!(
             "SELECT queue, count(*) AS n FROM tasks{} WHERE state = {} GROUP BY queue",

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "task logs",
         include_str!("../../migrations/sqlite/0003_task_logs.sql"),
     ),
+    (
+        4,
+        "one running index",
+        include_str!("../../migrations/sqlite/0004_one_running_index.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.
