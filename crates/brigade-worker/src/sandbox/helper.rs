@@ -182,17 +182,7 @@ fn acquire_slot() -> Res<(u32, File)> {
     let start = std::process::id() % SANDBOX_SLOTS;
     for i in 0..SANDBOX_SLOTS {
         let n = (start + i) % SANDBOX_SLOTS;
-        let path = Path::new(SLOT_LOCK_DIR).join(format!("slot-{n}"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if let Some(file) = try_lock_slot(n) {
             return Ok((n, file));
         }
     }
@@ -1178,4 +1168,64 @@ fn exec_program(prog: &Prepared, mut exec_w: File) -> ! {
         libc::execve(prog.path.as_ptr(), argv.as_ptr(), env.as_ptr());
     }
     fail(&mut exec_w)
+}
+
+/// Remove the cgroups of every slot that no box holds now. A helper killed
+/// with SIGKILL (with its worker, say) cannot run its own cleanup: its
+/// processes die with it, but its cgroup directories stay. A slot is free
+/// when its lock file can be locked; holding that lock while sweeping keeps
+/// a new run from taking the slot meanwhile. Returns the slots swept.
+pub fn sweep_stale_slots() -> Vec<u32> {
+    let mut slots = std::collections::BTreeSet::new();
+    for ctrl in ["memory", "pids", "cpuacct"] {
+        let parent = Path::new("/sys/fs/cgroup").join(ctrl).join(CGROUP_PARENT);
+        let Ok(rd) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if let Some(n) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("slot-"))
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                slots.insert(n);
+            }
+        }
+    }
+    let mut swept = Vec::new();
+    for n in slots {
+        let Some(_lock) = try_lock_slot(n) else {
+            continue; // A live box holds it.
+        };
+        for ctrl in ["memory", "pids", "cpuacct"] {
+            remove_cgroup(
+                &Path::new("/sys/fs/cgroup")
+                    .join(ctrl)
+                    .join(CGROUP_PARENT)
+                    .join(format!("slot-{n}")),
+            );
+        }
+        swept.push(n);
+    }
+    swept
+}
+
+/// Lock slot `n` if nobody holds it (the lock goes with the file).
+pub fn try_lock_slot(n: u32) -> Option<File> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(SLOT_LOCK_DIR)
+        .ok()?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(Path::new(SLOT_LOCK_DIR).join(format!("slot-{n}")))
+        .ok()?;
+    // SAFETY: flock on an fd we own.
+    (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(file)
 }

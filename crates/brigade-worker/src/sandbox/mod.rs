@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use helper::helper_main;
+pub use helper::{helper_main, sweep_stale_slots, try_lock_slot};
 
 /// The first of the host uids given to sandboxed programs when the worker
 /// runs as root: slot `n` runs as uid/gid `SANDBOX_UID_BASE + n`.
