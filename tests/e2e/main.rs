@@ -7,6 +7,7 @@ mod harness;
 mod bench;
 mod faults;
 mod input;
+mod judge;
 mod observability;
 mod operations;
 mod running;

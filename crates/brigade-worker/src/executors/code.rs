@@ -61,6 +61,8 @@ const PATH_ENV: &str = "/usr/local/bin:/usr/bin:/bin";
 pub struct Toolchain {
     /// `python`, `c`, ...
     pub language: &'static str,
+    /// The toolchain's version (`3.11.7`, `12.2.0`), empty when unknown.
+    pub version: String,
     /// Source file name in `/box`.
     pub source_name: &'static str,
     /// Compiler argv (absolute paths), if the language is compiled.
@@ -130,6 +132,14 @@ fn command_lines(program: &Path, args: &[&str]) -> Option<Vec<String>> {
     )
 }
 
+/// The first line of a command's stdout without `prefix` (empty on failure).
+fn first_line(program: &Path, args: &[&str], prefix: &str) -> String {
+    command_lines(program, args)
+        .and_then(|l| l.into_iter().next())
+        .map(|l| l.trim().trim_start_matches(prefix).to_string())
+        .unwrap_or_default()
+}
+
 fn real(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -151,18 +161,19 @@ fn detect() -> Vec<Toolchain> {
     let mut found = Vec::new();
     if let Some(py) = which("python3") {
         // Resolve shims (pyenv) to the real interpreter and its prefix.
-        let (exe, prefix) = match command_lines(
+        let (exe, prefix, version) = match command_lines(
             &py,
             &[
                 "-c",
-                "import sys;print(sys.executable);print(sys.base_prefix)",
+                "import sys;print(sys.executable);print(sys.base_prefix);print(sys.version.split()[0])",
             ],
         ) {
-            Some(l) if l.len() >= 2 => (PathBuf::from(&l[0]), PathBuf::from(&l[1])),
-            _ => (real(&py), PathBuf::from("/usr")),
+            Some(l) if l.len() >= 3 => (PathBuf::from(&l[0]), PathBuf::from(&l[1]), l[2].clone()),
+            _ => (real(&py), PathBuf::from("/usr"), String::new()),
         };
         found.push(Toolchain {
             language: "python",
+            version,
             source_name: "main.py",
             compile: None,
             artefacts: vec![],
@@ -190,6 +201,7 @@ fn detect() -> Vec<Toolchain> {
             }
             found.push(Toolchain {
                 language: lang,
+                version: first_line(&cc, &["-dumpfullversion"], ""),
                 source_name: file,
                 compile: Some(argv),
                 artefacts: vec!["main".into()],
@@ -226,6 +238,7 @@ fn detect() -> Vec<Toolchain> {
         run.extend(["-cp", "/box", "Main"].map(String::from));
         found.push(Toolchain {
             language: "java",
+            version: first_line(&javac, &["-version"], "javac "),
             source_name: "Main.java",
             compile: Some(compile),
             artefacts: vec!["*.class".into()],
@@ -243,6 +256,11 @@ fn detect() -> Vec<Toolchain> {
             if real_rustc.exists() {
                 found.push(Toolchain {
                     language: "rust",
+                    version: first_line(&real_rustc, &["--version"], "rustc ")
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
                     source_name: "main.rs",
                     compile: Some(
                         [
@@ -270,6 +288,7 @@ fn detect() -> Vec<Toolchain> {
         let node = real(&node);
         found.push(Toolchain {
             language: "javascript",
+            version: first_line(&node, &["--version"], "v"),
             source_name: "main.js",
             compile: None,
             artefacts: vec![],
@@ -281,6 +300,11 @@ fn detect() -> Vec<Toolchain> {
         let bash = real(&bash);
         found.push(Toolchain {
             language: "bash",
+            version: first_line(&bash, &["-c", "echo $BASH_VERSION"], "")
+                .split('(')
+                .next()
+                .unwrap_or("")
+                .to_string(),
             source_name: "main.sh",
             compile: None,
             artefacts: vec![],

@@ -130,6 +130,16 @@ pub fn detect_languages() -> Vec<String> {
         .collect()
 }
 
+/// The version of each language's toolchain found on this host, in the
+/// order of [`detect_languages`] (`("python", "3.11.7")`; empty when the
+/// toolchain would not say). Workers send them as labels `lang.<language>`.
+pub fn detect_language_versions() -> Vec<(String, String)> {
+    crate::executors::code::toolchains()
+        .iter()
+        .map(|t| (t.language.to_string(), t.version.clone()))
+        .collect()
+}
+
 /// A human-readable list of the protections in force on this host, found by
 /// running `/bin/true` through the helper at `brigade_exe`. Blocking (a few
 /// milliseconds); call it at start-up, not from async code on a hot path.
