@@ -179,9 +179,9 @@ fn acquire_slot() -> Res<(u32, File)> {
         .mode(0o700)
         .create(SLOT_LOCK_DIR)
         .map_err(|e| format!("creating {SLOT_LOCK_DIR}: {e}"))?;
-    let start = std::process::id() % SANDBOX_SLOTS;
-    for i in 0..SANDBOX_SLOTS {
-        let n = (start + i) % SANDBOX_SLOTS;
+    // Lowest free first: the slots in use stay few, and so do the pooled
+    // network namespaces they keep.
+    for n in 0..SANDBOX_SLOTS {
         if let Some(file) = try_lock_slot(n) {
             return Ok((n, file));
         }
@@ -353,7 +353,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         cgroups: Vec::new(),
         _slot_lock: None,
     };
-    let (uid, cgroups) = if root {
+    let (uid, cgroups, slot) = if root {
         let (slot, lock) = acquire_slot()?;
         cleanup._slot_lock = Some(lock);
         let uid = SANDBOX_UID_BASE + slot;
@@ -364,7 +364,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
             format!("uid/gid {uid} (one per concurrent run), no supplementary groups"),
         );
         let cgs = setup_cgroups(slot, cfg, prot, &mut cleanup);
-        (Some(uid), cgs)
+        (Some(uid), cgs, Some(slot))
     } else {
         protection(
             prot,
@@ -375,20 +375,39 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         for c in ["memory", "pids", "cpuacct"] {
             protection(prot, &format!("cgroup {c}"), false, "needs root");
         }
-        (None, Cgroups::default())
+        (None, Cgroups::default(), None)
     };
 
     // 3. Namespaces. NEWPID applies to the children forked from here on.
     // SAFETY: getuid/getgid have no preconditions.
     let (outer_uid, outer_gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if !root {
         flags |= libc::CLONE_NEWUSER;
     }
+    // The slot's own empty network namespace, made once and joined after:
+    // creating (and, later, destroying) one takes a global kernel lock and
+    // was a third of a box's fixed cost. Nothing in it outlives a run: its
+    // only interface is a loopback that is down, which the unprivileged
+    // program cannot change, and every socket dies with the box's processes.
+    let net_detail = match slot.filter(|_| !cfg.fresh_netns).map(pooled_netns) {
+        Some(Ok(fd)) => {
+            // SAFETY: setns on an nsfs fd we opened.
+            check(
+                unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+                "setns",
+            )?;
+            "no interfaces but a down loopback: no network at all (the slot's pooled namespace)"
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                protection(prot, "network namespace pool", false, e);
+            }
+            flags |= libc::CLONE_NEWNET;
+            "no interfaces but a down loopback: no network at all"
+        }
+    };
     // SAFETY: unshare in a single-threaded process.
     check(unsafe { libc::unshare(flags) }, "unshare")?;
     if !root {
@@ -400,10 +419,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         protection(prot, "user namespace", true, "one-entry uid/gid map");
     }
     for (name, detail) in [
-        (
-            "network namespace",
-            "no interfaces but a down loopback: no network at all",
-        ),
+        ("network namespace", net_detail),
         (
             "pid namespace",
             "the program sees only its own tree; all of it dies with it",
@@ -1168,6 +1184,67 @@ fn exec_program(prog: &Prepared, mut exec_w: File) -> ! {
         libc::execve(prog.path.as_ptr(), argv.as_ptr(), env.as_ptr());
     }
     fail(&mut exec_w)
+}
+
+/// Where the slots' pooled network namespaces are bind-mounted (root only).
+pub const NETNS_DIR: &str = "/run/brigade-sandbox/netns";
+
+/// The filesystem magic of namespace files (`nsfs`).
+const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
+
+/// The network namespace of `slot`, made on first use: an empty namespace
+/// bind-mounted at `NETNS_DIR/slot-N` (as `ip netns add` does). The caller
+/// holds the slot, so no other helper makes or joins it meanwhile.
+fn pooled_netns(slot: u32) -> Res<File> {
+    let path = Path::new(NETNS_DIR).join(format!("slot-{slot}"));
+    let is_ns = |p: &Path| -> bool {
+        let Ok(c) = cstr(p) else { return false };
+        // SAFETY: statfs into a zeroed struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid path and out pointer.
+        unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == NSFS_MAGIC }
+    };
+    if !is_ns(&path) {
+        mkdirs(Path::new(NETNS_DIR))?;
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let target = cstr(&path)?;
+        // SAFETY: the helper is single-threaded; the child only makes
+        // syscalls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", errno()));
+        }
+        if pid == 0 {
+            // SAFETY: plain syscalls, then _exit.
+            unsafe {
+                let ok = libc::unshare(libc::CLONE_NEWNET) == 0
+                    && libc::mount(
+                        c"/proc/self/ns/net".as_ptr(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) == 0;
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+        }
+        let status = wait_pid(pid)?;
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 || !is_ns(&path) {
+            return Err(format!("could not make {}", path.display()));
+        }
+    }
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))
 }
 
 /// Remove the cgroups of every slot that no box holds now. A helper killed

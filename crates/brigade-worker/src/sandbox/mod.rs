@@ -78,6 +78,10 @@ pub struct BoxConfig {
     pub nofile: u64,
     /// Size of each of the `/box` and `/tmp` tmpfs, in MiB.
     pub box_mb: u64,
+    /// Make a new network namespace for this run instead of joining the
+    /// slot's pooled one (only `brigade bench code` sets it, to compare).
+    #[serde(default)]
+    pub fresh_netns: bool,
 }
 
 /// One protection and whether it was in force for a run.
