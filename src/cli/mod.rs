@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and the client commands.
 
 pub mod logs;
+pub mod run;
 pub mod server;
 pub mod status;
 pub mod submit;
@@ -68,6 +69,9 @@ pub enum Command {
     Up(UpArgs),
     /// Submit a job.
     Submit(submit::SubmitArgs),
+    /// Judge a program on the cluster: `brigade run sum.py --tests tests/` prints a verdict per
+    /// test. The language comes from the extension; the exit status is 0 only when accepted.
+    Run(run::RunArgs),
     /// Show a job's state and progress.
     Status {
         /// Job id.

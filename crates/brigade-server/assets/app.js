@@ -825,6 +825,9 @@ function parseRoute() {
   const h = location.hash.replace(/^#/, '') || '/';
   let m = h.match(/^\/jobs\/([^/]+)(?:\/tasks\/([^/]+))?$/);
   if (m) return { name: 'job', id: decodeURIComponent(m[1]), task: m[2] ? decodeURIComponent(m[2]) : null };
+  if (h === '/run') return { name: 'run' };
+  m = h.match(/^\/judge\/([^/]+)$/);
+  if (m) return { name: 'judge', id: decodeURIComponent(m[1]) };
   return { name: 'overview' };
 }
 
@@ -840,6 +843,14 @@ function route() {
       renderJobShell();
       document.title = 'job · brigade';
       soon('job', loadJob);
+    } else if (r.name === 'run') {
+      // run.js: the Run page.
+      renderRun();
+      document.title = 'run · brigade';
+      soon('workers', loadWorkers);
+    } else if (r.name === 'judge') {
+      renderJudge();
+      document.title = 'judge · brigade';
     } else {
       renderOverview();
       document.title = 'brigade';
