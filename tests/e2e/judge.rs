@@ -317,3 +317,75 @@ async fn a_worker_killed_mid_run_leaves_no_stale_cgroup() {
     // The task itself is requeued to the new worker when its lease runs out.
     let _ = job;
 }
+
+/// `brigade run FILE --tests DIR` prints a verdict per test and exits
+/// non-zero unless accepted; a single run with --stdin/--expect too.
+#[tokio::test]
+async fn brigade_run_judges_a_file_from_the_command_line() {
+    if !judged_languages().contains(&"python") {
+        return;
+    }
+    let c = code_cluster(&[]).await;
+    let dir = c.dir.path();
+    std::fs::write(
+        dir.join("sum.py"),
+        "a, b = map(int, input().split())\nprint(a + b if a != 7 else 0)\n",
+    )
+    .unwrap();
+    let tests = dir.join("tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    for (name, input, out) in [("1", "1 2", "3"), ("2", "7 1", "8"), ("10", "5 5", "10")] {
+        std::fs::write(tests.join(format!("{name}.in")), input).unwrap();
+        std::fs::write(tests.join(format!("{name}.out")), out).unwrap();
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::harness::BIN)
+            .arg("run")
+            .args(args)
+            .args(["--server", &c.url])
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        dir.join("sum.py").to_str().unwrap(),
+        "--tests",
+        tests.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("wrong_answer: 2/3 tests passed"), "{text}");
+    // Natural order: 1, 2, 10.
+    let (p1, p2, p10) = (
+        text.find("│ 1 ").unwrap(),
+        text.find("│ 2 ").unwrap(),
+        text.find("│ 10 ").unwrap(),
+    );
+    assert!(p1 < p2 && p2 < p10, "{text}");
+
+    std::fs::write(dir.join("in.txt"), "20 22\n").unwrap();
+    std::fs::write(dir.join("want.txt"), "42\n").unwrap();
+    let out = run(&[
+        dir.join("sum.py").to_str().unwrap(),
+        "--stdin",
+        dir.join("in.txt").to_str().unwrap(),
+        "--expect",
+        dir.join("want.txt").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("accepted"), "{text}");
+    // An unknown extension is refused before anything is submitted.
+    std::fs::write(dir.join("x.txt"), "").unwrap();
+    let out = run(&[dir.join("x.txt").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--language"));
+}

@@ -90,8 +90,7 @@ pub struct CodeTest {
 }
 
 /// How a program's stdout is compared with the expected output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, ToSchema)]
 pub enum Compare {
     /// `"trim"` (default), `"exact"` or `"tokens"`.
     Mode(CompareMode),
@@ -100,10 +99,24 @@ pub enum Compare {
         /// The tolerance (0 to 1).
         float: f64,
     },
-    /// The default: `trim`.
+    /// The default: `trim` (absent or `null` on the wire).
     #[default]
-    #[serde(skip)]
     Default,
+}
+
+impl Serialize for Compare {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Mode(m) => m.serialize(s),
+            Self::Float { float } => {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("float", float)?;
+                map.end()
+            }
+            Self::Default => CompareMode::Trim.serialize(s),
+        }
+    }
 }
 
 /// The named compare modes.
@@ -290,6 +303,16 @@ mod tests {
         assert!(p("{\"float\": 1, \"x\": 2}").is_err());
         let i: CodeInput = serde_json::from_str("{\"language\":\"c\"}").unwrap();
         assert_eq!(i.compare, Compare::Default);
+        for c in [
+            Compare::Default,
+            Compare::Float { float: 0.5 },
+            Compare::Mode(CompareMode::Tokens),
+        ] {
+            let back: Compare = serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap();
+            assert!(
+                back == c || (c == Compare::Default && back == Compare::Mode(CompareMode::Trim))
+            );
+        }
     }
 
     #[test]
