@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(language_of(Path::new("x.txt")), None);
         let mut v = vec!["t10", "t2", "a", "t1"];
         v.sort_by_key(|n| natural_key(n));
-        assert_eq!(v, ["t1", "t2", "t10", "a"]);
+        assert_eq!(v, ["a", "t1", "t2", "t10"]);
         assert!(parse_compare("float:1e-6").is_ok());
         assert!(parse_compare("float:x").is_err());
     }
