@@ -565,11 +565,23 @@ async fn run_box(
             }
         }
     }
-    // The helper waits for this close before it exits.
+    // The helper waits for this close, then removes the box's cgroups and
+    // exits; the verdict need not wait for that, so it is reaped aside.
     drop((rd, wr));
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-    let result: BoxResult = serde_json::from_slice(&answer)
-        .map_err(|e| format!("the sandbox helper gave no answer ({e}); exit status {status:?}"))?;
+    let result: BoxResult = match serde_json::from_slice(&answer) {
+        Ok(r) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            r
+        }
+        Err(e) => {
+            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            return Err(format!(
+                "the sandbox helper gave no answer ({e}); exit status {status:?}"
+            ));
+        }
+    };
     // Everything in the box is dead once the helper answered, so EOF is near;
     // still, never hang on a pipe.
     let grab = |t: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {

@@ -47,12 +47,15 @@ pub fn helper_main() -> i32 {
     }
     // SAFETY: see above; nothing else owns fd 3.
     let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    let result = match read_config(&mut control) {
+    let (result, cleanup) = match read_config(&mut control) {
         Ok(cfg) => run(&cfg, &control),
-        Err(e) => BoxResult {
-            internal_error: Some(format!("reading the config: {e}")),
-            ..BoxResult::default()
-        },
+        Err(e) => (
+            BoxResult {
+                internal_error: Some(format!("reading the config: {e}")),
+                ..BoxResult::default()
+            },
+            None,
+        ),
     };
     // Unread kill requests would turn our close into a connection reset on
     // the other side: drain them first.
@@ -70,6 +73,11 @@ pub fn helper_main() -> i32 {
     // Wait for the other side to close, so a late kill request cannot reset
     // the connection before our answer is read.
     let _ = control.shutdown(std::net::Shutdown::Write);
+    // The box's cgroups go only now, after the answer: removing them (a
+    // memory cgroup in particular) waits for the kernel to finish with the
+    // dead processes, and need not hold up the verdict. The slot stays
+    // locked until they are gone, so no other run or sweep touches them.
+    drop(cleanup);
     let _ = control.set_read_timeout(Some(Duration::from_secs(2)));
     let mut sink = [0u8; 256];
     while matches!(control.read(&mut sink), Ok(n) if n > 0) {}
@@ -316,15 +324,23 @@ struct InitReport {
     _pad: i32,
 }
 
-fn run(cfg: &BoxConfig, control: &UnixStream) -> BoxResult {
+/// Run the box; the cleanup of a run that went well is handed back, to be
+/// done after the answer (a failed run cleans up at once).
+fn run(cfg: &BoxConfig, control: &UnixStream) -> (BoxResult, Option<Cleanup>) {
     let mut result = BoxResult::default();
-    if let Err(e) = run_inner(cfg, control, &mut result) {
+    let mut later = None;
+    if let Err(e) = run_inner(cfg, control, &mut result, &mut later) {
         result.internal_error = Some(e);
     }
-    result
+    (result, later)
 }
 
-fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> Res<()> {
+fn run_inner(
+    cfg: &BoxConfig,
+    control: &UnixStream,
+    result: &mut BoxResult,
+    later: &mut Option<Cleanup>,
+) -> Res<()> {
     let prot = &mut result.protections;
     if cfg.argv.is_empty() {
         return Err("empty argv".into());
@@ -622,7 +638,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
     if let Some(to) = &cfg.collect_to {
         result.collected = collect(cfg, &newroot.join("box"), to)?;
     }
-    drop(cleanup);
+    *later = Some(cleanup);
     Ok(())
 }
 
