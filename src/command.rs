@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::bench::BenchArgs;
-use crate::cli::{Global, TokenCommand, server, submit, worker};
+use crate::cli::{Global, TokenCommand, run, server, submit, worker};
 use crate::demo::Demo;
 use crate::up::UpArgs;
 
@@ -34,6 +34,9 @@ pub enum Command {
     Up(UpArgs),
     /// Submit a job.
     Submit(submit::SubmitArgs),
+    /// Judge a program on the cluster: `brigade run sum.py --tests tests/` prints a verdict per
+    /// test. The language comes from the extension; the exit status is 0 only when accepted.
+    Run(run::RunArgs),
     /// Show a job's state and progress.
     Status {
         /// Job id.

@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => cli::worker::run(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Submit(args) => cli::submit::run(args, &cli.global).await,
+        Command::Run(args) => cli::run::run(args, &cli.global).await,
         Command::Status { job } => cli::status::status(&job, &cli.global).await,
         Command::Tasks { job, state } => {
             cli::status::tasks(&job, state.as_deref(), &cli.global).await

@@ -75,7 +75,10 @@ fn verdict(v: &Value) -> &str {
     v["verdict"].as_str().unwrap_or("?")
 }
 
-/// Processes of sandbox uids on the host, cgroups and temp files left behind.
+/// What this test binary's runs left behind: processes of sandbox uids and
+/// cgroups of slots that no live box holds (another process's box running
+/// now is not a leftover; a slot swept when this process started was not
+/// ours), staging directories and mounts of our cache.
 async fn assert_nothing_left() {
     let _g = QUIET.write().await;
     // The kernel finishes tearing down a PID namespace asynchronously.
@@ -88,19 +91,8 @@ async fn assert_nothing_left() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(strays.is_empty(), "sandbox processes left: {strays:?}");
-    for ctrl in ["memory", "pids", "cpuacct"] {
-        let dir = PathBuf::from("/sys/fs/cgroup")
-            .join(ctrl)
-            .join(brigade_worker::sandbox::CGROUP_PARENT);
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            let left: Vec<_> = rd.flatten().filter(|e| e.path().is_dir()).collect();
-            assert!(
-                left.is_empty(),
-                "cgroups left in {}: {left:?}",
-                dir.display()
-            );
-        }
-    }
+    let stale = stale_cgroups();
+    assert!(stale.is_empty(), "cgroups left of dead boxes: {stale:?}");
     let build = cache_dir().join("build");
     if let Ok(rd) = std::fs::read_dir(&build) {
         let tmp: Vec<_> = rd
@@ -115,6 +107,39 @@ async fn assert_nothing_left() {
     }
 }
 
+/// Whether no box holds slot `n` now (we hold its lock for an instant).
+fn slot_is_free(n: u32) -> bool {
+    brigade_worker::sandbox::try_lock_slot(n).is_some()
+}
+
+/// Cgroup directories of slots no box holds.
+fn stale_cgroups() -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    for ctrl in ["memory", "pids", "cpuacct"] {
+        let dir = PathBuf::from("/sys/fs/cgroup")
+            .join(ctrl)
+            .join(brigade_worker::sandbox::CGROUP_PARENT);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let slot = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("slot-"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(n) = slot
+                && e.path().is_dir()
+                && slot_is_free(n)
+            {
+                left.push(e.path());
+            }
+        }
+    }
+    left
+}
+
+/// Processes running as the uid of a slot that no box holds.
 fn sandbox_processes() -> Vec<String> {
     let mut found = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
@@ -131,6 +156,7 @@ fn sandbox_processes() -> Vec<String> {
             .and_then(|u| u.parse::<u32>().ok());
         if let Some(uid) = uid
             && (SANDBOX_UID_BASE..SANDBOX_UID_BASE + SANDBOX_SLOTS).contains(&uid)
+            && slot_is_free(uid - SANDBOX_UID_BASE)
         {
             found.push(format!("pid {} uid {uid}", e.file_name().to_string_lossy()));
         }
@@ -402,11 +428,15 @@ async fn memory_hog() {
     if has("java") {
         let src = "import java.util.*;public class Main{public static void main(String[] a){List<long[]> l=new ArrayList<>();for(;;)l.add(new long[1<<17]);}}\n";
         let v = run_src("java", src, "", json!({"memory_kb": 131072})).await;
-        // The JVM stops at its -Xmx heap (OutOfMemoryError) or the cgroup kills it.
-        assert!(
-            ["memory_limit", "runtime_error"].contains(&verdict(&v)),
-            "java hog: {v}"
-        );
+        // The JVM stops at its -Xmx heap (OutOfMemoryError) or the cgroup
+        // kills it: either way the program ran out of memory.
+        assert_eq!(verdict(&v), "memory_limit", "java hog: {v}");
+    }
+    if has("javascript") {
+        let src = "const a=[];for(;;)a.push(new Array(1<<16).fill(1.5));\n";
+        let v = run_src("javascript", src, "", json!({"memory_kb": 131072})).await;
+        // V8 stops at --max-old-space-size ("Reached heap limit") and aborts.
+        assert_eq!(verdict(&v), "memory_limit", "node hog: {v}");
     }
     assert_nothing_left().await;
 }
@@ -631,4 +661,330 @@ async fn seccomp_and_proc() {
     assert_eq!(verdict(&v), "accepted", "{v}");
     // Refused, refused, refused; PID 2 of its own namespace.
     assert_eq!(v["stdout"], "-1 -1 -1 2\n", "{v}");
+}
+
+// ---- Faults found by outside testing (issue 16) ----
+
+/// A program that writes 1000 KiB of bytes that are not UTF-8 to stdout and
+/// 1000 KiB of text to stderr, inside its 1024 KiB limits, gets its verdict
+/// and its output: the result fits the server's limit, the bytes arrive
+/// intact as base64, and nothing is silently cut.
+#[tokio::test]
+async fn large_binary_output_is_carried_whole() {
+    if !has("python") {
+        return;
+    }
+    let src = "import sys\nsys.stdout.buffer.write(bytes(range(256)) * 4000)\nsys.stderr.write('e' * 1024000)\n";
+    let v = run_src("python", src, "", json!({})).await;
+    assert_eq!(verdict(&v), "accepted", "{}", v["message"]);
+    let size = serde_json::to_vec(&v).unwrap().len();
+    assert!(
+        size <= brigade_api::MAX_RESULT_BYTES,
+        "{size} bytes of result"
+    );
+    assert_eq!(v["stdout_encoding"], "base64");
+    assert!(v.get("stdout_truncated").is_none(), "nothing was cut");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["stdout"].as_str().unwrap())
+        .unwrap();
+    let want: Vec<u8> = (0..4000).flat_map(|_| 0..=255u8).collect();
+    assert!(bytes == want, "stdout did not come back byte for byte");
+    assert!(v.get("stderr_encoding").is_none(), "text stays text");
+    assert_eq!(v["stderr"].as_str().unwrap().len(), 1_024_000);
+}
+
+/// At the largest output limit the carried copy is cut to fit a result,
+/// and says so; the verdict is made on the whole output.
+#[tokio::test]
+async fn output_beyond_a_result_is_cut_explicitly() {
+    if !has("python") {
+        return;
+    }
+    let src = "import sys\nsys.stdout.write('x' * (12 << 20))\n";
+    let v = run_src(
+        "python",
+        src,
+        "",
+        json!({"output_kb": 65536, "wall_ms": 20000}),
+    )
+    .await;
+    assert_eq!(verdict(&v), "accepted", "{}", v["message"]);
+    let size = serde_json::to_vec(&v).unwrap().len();
+    assert!(size <= brigade_api::MAX_RESULT_BYTES, "{size}");
+    assert_eq!(v["stdout_truncated"], true, "the cut is stated");
+    assert!(v["stdout"].as_str().unwrap().len() > 7 << 20);
+}
+
+/// Threads need only their own stacks: RLIMIT_STACK is 8 MiB whatever
+/// `memory_kb` is (glibc sizes each thread's stack by it).
+#[tokio::test]
+async fn programs_can_start_threads_under_default_limits() {
+    if has("cpp") {
+        let src = "#include <thread>\n#include <vector>\n#include <atomic>\n#include <cstdio>\nint main(){std::atomic<int> n{0};std::vector<std::thread> v;for(int i=0;i<16;i++)v.emplace_back([&]{n++;});for(auto&t:v)t.join();printf(\"%d\\n\",n.load());}\n";
+        let v = run(json!({"language": "cpp", "source": src, "expected_output": "16"})).await;
+        assert_eq!(verdict(&v), "accepted", "cpp threads: {v}");
+    }
+    if has("python") {
+        let src = "import threading\nn=[]\nts=[threading.Thread(target=lambda: n.append(1)) for _ in range(16)]\nfor t in ts: t.start()\nfor t in ts: t.join()\nprint(len(n))\n";
+        let v = run(json!({"language": "python", "source": src, "expected_output": "16"})).await;
+        assert_eq!(verdict(&v), "accepted", "python threads: {v}");
+    }
+    assert_nothing_left().await;
+}
+
+/// A slot whose box died without cleaning up (its cgroups are there, its
+/// lock is free) is swept; a slot a live box holds is not touched.
+#[tokio::test]
+async fn stale_slots_are_swept_and_live_ones_kept() {
+    let base = PathBuf::from("/sys/fs/cgroup/pids");
+    if unsafe_euid() != 0 || !base.join("cgroup.procs").exists() {
+        eprintln!("note: skipping: needs root and cgroup v1 pids");
+        return;
+    }
+    let _g = QUIET.write().await;
+    // Two free slots from the top: one we leave "dead", one we hold.
+    let mut free = (0..SANDBOX_SLOTS).rev().filter(|&n| slot_is_free(n));
+    let (dead, live) = (free.next().unwrap(), free.next().unwrap());
+    let held = brigade_worker::sandbox::try_lock_slot(live).unwrap();
+    let dir = |n: u32| {
+        base.join(brigade_worker::sandbox::CGROUP_PARENT)
+            .join(format!("slot-{n}"))
+    };
+    std::fs::create_dir_all(dir(dead)).unwrap();
+    std::fs::create_dir_all(dir(live)).unwrap();
+    let swept = brigade_worker::sandbox::sweep_stale_slots();
+    assert!(swept.contains(&dead), "{swept:?}");
+    assert!(!dir(dead).exists(), "the dead box's cgroup is gone");
+    assert!(dir(live).exists(), "a held slot is not swept");
+    std::fs::remove_dir(dir(live)).unwrap();
+    drop(held);
+}
+
+fn unsafe_euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+// ---- Judging ----
+
+/// A sum program in each judged language: reads two integers, prints their sum.
+fn sum_program(lang: &str) -> &'static str {
+    match lang {
+        "python" => "a, b = map(int, input().split())\nprint(a + b)\n",
+        "c" => {
+            "#include <stdio.h>\nint main(void){long a,b;scanf(\"%ld %ld\",&a,&b);printf(\"%ld\\n\",a+b);return 0;}\n"
+        }
+        "cpp" => {
+            "#include <iostream>\nint main(){long a,b;std::cin>>a>>b;std::cout<<a+b<<\"\\n\";}\n"
+        }
+        "java" => {
+            "import java.util.*;public class Main{public static void main(String[] x){Scanner s=new Scanner(System.in);long a=s.nextLong(),b=s.nextLong();System.out.println(a+b);}}\n"
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn sum_tests() -> Value {
+    json!([
+        {"name": "small", "stdin": "1 2\n", "expected_output": "3\n"},
+        {"name": "negative", "stdin": "-5 3\n", "expected_output": "-2"},
+        {"name": "wrong", "stdin": "2 2\n", "expected_output": "5\n"},
+        {"name": "big", "stdin": "1000000000 1000000000\n", "expected_output": "2000000000\n"},
+    ])
+}
+
+async fn judging_suite(lang: &str) {
+    if !has(lang) {
+        return;
+    }
+    let src = sum_program(lang);
+    let v = run(json!({"language": lang, "source": src, "tests": sum_tests()})).await;
+    assert_eq!(verdict(&v), "wrong_answer", "{lang}: {v}");
+    assert_eq!(v["passed"], 3, "{lang}: {v}");
+    assert_eq!(v["total"], 4);
+    let verdicts: Vec<&str> = v["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["accepted", "accepted", "wrong_answer", "accepted"],
+        "{lang}: {v}"
+    );
+    assert_eq!(v["tests"][2]["name"], "wrong");
+    assert_eq!(v["tests"][2]["stdout"], "4\n");
+    assert_eq!(v["tests"][2]["comment"], "line 1: expected `5`, got `4`");
+    assert!(v.get("stdout").is_none(), "per-test output only: {v}");
+
+    // stop_on_failure: the fourth test does not run.
+    let v = run(
+        json!({"language": lang, "source": src, "tests": sum_tests(), "stop_on_failure": true}),
+    )
+    .await;
+    assert_eq!(v["tests"].as_array().unwrap().len(), 3, "{lang}: {v}");
+    assert_eq!(v["total"], 4);
+
+    // A checker in Python accepts any answer within 1 of the sum.
+    let checker = "a, b = map(int, open('input').read().split())\ngot = int(open('output').read())\nif abs(got - (a + b)) <= 1:\n    print('close enough')\nelse:\n    print('off by', got - (a + b))\n    raise SystemExit(1)\n";
+    let v = run(
+        json!({"language": lang, "source": src, "tests": sum_tests(),
+        "checker": {"language": "python", "source": checker}}),
+    )
+    .await;
+    assert_eq!(verdict(&v), "accepted", "{lang} checker: {v}");
+    assert_eq!(v["passed"], 4);
+    assert_eq!(v["tests"][2]["comment"], "close enough");
+
+    // A compile error is one verdict for all tests.
+    if lang != "python" {
+        let v =
+            run(json!({"language": lang, "source": "not a program {", "tests": sum_tests()})).await;
+        assert_eq!(verdict(&v), "compile_error", "{lang}: {v}");
+        assert_eq!(v["passed"], 0);
+        assert_eq!(v["total"], 4);
+    }
+}
+
+#[tokio::test]
+async fn judging_python() {
+    judging_suite("python").await;
+}
+#[tokio::test]
+async fn judging_c() {
+    judging_suite("c").await;
+}
+#[tokio::test]
+async fn judging_cpp() {
+    judging_suite("cpp").await;
+}
+#[tokio::test]
+async fn judging_java() {
+    judging_suite("java").await;
+}
+
+#[tokio::test]
+async fn compare_modes() {
+    if !has("python") {
+        return;
+    }
+    let src = "print('3.14159 x')\nprint('  2')\n";
+    let case = |compare: Value, expected: &str| {
+        json!({"language": "python", "source": src, "compare": compare,
+               "tests": [{"expected_output": expected}]})
+    };
+    for (compare, expected, want) in [
+        (json!("trim"), "3.14159 x\n  2", "accepted"),
+        (json!("trim"), "3.14159 x\n2", "wrong_answer"),
+        (json!("exact"), "3.14159 x\n  2\n", "accepted"),
+        (json!("exact"), "3.14159 x\n  2", "wrong_answer"),
+        (json!("tokens"), "3.14159\nx 2", "accepted"),
+        (json!("tokens"), "3.1416 x 2", "wrong_answer"),
+        (json!({"float": 1e-3}), "3.1416 x 2.0001", "accepted"),
+        (json!({"float": 1e-6}), "3.1416 x 2", "wrong_answer"),
+    ] {
+        let v = run(case(compare.clone(), expected)).await;
+        assert_eq!(verdict(&v), want, "{compare} vs {expected:?}: {v}");
+    }
+    let e = try_run(case(json!("fuzzy"), "")).await.unwrap_err();
+    assert_eq!(e.error.kind, brigade_api::ErrorKind::BadInput);
+    assert!(e.error.message.contains("compare"), "{}", e.error.message);
+}
+
+/// A checker gets the test's input, expected output and the program's
+/// output as files; it runs in the sandbox (no network, its own box).
+#[tokio::test]
+async fn checkers_are_sandboxed_programs() {
+    if !has("c") || !has("python") {
+        return;
+    }
+    // A C checker: accepts when the output has as many lines as the input says.
+    let checker = "#include <stdio.h>\nint main(void){FILE*i=fopen(\"input\",\"r\"),*o=fopen(\"output\",\"r\");int n=0,c,l=0;fscanf(i,\"%d\",&n);while((c=fgetc(o))!=EOF)l+=c=='\\n';if(l==n){puts(\"ok\");return 0;}printf(\"%d lines, wanted %d\\n\",l,n);return 1;}\n";
+    let src = "n = int(input())\nfor i in range(n if n != 3 else 2): print(i)\n";
+    let v = run(json!({"language": "python", "source": src,
+        "tests": [{"stdin": "2"}, {"stdin": "3"}],
+        "checker": {"language": "c", "source": checker}}))
+    .await;
+    assert_eq!(verdict(&v), "wrong_answer", "{v}");
+    assert_eq!(v["tests"][0]["verdict"], "accepted");
+    assert_eq!(v["tests"][1]["comment"], "2 lines, wanted 3");
+    // The checker has no network either.
+    let net = "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n    print('network')\nexcept OSError:\n    print('no network')\n";
+    let v = run(
+        json!({"language": "python", "source": "print(1)", "tests": [{}],
+        "checker": {"language": "python", "source": net}}),
+    )
+    .await;
+    assert_eq!(v["tests"][0]["comment"], "no network", "{v}");
+    // A checker that crashes is the judge's fault: internal_error, not the program's.
+    let v = run(
+        json!({"language": "python", "source": "print(1)", "tests": [{}],
+        "checker": {"language": "python", "source": "import os\nos.abort()\n"}}),
+    )
+    .await;
+    assert_eq!(verdict(&v), "internal_error", "{v}");
+    assert!(
+        v["tests"][0]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("checker failed"),
+        "{v}"
+    );
+    let e = try_run(
+        json!({"language": "python", "source": "print(1)", "tests": [{}],
+        "checker": {"language": "c", "source": "nope {"}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.error.kind, brigade_api::ErrorKind::BadInput, "{e:?}");
+    assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn bad_tests_are_bad_input() {
+    let many: Vec<Value> = (0..101).map(|_| json!({})).collect();
+    for tests in [json!([]), json!(many), json!([{"name": ""}])] {
+        let e = try_run(json!({"language": "python", "source": "", "tests": tests}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.error.kind, brigade_api::ErrorKind::BadInput);
+    }
+}
+
+/// Tests share one build: the compiler's output is reported once, and the
+/// program's build is in the cache once.
+#[tokio::test]
+async fn tests_share_one_build() {
+    if !has("c") {
+        return;
+    }
+    // A unique source, so the build cache cannot have it yet.
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let src = format!(
+        "#include <stdio.h>\n#warning built {tag}\nint main(void){{puts(\"x\");return 0;}}\n"
+    );
+    let tests: Vec<Value> = (0..5).map(|_| json!({"expected_output": "x"})).collect();
+    let v = run(json!({"language": "c", "source": src, "tests": tests})).await;
+    assert_eq!(verdict(&v), "accepted", "{v}");
+    assert_eq!(v["passed"], 5);
+    let out = v["compile_output"].as_str().unwrap();
+    assert_eq!(
+        out.matches(&format!("warning: #warning built {tag}"))
+            .count(),
+        1,
+        "{out}"
+    );
+    let builds = std::fs::read_dir(cache_dir().join("build"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join(".compile_output"))
+                .is_ok_and(|o| o.contains(&format!("built {tag}")))
+        })
+        .count();
+    assert_eq!(builds, 1);
 }

@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
+    /// Largest output of one task result in bytes (JSON); a larger result is
+    /// recorded as a failed attempt of kind `result_too_large`.
+    #[arg(long, default_value_t = brigade_api::MAX_RESULT_BYTES)]
+    pub max_result_bytes: usize,
     /// Tokens (TOML `[[token]]` entries with name, role, secret or secret_hash).
     /// Without it the server runs open: everyone is an admin.
     #[arg(long, env = "BRIGADE_AUTH_FILE")]
@@ -114,6 +118,7 @@ impl ServerArgs {
             lease_ttl_ms: self.lease_ttl_ms,
             heartbeat_ms: self.heartbeat_ms,
             max_body_bytes: self.max_body_bytes,
+            max_result_bytes: self.max_result_bytes,
             auth,
             insecure: self.insecure,
             public_metrics: self.public_metrics,

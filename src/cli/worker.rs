@@ -134,6 +134,14 @@ impl WorkerArgs {
         labels
             .entry("lang".into())
             .or_insert_with(|| languages.join(","));
+        // Versions for `GET /v1/languages` (labels ride in the join body).
+        for (lang, version) in brigade_worker::sandbox::detect_language_versions() {
+            if !version.is_empty() {
+                labels
+                    .entry(format!("{}{lang}", brigade_api::code::LANG_VERSION_LABEL))
+                    .or_insert(version);
+            }
+        }
         Ok(())
     }
 }

@@ -91,6 +91,11 @@ try {
     (n) => Number(document.querySelector('[data-testid=throughput-chart]')?.dataset.total || 0) >= n,
     TASKS,
   );
+  // Each active worker's load over time is charted from the samples the page took.
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('[data-testid=worker-row][data-state=active] [data-testid=worker-load-chart]')]
+      .filter((c) => Number(c.dataset.samples) >= 2).length >= 1,
+  );
   await page.waitForTimeout(600); // let the 1 s tick redraw the stat tiles
   await page.screenshot({ path: join(shots, 'dashboard.png'), fullPage: true });
   log(`screenshot ${join(shots, 'dashboard.png')}`);

@@ -24,7 +24,8 @@ export SCREENSHOT_DIR="${SCREENSHOT_DIR:-$root/target}"
 mkdir -p "$SCREENSHOT_DIR"
 
 if [ -n "${BRIGADE_URL:-}" ]; then
-  exec node "$here/dashboard.mjs"
+  node "$here/dashboard.mjs"
+  exec node "$here/run-page.mjs"
 fi
 
 bin="${BRIGADE_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/brigade}"
@@ -69,6 +70,9 @@ done
 
 status=0
 BRIGADE_URL="$url" node "$here/dashboard.mjs" || status=$?
+if [ "$status" -eq 0 ]; then
+  BRIGADE_URL="$url" node "$here/run-page.mjs" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
   for f in "$tmp"/*.log; do echo "== $f" >&2; tail -n 40 "$f" >&2; done
 fi

@@ -6,6 +6,7 @@
 mod bench;
 mod faults;
 mod input;
+mod judge;
 mod observability;
 mod operations;
 mod running;

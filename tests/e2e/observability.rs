@@ -32,6 +32,7 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
+    ("/v1/languages", &["get"]),
     // Added by this server beyond the contract.
     ("/v1/tasks/{id}/logs", &["get"]),
     ("/v1/workers/{id}/logs", &["post"]),

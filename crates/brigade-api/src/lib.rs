@@ -4,6 +4,7 @@
 //! No I/O lives here, so the server, the client, the worker and the tests all
 //! speak exactly the same shapes.
 
+pub mod code;
 pub mod events;
 pub mod jobs;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod queues;
 pub mod tasks;
 pub mod workers;
 
+pub use code::{CodeInput, CodeOutput, LanguageView, MAX_RESULT_BYTES};
 pub use events::{Event, EventKind};
 pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec};
 pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};

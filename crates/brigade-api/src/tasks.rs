@@ -125,6 +125,9 @@ pub enum ErrorKind {
     UnknownKind,
     /// The input did not fit the handler.
     BadInput,
+    /// The result's output was larger than the server takes
+    /// ([`crate::MAX_RESULT_BYTES`] by default); recorded instead of it.
+    ResultTooLarge,
     /// Anything else.
     #[serde(other)]
     Other,

@@ -497,6 +497,11 @@ impl Client {
         self.get("/v1/workers").await
     }
 
+    /// The languages the cluster's `code` workers run now.
+    pub async fn languages(&self) -> Result<Vec<brigade_api::LanguageView>> {
+        self.get("/v1/languages").await
+    }
+
     /// Every queue.
     pub async fn queues(&self) -> Result<Vec<QueueView>> {
         self.get("/v1/queues").await

@@ -222,8 +222,38 @@ function soon(key, fn) {
   );
 }
 
+// Per-worker load samples kept in the page, one per load of the workers list
+// (every POLL_MS and on events): the small charts in the workers table.
+const LOAD_SAMPLES = 120;
+const loadHist = new Map(); // worker id -> [{cpu, mem, run}]
+
+function sampleLoads(ws) {
+  for (const w of ws) {
+    if (w.state !== 'active' && w.state !== 'draining') continue;
+    const h = loadHist.get(w.id) || [];
+    h.push({ cpu: w.load?.cpu || 0, mem: w.load?.memory || 0, run: w.capacity ? w.running / w.capacity : 0 });
+    if (h.length > LOAD_SAMPLES) h.splice(0, h.length - LOAD_SAMPLES);
+    loadHist.set(w.id, h);
+  }
+}
+
+// A sparkline of CPU, memory and busy slots (each 0..1) over the samples so far, newest at the right.
+function loadChart(id) {
+  const h = loadHist.get(id) || [];
+  if (h.length < 2) return '<span class="faint">…</span>';
+  const W = 120;
+  const H = 26;
+  const line = (k) =>
+    h.map((p, i) => `${(W - ((h.length - 1 - i) / (LOAD_SAMPLES - 1)) * W).toFixed(1)},${(H - 1 - Math.max(0, Math.min(1, p[k])) * (H - 2)).toFixed(1)}`).join(' ');
+  const last = h[h.length - 1];
+  const title = `last ${h.length} samples: CPU ${pct(last.cpu)}%, memory ${pct(last.mem)}%, slots ${pct(last.run)}% busy`;
+  return `<svg class="spark" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" data-testid="worker-load-chart" data-samples="${h.length}"><title>${esc(title)}</title>
+    <polyline class="l-run" points="${line('run')}"/><polyline class="l-mem" points="${line('mem')}"/><polyline class="l-cpu" points="${line('cpu')}"/></svg>`;
+}
+
 async function loadWorkers() {
   S.workers = await api('/v1/workers');
+  sampleLoads(S.workers);
   renderWorkers();
   renderStats();
 }
@@ -462,7 +492,7 @@ function renderWorkers() {
   const order = { active: 0, draining: 1, lost: 2, left: 3 };
   const sorted = [...ws].sort((a, b) => order[a.state] - order[b.state] || a.name.localeCompare(b.name));
   el.innerHTML = `<table data-testid="workers-table"><thead><tr>
-      <th>Name</th><th>State</th><th>Load</th><th class="num">Running</th><th class="num">Capacity</th><th>Queues</th><th>Kinds</th><th>Last seen</th><th></th>
+      <th>Name</th><th>State</th><th>Load</th><th title="CPU (blue), memory (violet) and busy slots (green) while this page is open">Over time</th><th class="num">Running</th><th class="num">Capacity</th><th>Queues</th><th>Kinds</th><th>Last seen</th><th></th>
     </tr></thead><tbody>${sorted.map(workerRow).join('')}</tbody></table>`;
   applyWidths(el);
 }
@@ -476,6 +506,7 @@ function workerRow(w) {
     <td><b>${esc(w.name)}</b><div class="sub mono">${esc(w.hostname || '')} · ${esc(shortId(w.id))}</div></td>
     <td>${badge(w.state, 'worker-state')}</td>
     <td>${live ? `<div class="meters">${meter('slots', slots, `${w.running} of ${w.capacity} slots`)}${meter('cpu', w.load?.cpu, 'host CPU')}${meter('mem', w.load?.memory, 'host memory')}</div>` : '<span class="faint">—</span>'}</td>
+    <td>${live ? loadChart(w.id) : ''}</td>
     <td class="num">${w.running}</td>
     <td class="num">${w.capacity}</td>
     <td>${esc((w.queues || []).join(', '))}</td>
@@ -825,6 +856,9 @@ function parseRoute() {
   const h = location.hash.replace(/^#/, '') || '/';
   let m = h.match(/^\/jobs\/([^/]+)(?:\/tasks\/([^/]+))?$/);
   if (m) return { name: 'job', id: decodeURIComponent(m[1]), task: m[2] ? decodeURIComponent(m[2]) : null };
+  if (h === '/run') return { name: 'run' };
+  m = h.match(/^\/judge\/([^/]+)$/);
+  if (m) return { name: 'judge', id: decodeURIComponent(m[1]) };
   return { name: 'overview' };
 }
 
@@ -840,6 +874,14 @@ function route() {
       renderJobShell();
       document.title = 'job · brigade';
       soon('job', loadJob);
+    } else if (r.name === 'run') {
+      // run.js: the Run page.
+      renderRun();
+      document.title = 'run · brigade';
+      soon('workers', loadWorkers);
+    } else if (r.name === 'judge') {
+      renderJudge();
+      document.title = 'judge · brigade';
     } else {
       renderOverview();
       document.title = 'brigade';

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::heartbeats::Heartbeats;
 use crate::metrics::{Metrics, track_http};
 use crate::openapi::ApiDoc;
-use crate::routes::{events, jobs, ops, queues, tasks, token, workers};
+use crate::routes::{events, jobs, languages, ops, queues, tasks, token, workers};
 use crate::state::{AppState, Publisher};
 
 /// Errors starting a server.
@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workers::results))
         .routes(routes!(workers::logs))
         .routes(routes!(workers::drain))
+        .routes(routes!(languages::list))
         .routes(routes!(queues::list))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))

@@ -32,6 +32,10 @@ pub struct ServerConfig {
     pub max_tasks_per_job: usize,
     /// Bytes of one task's input.
     pub max_input_bytes: usize,
+    /// Bytes of one result's output (JSON); a larger one is recorded as a
+    /// failed attempt of kind `result_too_large`. Keep `max_body_bytes`
+    /// above it, so a result this big still fits a request.
+    pub max_result_bytes: usize,
     /// Tokens and access-token signing; no tokens means open mode.
     pub auth: AuthConfig,
     /// Allow open mode on a non-loopback address.
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 << 20,
             max_tasks_per_job: 10_000,
             max_input_bytes: 1 << 20,
+            max_result_bytes: brigade_api::MAX_RESULT_BYTES,
             auth: AuthConfig::default(),
             insecure: false,
             public_metrics: false,

@@ -35,6 +35,18 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../assets/app.js"),
     },
     Asset {
+        name: "run.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/run.js"),
+    },
+    // CodeMirror 6, bundled once from npm (editor/: package.json, its lock
+    // file and entry.js); loaded by run.js on the Run page only.
+    Asset {
+        name: "codemirror.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/codemirror.js"),
+    },
+    Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../assets/app.css"),
@@ -49,7 +61,9 @@ const ASSETS: &[Asset] = &[
 const INDEX_TEMPLATE: &str = include_str!("../assets/index.html");
 
 /// Content security policy of the page: nothing from elsewhere, no inline script.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+/// Inline styles are allowed: the Run page's editor (CodeMirror) writes its
+/// theme into `<style>` elements it makes at run time; styles cannot run code.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
                    connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
 
 /// Hashes worked out once per process.

@@ -10,7 +10,6 @@ use brigade_api::{Event, WorkerState};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-
 /// Metric names, in one place.
 /// Count the results of a batch, accepted and rejected.
 pub fn results(reply: &brigade_api::ResultsReply) {

@@ -757,7 +757,11 @@ async fn send_results(shared: &Shared, batch: Vec<TaskResult>) -> Result<(), Vec
                     outcome: Outcome::Failed,
                     output: serde_json::Value::Null,
                     error: Some(TaskError::new(
-                        ErrorKind::Handler,
+                        if e.status() == Some(reqwest::StatusCode::PAYLOAD_TOO_LARGE) {
+                            ErrorKind::ResultTooLarge
+                        } else {
+                            ErrorKind::Handler
+                        },
                         format!(
                             "the server refused the task's result: {}",
                             short(&e.to_string())

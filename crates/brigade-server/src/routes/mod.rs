@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod jobs;
+pub mod languages;
 pub mod ops;
 pub mod queues;
 pub mod tasks;

@@ -7,9 +7,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use brigade_api::{
-    FieldError, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LogsReply, LogsRequest,
-    Outcome, Problem, ResultsReply, ResultsRequest, TaskResult, WorkerJoin, WorkerJoined,
-    WorkerView,
+    ErrorKind, FieldError, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LogsReply,
+    LogsRequest, Outcome, Problem, ResultsReply, ResultsRequest, TaskError, TaskResult, WorkerJoin,
+    WorkerJoined, WorkerView,
 };
 use brigade_core::validate::{is_valid_kind, is_valid_queue};
 
@@ -133,7 +133,7 @@ pub async fn lease(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<LeaseRequest>,
+    ApiJson(mut req): ApiJson<LeaseRequest>,
 ) -> ApiResult<Json<LeaseResponse>> {
     caller.require(&[Role::Worker])?;
     state.check_worker_owner(&caller, &id).await?;
@@ -147,7 +147,7 @@ pub async fn lease(
             format!("at most {MAX_LEASE_WAIT_MS}"),
         ));
     }
-    check_results(&state, &req.results)?;
+    check_results(&state, &id, &mut req.results)?;
     let _permit = if wait > 0 {
         Some(state.long_poll_permit()?)
     } else {
@@ -209,11 +209,11 @@ pub async fn results(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<ResultsRequest>,
+    ApiJson(mut req): ApiJson<ResultsRequest>,
 ) -> ApiResult<Json<ResultsReply>> {
     caller.require(&[Role::Worker])?;
     state.check_worker_owner(&caller, &id).await?;
-    check_results(&state, &req.results)?;
+    check_results(&state, &id, &mut req.results)?;
     let (reply, changes) = state
         .store
         .report(&id, req.results, state.now())
@@ -226,7 +226,11 @@ pub async fn results(
 
 /// The checks a batch of results must pass, wherever it comes (the results
 /// route or a lease request): 422 naming each bad field.
-fn check_results(state: &AppState, results: &[TaskResult]) -> Result<(), ApiError> {
+fn check_results(
+    state: &AppState,
+    worker_id: &str,
+    results: &mut [TaskResult],
+) -> Result<(), ApiError> {
     if results.len() > MAX_RESULTS {
         return Err(ApiError::field(
             "results",
@@ -262,18 +266,52 @@ fn check_results(state: &AppState, results: &[TaskResult]) -> Result<(), ApiErro
                 "the same task twice in one batch",
             ));
         }
-        let size = r.output.to_string().len();
-        if size > state.limits.max_input_bytes * 4 {
-            errors.push(FieldError::new(
-                format!("results[{i}].output"),
-                format!("{size} bytes is too large"),
-            ));
-        }
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
+    cap_results(state, worker_id, results);
     Ok(())
+}
+
+/// A result is data: one too large to keep is not refused (that would lose
+/// it, and the batch with it) but recorded as a failed attempt that says so,
+/// and is not retried (it would only come back as large).
+fn cap_results(state: &AppState, worker_id: &str, results: &mut [TaskResult]) {
+    let max = state.config.max_result_bytes;
+    for r in results {
+        let size = json_size(&r.output);
+        if size > max {
+            tracing::warn!(worker = %worker_id, task = %r.task_id, size, max, "result too large; recording it as failed");
+            metrics::counter!(names::RESULTS, "status" => "too_large").increment(1);
+            r.outcome = Outcome::Failed;
+            r.output = serde_json::Value::Null;
+            r.retryable = Some(false);
+            r.error = Some(TaskError::new(
+                ErrorKind::ResultTooLarge,
+                format!(
+                    "the result's output is {size} bytes of JSON; this server keeps at most {max} (--max-result-bytes)"
+                ),
+            ));
+        }
+    }
+}
+
+/// Bytes of `v` as compact JSON, counted without building the text.
+fn json_size(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// Most batches (task attempts) in one logs request.

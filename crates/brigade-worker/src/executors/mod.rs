@@ -3,6 +3,7 @@
 pub mod basic;
 pub mod code;
 pub mod exec;
+pub mod judge;
 
 use crate::Registry;
 

@@ -47,12 +47,15 @@ pub fn helper_main() -> i32 {
     }
     // SAFETY: see above; nothing else owns fd 3.
     let mut control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    let result = match read_config(&mut control) {
+    let (result, cleanup) = match read_config(&mut control) {
         Ok(cfg) => run(&cfg, &control),
-        Err(e) => BoxResult {
-            internal_error: Some(format!("reading the config: {e}")),
-            ..BoxResult::default()
-        },
+        Err(e) => (
+            BoxResult {
+                internal_error: Some(format!("reading the config: {e}")),
+                ..BoxResult::default()
+            },
+            None,
+        ),
     };
     // Unread kill requests would turn our close into a connection reset on
     // the other side: drain them first.
@@ -70,6 +73,11 @@ pub fn helper_main() -> i32 {
     // Wait for the other side to close, so a late kill request cannot reset
     // the connection before our answer is read.
     let _ = control.shutdown(std::net::Shutdown::Write);
+    // The box's cgroups go only now, after the answer: removing them (a
+    // memory cgroup in particular) waits for the kernel to finish with the
+    // dead processes, and need not hold up the verdict. The slot stays
+    // locked until they are gone, so no other run or sweep touches them.
+    drop(cleanup);
     let _ = control.set_read_timeout(Some(Duration::from_secs(2)));
     let mut sink = [0u8; 256];
     while matches!(control.read(&mut sink), Ok(n) if n > 0) {}
@@ -179,20 +187,10 @@ fn acquire_slot() -> Res<(u32, File)> {
         .mode(0o700)
         .create(SLOT_LOCK_DIR)
         .map_err(|e| format!("creating {SLOT_LOCK_DIR}: {e}"))?;
-    let start = std::process::id() % SANDBOX_SLOTS;
-    for i in 0..SANDBOX_SLOTS {
-        let n = (start + i) % SANDBOX_SLOTS;
-        let path = Path::new(SLOT_LOCK_DIR).join(format!("slot-{n}"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+    // Lowest free first: the slots in use stay few, and so do the pooled
+    // network namespaces they keep.
+    for n in 0..SANDBOX_SLOTS {
+        if let Some(file) = try_lock_slot(n) {
             return Ok((n, file));
         }
     }
@@ -326,15 +324,23 @@ struct InitReport {
     _pad: i32,
 }
 
-fn run(cfg: &BoxConfig, control: &UnixStream) -> BoxResult {
+/// Run the box; the cleanup of a run that went well is handed back, to be
+/// done after the answer (a failed run cleans up at once).
+fn run(cfg: &BoxConfig, control: &UnixStream) -> (BoxResult, Option<Cleanup>) {
     let mut result = BoxResult::default();
-    if let Err(e) = run_inner(cfg, control, &mut result) {
+    let mut later = None;
+    if let Err(e) = run_inner(cfg, control, &mut result, &mut later) {
         result.internal_error = Some(e);
     }
-    result
+    (result, later)
 }
 
-fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> Res<()> {
+fn run_inner(
+    cfg: &BoxConfig,
+    control: &UnixStream,
+    result: &mut BoxResult,
+    later: &mut Option<Cleanup>,
+) -> Res<()> {
     let prot = &mut result.protections;
     if cfg.argv.is_empty() {
         return Err("empty argv".into());
@@ -363,7 +369,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         cgroups: Vec::new(),
         _slot_lock: None,
     };
-    let (uid, cgroups) = if root {
+    let (uid, cgroups, slot) = if root {
         let (slot, lock) = acquire_slot()?;
         cleanup._slot_lock = Some(lock);
         let uid = SANDBOX_UID_BASE + slot;
@@ -374,7 +380,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
             format!("uid/gid {uid} (one per concurrent run), no supplementary groups"),
         );
         let cgs = setup_cgroups(slot, cfg, prot, &mut cleanup);
-        (Some(uid), cgs)
+        (Some(uid), cgs, Some(slot))
     } else {
         protection(
             prot,
@@ -385,20 +391,39 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         for c in ["memory", "pids", "cpuacct"] {
             protection(prot, &format!("cgroup {c}"), false, "needs root");
         }
-        (None, Cgroups::default())
+        (None, Cgroups::default(), None)
     };
 
     // 3. Namespaces. NEWPID applies to the children forked from here on.
     // SAFETY: getuid/getgid have no preconditions.
     let (outer_uid, outer_gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let mut flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if !root {
         flags |= libc::CLONE_NEWUSER;
     }
+    // The slot's own empty network namespace, made once and joined after:
+    // creating (and, later, destroying) one takes a global kernel lock and
+    // was a third of a box's fixed cost. Nothing in it outlives a run: its
+    // only interface is a loopback that is down, which the unprivileged
+    // program cannot change, and every socket dies with the box's processes.
+    let net_detail = match slot.filter(|_| !cfg.fresh_netns).map(pooled_netns) {
+        Some(Ok(fd)) => {
+            // SAFETY: setns on an nsfs fd we opened.
+            check(
+                unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+                "setns",
+            )?;
+            "no interfaces but a down loopback: no network at all (the slot's pooled namespace)"
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                protection(prot, "network namespace pool", false, e);
+            }
+            flags |= libc::CLONE_NEWNET;
+            "no interfaces but a down loopback: no network at all"
+        }
+    };
     // SAFETY: unshare in a single-threaded process.
     check(unsafe { libc::unshare(flags) }, "unshare")?;
     if !root {
@@ -410,10 +435,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
         protection(prot, "user namespace", true, "one-entry uid/gid map");
     }
     for (name, detail) in [
-        (
-            "network namespace",
-            "no interfaces but a down loopback: no network at all",
-        ),
+        ("network namespace", net_detail),
         (
             "pid namespace",
             "the program sees only its own tree; all of it dies with it",
@@ -616,7 +638,7 @@ fn run_inner(cfg: &BoxConfig, control: &UnixStream, result: &mut BoxResult) -> R
     if let Some(to) = &cfg.collect_to {
         result.collected = collect(cfg, &newroot.join("box"), to)?;
     }
-    drop(cleanup);
+    *later = Some(cleanup);
     Ok(())
 }
 
@@ -1178,4 +1200,125 @@ fn exec_program(prog: &Prepared, mut exec_w: File) -> ! {
         libc::execve(prog.path.as_ptr(), argv.as_ptr(), env.as_ptr());
     }
     fail(&mut exec_w)
+}
+
+/// Where the slots' pooled network namespaces are bind-mounted (root only).
+pub const NETNS_DIR: &str = "/run/brigade-sandbox/netns";
+
+/// The filesystem magic of namespace files (`nsfs`).
+const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
+
+/// The network namespace of `slot`, made on first use: an empty namespace
+/// bind-mounted at `NETNS_DIR/slot-N` (as `ip netns add` does). The caller
+/// holds the slot, so no other helper makes or joins it meanwhile.
+fn pooled_netns(slot: u32) -> Res<File> {
+    let path = Path::new(NETNS_DIR).join(format!("slot-{slot}"));
+    let is_ns = |p: &Path| -> bool {
+        let Ok(c) = cstr(p) else { return false };
+        // SAFETY: statfs into a zeroed struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid path and out pointer.
+        unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == NSFS_MAGIC }
+    };
+    if !is_ns(&path) {
+        mkdirs(Path::new(NETNS_DIR))?;
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let target = cstr(&path)?;
+        // SAFETY: the helper is single-threaded; the child only makes
+        // syscalls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", errno()));
+        }
+        if pid == 0 {
+            // SAFETY: plain syscalls, then _exit.
+            unsafe {
+                let ok = libc::unshare(libc::CLONE_NEWNET) == 0
+                    && libc::mount(
+                        c"/proc/self/ns/net".as_ptr(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) == 0;
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+        }
+        let status = wait_pid(pid)?;
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 || !is_ns(&path) {
+            return Err(format!("could not make {}", path.display()));
+        }
+    }
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))
+}
+
+/// Remove the cgroups of every slot that no box holds now. A helper killed
+/// with SIGKILL (with its worker, say) cannot run its own cleanup: its
+/// processes die with it, but its cgroup directories stay. A slot is free
+/// when its lock file can be locked; holding that lock while sweeping keeps
+/// a new run from taking the slot meanwhile. Returns the slots swept.
+pub fn sweep_stale_slots() -> Vec<u32> {
+    let mut slots = std::collections::BTreeSet::new();
+    for ctrl in ["memory", "pids", "cpuacct"] {
+        let parent = Path::new("/sys/fs/cgroup").join(ctrl).join(CGROUP_PARENT);
+        let Ok(rd) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if let Some(n) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("slot-"))
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                slots.insert(n);
+            }
+        }
+    }
+    let mut swept = Vec::new();
+    for n in slots {
+        let Some(_lock) = try_lock_slot(n) else {
+            continue; // A live box holds it.
+        };
+        for ctrl in ["memory", "pids", "cpuacct"] {
+            remove_cgroup(
+                &Path::new("/sys/fs/cgroup")
+                    .join(ctrl)
+                    .join(CGROUP_PARENT)
+                    .join(format!("slot-{n}")),
+            );
+        }
+        swept.push(n);
+    }
+    swept
+}
+
+/// Lock slot `n` if nobody holds it (the lock goes with the file).
+pub fn try_lock_slot(n: u32) -> Option<File> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(SLOT_LOCK_DIR)
+        .ok()?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(Path::new(SLOT_LOCK_DIR).join(format!("slot-{n}")))
+        .ok()?;
+    // SAFETY: flock on an fd we own.
+    (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(file)
 }

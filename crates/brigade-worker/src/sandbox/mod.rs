@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use helper::helper_main;
+pub use helper::{helper_main, sweep_stale_slots, try_lock_slot};
 
 /// The first of the host uids given to sandboxed programs when the worker
 /// runs as root: slot `n` runs as uid/gid `SANDBOX_UID_BASE + n`.
@@ -78,6 +78,10 @@ pub struct BoxConfig {
     pub nofile: u64,
     /// Size of each of the `/box` and `/tmp` tmpfs, in MiB.
     pub box_mb: u64,
+    /// Make a new network namespace for this run instead of joining the
+    /// slot's pooled one (only `brigade bench code` sets it, to compare).
+    #[serde(default)]
+    pub fresh_netns: bool,
 }
 
 /// One protection and whether it was in force for a run.
@@ -127,6 +131,16 @@ pub fn detect_languages() -> Vec<String> {
     crate::executors::code::toolchains()
         .iter()
         .map(|t| t.language.to_string())
+        .collect()
+}
+
+/// The version of each language's toolchain found on this host, in the
+/// order of [`detect_languages`] (`("python", "3.11.7")`; empty when the
+/// toolchain would not say). Workers send them as labels `lang.<language>`.
+pub fn detect_language_versions() -> Vec<(String, String)> {
+    crate::executors::code::toolchains()
+        .iter()
+        .map(|t| (t.language.to_string(), t.version.clone()))
         .collect()
 }
 
