@@ -90,9 +90,10 @@ struct Shared {
     outbox: Mutex<Vec<TaskResult>>,
     /// A result was put in the outbox.
     outbox_filled: Notify,
-    /// Since when a lease request is in flight: results that finish during
-    /// a long-poll go by the reporter.
-    lease_in_flight: Mutex<Option<Instant>>,
+    /// Since when a lease request is in flight, and whether it carries
+    /// results: results that finish while one without results is in flight
+    /// (a long-poll, likely) go by the reporter.
+    lease_in_flight: Mutex<Option<(Instant, bool)>>,
     /// Shutting down: the reporter sends everything, then says so.
     finishing: AtomicBool,
     /// Log lines of running tasks, to the log shipper.
@@ -162,19 +163,23 @@ impl Shared {
         }
     }
 
-    fn set_lease_in_flight(&self, on: bool) {
+    fn set_lease_in_flight(&self, on: bool, carrying: bool) {
         if let Ok(mut g) = self.lease_in_flight.lock() {
-            *g = on.then(Instant::now);
+            *g = on.then(|| (Instant::now(), carrying));
         }
     }
 
-    /// How long the lease request in flight has been (zero when none is).
-    fn lease_in_flight_for(&self) -> Duration {
+    /// Whether a lease request that carries no results is in flight: it left
+    /// without what finishes now, and may be a long-poll holding for seconds.
+    /// (One that carries results returns as soon as they are recorded and the
+    /// lease is served; the next one will carry what finishes meanwhile, so
+    /// a busy worker keeps one transaction in flight, not two.)
+    fn bare_lease_in_flight(&self) -> bool {
         self.lease_in_flight
             .lock()
             .ok()
-            .and_then(|g| g.map(|t| t.elapsed()))
-            .unwrap_or_default()
+            .and_then(|g| *g)
+            .is_some_and(|(_, carrying)| !carrying)
     }
 
     fn outbox_len(&self) -> usize {
@@ -359,7 +364,7 @@ async fn lease_loop(shared: Arc<Shared>) {
         };
         ride = true;
         let id = shared.id();
-        shared.set_lease_in_flight(true);
+        shared.set_lease_in_flight(true, !results.is_empty());
         let lease = shared.client.report_and_lease(
             &id,
             results.clone(),
@@ -371,13 +376,13 @@ async fn lease_loop(shared: Arc<Shared>) {
         let reply = tokio::select! {
             r = lease => r,
             _ = shared.stop_leasing.cancelled() => {
-                shared.set_lease_in_flight(false);
+                shared.set_lease_in_flight(false, false);
                 shared.put_back(results);
                 return;
             }
         };
         shared.idle_polling.store(false, Ordering::Relaxed);
-        shared.set_lease_in_flight(false);
+        shared.set_lease_in_flight(false, false);
         match reply {
             Ok(resp) => {
                 backoff = Duration::from_millis(100);
@@ -679,15 +684,16 @@ async fn report_loop(shared: Arc<Shared>, done: watch::Sender<bool>) {
             continue;
         }
         // Give the lease loop the chance to carry them: it will when a lease
-        // request is about to go (it is gathering free slots). Send them now
-        // when one is in flight already (it went without them and may be a
-        // long-poll holding for seconds), or when they waited too long.
+        // request is about to go (it is gathering free slots) or returns soon
+        // (one carrying results). Send them now when a request without
+        // results is in flight (it may be a long-poll holding for seconds),
+        // or when they waited too long.
         let waiting_since = Instant::now();
         loop {
             if shared.finishing.load(Ordering::Relaxed)
                 || shared.outbox_len() == 0
                 || waiting_since.elapsed() >= RIDE_WAIT
-                || shared.lease_in_flight_for() > Duration::ZERO
+                || shared.bare_lease_in_flight()
             {
                 break;
             }
