@@ -2,7 +2,7 @@
 //! heartbeat with load, and leave cleanly.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,13 @@ struct Running {
     abandoned: bool,
 }
 
+/// No lease request is in flight.
+const NO_LEASE: u8 = 0;
+/// A lease request without results is in flight.
+const LEASE_BARE: u8 = 1;
+/// A lease request carrying results is in flight.
+const LEASE_CARRYING: u8 = 2;
+
 struct Shared {
     client: Client,
     registry: Registry,
@@ -90,10 +97,10 @@ struct Shared {
     outbox: Mutex<Vec<TaskResult>>,
     /// A result was put in the outbox.
     outbox_filled: Notify,
-    /// Since when a lease request is in flight, and whether it carries
-    /// results: results that finish while one without results is in flight
-    /// (a long-poll, likely) go by the reporter.
-    lease_in_flight: Mutex<Option<(Instant, bool)>>,
+    /// Whether a lease request is in flight, and whether it carries results
+    /// (one of the `LEASE_*` values): results that finish while one without
+    /// results is in flight (a long-poll, likely) go by the reporter.
+    lease_in_flight: AtomicU8,
     /// Shutting down: the reporter sends everything, then says so.
     finishing: AtomicBool,
     /// Log lines of running tasks, to the log shipper.
@@ -164,9 +171,12 @@ impl Shared {
     }
 
     fn set_lease_in_flight(&self, on: bool, carrying: bool) {
-        if let Ok(mut g) = self.lease_in_flight.lock() {
-            *g = on.then(|| (Instant::now(), carrying));
-        }
+        let state = match (on, carrying) {
+            (false, _) => NO_LEASE,
+            (true, false) => LEASE_BARE,
+            (true, true) => LEASE_CARRYING,
+        };
+        self.lease_in_flight.store(state, Ordering::Relaxed);
     }
 
     /// Whether a lease request that carries no results is in flight: it left
@@ -175,11 +185,7 @@ impl Shared {
     /// lease is served; the next one will carry what finishes meanwhile, so
     /// a busy worker keeps one transaction in flight, not two.)
     fn bare_lease_in_flight(&self) -> bool {
-        self.lease_in_flight
-            .lock()
-            .ok()
-            .and_then(|g| *g)
-            .is_some_and(|(_, carrying)| !carrying)
+        self.lease_in_flight.load(Ordering::Relaxed) == LEASE_BARE
     }
 
     fn outbox_len(&self) -> usize {
@@ -268,7 +274,7 @@ impl Worker {
             unreported: Mutex::new(Default::default()),
             outbox: Mutex::new(Vec::new()),
             outbox_filled: Notify::new(),
-            lease_in_flight: Mutex::new(None),
+            lease_in_flight: AtomicU8::new(NO_LEASE),
             finishing: AtomicBool::new(false),
             logs: logs_tx,
             stop_leasing: CancellationToken::new(),

@@ -161,8 +161,9 @@ impl Readers {
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
-    /// Holds an in-memory database open while the store lives.
-    _keep: Option<Arc<Mutex<Connection>>>,
+    /// Holds an in-memory database open while the store lives (in a Mutex
+    /// only so the store is Sync; nobody locks it).
+    _keep: Option<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -191,7 +192,7 @@ impl SqliteStore {
                 target: t,
                 idle: Mutex::new(Vec::new()),
             }),
-            _keep: keep.map(|c| Arc::new(Mutex::new(c))),
+            _keep: keep.map(Mutex::new),
         })
     }
 
