@@ -321,3 +321,81 @@ async fn results_ride_on_the_lease_and_a_cancel_answers_a_held_long_poll() {
     assert_eq!(rejected[0].code, RejectionCode::NotRunning);
     assert_eq!(job.progress.total, 2);
 }
+
+/// `brigade_tasks_handed_off_total` as the server reports it now.
+async fn handed_off(c: &Cluster) -> f64 {
+    let text = c
+        .http()
+        .get(format!("{}/metrics", c.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::observability::parse_prometheus(&text)
+        .iter()
+        .filter(|s| s.name == "brigade_tasks_handed_off_total")
+        .map(|s| s.value)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_task_submitted_while_a_worker_waits_is_handed_to_it_by_the_submit() {
+    use std::time::Duration;
+
+    use brigade_api::WorkerJoin;
+
+    let c = Cluster::start().await;
+    let joined = c
+        .client
+        .join(&WorkerJoin {
+            name: "by-hand".into(),
+            hostname: String::new(),
+            queues: Vec::new(),
+            kinds: vec!["noop".into()],
+            labels: Default::default(),
+            capacity: 1,
+            version: String::new(),
+        })
+        .await
+        .unwrap();
+    // Each round: a long-poll waits, a one-task job comes; the worker gets
+    // it once, with attempt 1, whichever way it went. The first round whose
+    // long-poll was already waiting at the submit goes by hand-off.
+    let mut rounds = 0;
+    while handed_off(&c).await < 1.0 {
+        rounds += 1;
+        assert!(
+            rounds <= 50,
+            "no submit handed its task to the waiting worker"
+        );
+        let poll = c.client.lease(&joined.id, 1, Duration::from_secs(20));
+        let submit = async { c.submit(vec![task("noop", json!(rounds))]).await };
+        let (leased, job) = tokio::join!(poll, submit);
+        let leased = leased.unwrap();
+        let ids = job.task_ids.clone().unwrap();
+        assert_eq!(leased.tasks.len(), 1, "round {rounds}: {leased:?}");
+        assert_eq!(leased.tasks[0].id, ids[0]);
+        assert_eq!(leased.tasks[0].attempt, 1);
+        let t = c.client.task(&ids[0]).await.unwrap();
+        assert_eq!(t.state, TaskState::Running);
+        c.client
+            .results(
+                &joined.id,
+                vec![brigade_api::TaskResult {
+                    task_id: ids[0].clone(),
+                    attempt: 1,
+                    outcome: brigade_api::Outcome::Succeeded,
+                    output: json!(rounds),
+                    error: None,
+                    retryable: None,
+                    retry_in_ms: None,
+                    duration_ms: None,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.finished(&job.id).await.state, JobState::Succeeded);
+    }
+}

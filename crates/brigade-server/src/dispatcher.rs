@@ -17,6 +17,12 @@
 //! issued at once rather than one after another, in load order: the store
 //! commits them in one group (one fsync for all) instead of one each.
 //!
+//! A submit hands its tasks straight to waiting workers: it borrows the
+//! least loaded waiters ([`Dispatcher::lend`]), leases for them in the
+//! submit's own transaction, answers them itself and gives back those that
+//! got nothing ([`Lent::settle`]). An idle round trip then costs one commit
+//! and no wake-up between submit and lease.
+//!
 //! A lease request may carry the worker's finished results: they are
 //! recorded in the same transaction as its lease, and the reply says what
 //! became of them. A busy worker holds a lease request for no tasks
@@ -30,7 +36,7 @@ use std::time::Duration;
 
 use brigade_api::{Heartbeat, HeartbeatReply, LeasedTask, Load, ResultsReply, TaskResult};
 use brigade_core::Clock;
-use brigade_store::Store;
+use brigade_store::{HandOff, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -73,6 +79,10 @@ type Attempt = Result<Vec<LeasedTask>, DispatchError>;
 enum Command {
     Wait(Waiter),
     Wake,
+    /// A submit borrows waiters to lease for in its own transaction.
+    Lend(u32, oneshot::Sender<Lent>),
+    /// Borrowed waiters that got nothing, with the wake count when lent.
+    Return(Vec<Waiter>, u64),
     /// Replies to the heartbeats recorded for idle waiters.
     Kept(Vec<(String, Option<HeartbeatReply>)>),
     /// A task the worker runs was cancelled.
@@ -176,6 +186,7 @@ impl Dispatcher {
             loads: inbox.1,
             pending_cancels: HashMap::new(),
             closing: false,
+            wakes: 0,
         };
         tokio::spawn(task.run(inbox.0));
     }
@@ -203,6 +214,17 @@ impl Dispatcher {
             .send(Command::Wait(waiter))
             .map_err(|_| DispatchError::ShuttingDown)?;
         answer.await.map_err(|_| DispatchError::ShuttingDown)?
+    }
+
+    /// Borrow the least loaded waiting workers that together ask for at
+    /// least `want` tasks, for a submit to lease for them in its own
+    /// transaction. Settle (or drop) what this returns.
+    pub async fn lend(&self, want: u32) -> Lent {
+        let (reply, answer) = oneshot::channel();
+        if want == 0 || self.tx.send(Command::Lend(want, reply)).is_err() {
+            return Lent::none(self.tx.clone());
+        }
+        answer.await.unwrap_or_else(|_| Lent::none(self.tx.clone()))
     }
 
     /// Work may be available: let the waiters look.
@@ -236,6 +258,72 @@ impl Dispatcher {
     }
 }
 
+/// Waiters borrowed by a submit: it leases for them ([`Lent::asks`]) in its
+/// own transaction and then [`settle`](Lent::settle)s. Dropped unsettled,
+/// they go back to the dispatcher untouched.
+pub struct Lent {
+    waiters: Vec<Waiter>,
+    asks: Vec<HandOff>,
+    /// The dispatcher's wake count when lent: a wake missed meanwhile makes
+    /// the returned waiters look for work at once.
+    wakes: u64,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Lent {
+    fn none(tx: mpsc::UnboundedSender<Command>) -> Self {
+        Self {
+            waiters: Vec::new(),
+            asks: Vec::new(),
+            wakes: 0,
+            tx,
+        }
+    }
+
+    /// The workers to lease for, in order, with how many tasks each takes.
+    pub fn asks(&self) -> Vec<HandOff> {
+        self.asks.clone()
+    }
+
+    /// Answer the waiters with what the submit leased for them
+    /// (`handed[i]` for waiter `i`, as [`brigade_store::Submitted::handed`]);
+    /// those that got nothing, or all when the submit failed (`None`), go
+    /// back to waiting.
+    pub fn settle(mut self, handed: Option<Vec<Option<Vec<LeasedTask>>>>) {
+        let waiters = std::mem::take(&mut self.waiters);
+        let Some(handed) = handed else {
+            self.give_back(waiters);
+            return;
+        };
+        let mut handed = handed.into_iter();
+        let mut back = Vec::new();
+        for w in waiters {
+            match handed.next() {
+                Some(Some(tasks)) if !tasks.is_empty() => w.answer(Ok(tasks)),
+                Some(None) => {
+                    let id = w.worker_id.clone();
+                    w.answer(Err(DispatchError::UnknownWorker(id)));
+                }
+                _ => back.push(w),
+            }
+        }
+        self.give_back(back);
+    }
+
+    fn give_back(&self, waiters: Vec<Waiter>) {
+        if !waiters.is_empty() {
+            let _ = self.tx.send(Command::Return(waiters, self.wakes));
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let waiters = std::mem::take(&mut self.waiters);
+        self.give_back(waiters);
+    }
+}
+
 struct Task {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -252,6 +340,8 @@ struct Task {
     pending_cancels: HashMap<String, Vec<String>>,
     /// Shutting down: no more leases.
     closing: bool,
+    /// Wake-ups seen so far.
+    wakes: u64,
 }
 
 impl Task {
@@ -319,7 +409,31 @@ impl Task {
                 self.pending_cancels.remove(&worker);
                 false
             }
-            Command::Wake => true,
+            Command::Wake => {
+                self.wakes += 1;
+                true
+            }
+            Command::Lend(want, reply) => {
+                if let Some(tx) = self.tx.upgrade() {
+                    let lent = self.lend(want, tx);
+                    // A submit that went away drops it, which gives it back.
+                    let _ = reply.send(lent);
+                }
+                false
+            }
+            Command::Return(waiters, wakes) => {
+                let missed = wakes != self.wakes;
+                for w in waiters {
+                    if self.closing {
+                        w.answer(Ok(Vec::new()));
+                    } else if missed {
+                        fresh.push(w);
+                    } else if !w.reply.is_closed() {
+                        self.waiters.push(w);
+                    }
+                }
+                false
+            }
             Command::Kept(replies) => {
                 self.kept(replies);
                 false
@@ -332,6 +446,35 @@ impl Task {
                 false
             }
         }
+    }
+
+    /// Take the least loaded waiters that together ask for `want` tasks.
+    fn lend(&mut self, want: u32, tx: mpsc::UnboundedSender<Command>) -> Lent {
+        let mut lent = Lent::none(tx);
+        lent.wakes = self.wakes;
+        if self.closing {
+            return lent;
+        }
+        self.waiters.retain(|w| !w.reply.is_closed());
+        sort_by_load(&mut self.waiters, &self.loads);
+        let mut left = want;
+        let mut i = 0;
+        while i < self.waiters.len() && left > 0 {
+            let w = &self.waiters[i];
+            if w.max == 0 || !w.results.is_empty() {
+                i += 1;
+                continue;
+            }
+            let max = w.max.min(left);
+            left -= max;
+            lent.asks.push(HandOff {
+                worker_id: w.worker_id.clone(),
+                max,
+            });
+            // Keeps the others in load order.
+            lent.waiters.push(self.waiters.remove(i));
+        }
+        lent
     }
 
     /// Tell the worker of a cancelled task: answer its waiting request now,

@@ -24,6 +24,8 @@ pub mod names {
     pub const TASKS_SUBMITTED: &str = "brigade_tasks_submitted_total";
     /// Tasks handed to workers.
     pub const TASKS_LEASED: &str = "brigade_tasks_leased_total";
+    /// Of those, tasks leased to a waiting worker by the submit that created them.
+    pub const TASKS_HANDED_OFF: &str = "brigade_tasks_handed_off_total";
     /// Results received, by outcome and whether accepted.
     pub const RESULTS: &str = "brigade_results_total";
     /// Live events published, by type.

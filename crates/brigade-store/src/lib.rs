@@ -30,7 +30,8 @@ use brigade_core::NewJob;
 
 pub use error::StoreError;
 pub use model::{
-    Changes, DeleteOutcome, Idempotency, JobFilter, Phase, Remote, RetryOutcome, Submitted, Timing,
+    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Phase, Remote, RetryOutcome,
+    Submitted, Timing,
 };
 
 /// Result of a store operation.
@@ -54,6 +55,18 @@ pub trait Store: Send + Sync + 'static {
         job: NewJob,
         idem: Option<Idempotency>,
         now: i64,
+    ) -> Result<Submitted>;
+    /// [`Store::submit`], then lease for `waiting` workers in the same
+    /// transaction (see [`Submitted::handed`]): a task submitted while a
+    /// worker waits goes to it with one commit, not two.
+    async fn submit_and_lease(
+        &self,
+        owner: &str,
+        job: NewJob,
+        idem: Option<Idempotency>,
+        now: i64,
+        ttl: i64,
+        waiting: Vec<HandOff>,
     ) -> Result<Submitted>;
     /// One job, `None` when unknown.
     async fn job(&self, id: &str) -> Result<Option<JobView>>;

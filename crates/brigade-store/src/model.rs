@@ -1,6 +1,6 @@
 //! Values the store takes and returns besides the wire types.
 
-use brigade_api::{Event, JobView, TaskView};
+use brigade_api::{Event, JobView, LeasedTask, TaskView};
 
 /// An `Idempotency-Key` and a hash of the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,19 @@ pub struct Submitted {
     pub created: bool,
     /// What happened.
     pub changes: Changes,
+    /// The leases handed to waiting workers in the same transaction, one
+    /// entry per worker asked for, in order (`None`: the worker is unknown
+    /// or left); empty when no worker was asked.
+    pub handed: Vec<Option<Vec<LeasedTask>>>,
+}
+
+/// A worker waiting for work, to lease for in a submit's own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOff {
+    /// The waiting worker.
+    pub worker_id: String,
+    /// Most tasks it takes.
+    pub max: u32,
 }
 
 /// What a state change did, for live events and wake-ups.

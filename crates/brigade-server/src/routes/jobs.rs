@@ -64,10 +64,32 @@ pub async fn submit(
     let limits: Limits = state.limits;
     let job = validate_job(submit, &limits).map_err(ApiError::invalid)?;
     let n = job.tasks.len() as u64;
-    let submitted = state
-        .store
-        .submit(&caller.name, job, idem, state.now())
-        .await?;
+    // On its own task: once the store leased for borrowed workers, their
+    // replies must go out even if this request's client goes away.
+    let (st, owner) = (state.clone(), caller.name.clone());
+    let submitted = tokio::spawn(async move {
+        let lent = st
+            .dispatcher()
+            .lend(n.min(u64::from(u32::MAX)) as u32)
+            .await;
+        let (now, ttl) = (st.now(), st.config.lease_ttl_ms as i64);
+        let mut submitted = st
+            .store
+            .submit_and_lease(&owner, job, idem, now, ttl, lent.asks())
+            .await?;
+        let handed = std::mem::take(&mut submitted.handed);
+        let n: usize = handed.iter().flatten().map(Vec::len).sum();
+        metrics::counter!(crate::metrics::names::TASKS_HANDED_OFF).increment(n as u64);
+        lent.settle(Some(handed));
+        Ok::<_, brigade_store::StoreError>(submitted)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the submit stopped: {e}"),
+        )
+    })??;
     if submitted.created {
         metrics::counter!(crate::metrics::names::TASKS_SUBMITTED).increment(n);
     }

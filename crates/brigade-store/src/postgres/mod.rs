@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::model::{
-    Changes, DeleteOutcome, Idempotency, JobFilter, Remote, RetryOutcome, Submitted,
+    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Remote, RetryOutcome, Submitted,
 };
 use crate::sql::{read, write};
 use crate::{Result, Store, StoreError};
@@ -286,6 +286,22 @@ impl Store for PostgresStore {
         write_tx!(
             self,
             |c| write::submit(c, owner, &job, idem.as_ref(), now),
+            |s| Some(&s.changes)
+        )
+    }
+
+    async fn submit_and_lease(
+        &self,
+        owner: &str,
+        job: NewJob,
+        idem: Option<Idempotency>,
+        now: i64,
+        ttl: i64,
+        waiting: Vec<HandOff>,
+    ) -> Result<Submitted> {
+        write_tx!(
+            self,
+            |c| write::submit_and_lease(c, owner, &job, idem.as_ref(), now, ttl, &waiting),
             |s| Some(&s.changes)
         )
     }

@@ -13,7 +13,9 @@ use brigade_core::transition::{self, Budget, Held, Rejection, Wake};
 use brigade_core::{NewJob, from_ms, ids::new_id};
 
 use super::{Conn, RUNNING_COLUMNS, Row, Success, Value, args, jlit, lit, lits, read, wlit, wlits};
-use crate::model::{Changes, DeleteOutcome, Idempotency, Phase, RetryOutcome, Submitted, Timing};
+use crate::model::{
+    Changes, DeleteOutcome, HandOff, Idempotency, Phase, RetryOutcome, Submitted, Timing,
+};
 use crate::rows::{self, Columns};
 use crate::{Result, StoreError, events};
 
@@ -77,6 +79,7 @@ async fn replay<C: Conn>(c: &mut C, owner: &str, idem: &Idempotency) -> Result<O
         job: view,
         created: false,
         changes: Changes::default(),
+        handed: Vec::new(),
     }))
 }
 
@@ -219,7 +222,49 @@ pub(crate) async fn submit<C: Conn>(
         job: view,
         created: true,
         changes,
+        handed: Vec::new(),
     })
+}
+
+/// Submit, then lease for `waiting` workers (in order) in the same
+/// transaction: a just-submitted task goes straight to a worker that waits
+/// for work, with one commit instead of two and no wake-up in between.
+/// The leases take the queue's oldest tasks by the usual rules, not
+/// necessarily this job's. A replayed submit (same idempotency key) leases
+/// nothing.
+pub(crate) async fn submit_and_lease<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    job: &NewJob,
+    idem: Option<&Idempotency>,
+    now: i64,
+    ttl: i64,
+    waiting: &[HandOff],
+) -> Result<Submitted> {
+    let mut submitted = submit(c, owner, job, idem, now).await?;
+    if !submitted.created || waiting.is_empty() {
+        return Ok(submitted);
+    }
+    let queued = submitted.job.progress.queued;
+    let mut handed = 0u64;
+    for w in waiting {
+        let want = queued.saturating_sub(handed).min(u64::from(w.max)) as u32;
+        if want == 0 {
+            submitted.handed.push(Some(Vec::new()));
+            continue;
+        }
+        match lease(c, &w.worker_id, want, now, ttl).await? {
+            Some((tasks, more)) => {
+                handed += tasks.len() as u64;
+                submitted.changes.merge(more);
+                submitted.handed.push(Some(tasks));
+            }
+            None => submitted.handed.push(None),
+        }
+    }
+    // Only what is left needs the dispatcher's attention.
+    submitted.changes.ready = queued > handed;
+    Ok(submitted)
 }
 
 /// After tasks of `jobs` finished: record the jobs that are now over.

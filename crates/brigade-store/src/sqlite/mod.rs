@@ -20,7 +20,9 @@ use brigade_core::NewJob;
 use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::model::{Changes, DeleteOutcome, Idempotency, JobFilter, RetryOutcome, Submitted};
+use crate::model::{
+    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, RetryOutcome, Submitted,
+};
 use crate::sql::{read, write};
 use crate::{Result, Store, StoreError};
 use conn::Lite;
@@ -230,6 +232,30 @@ impl Store for SqliteStore {
         let owner = owner.to_owned();
         self.write(move |c| at_once(write::submit(c, &owner, &job, idem.as_ref(), now)))
             .await
+    }
+
+    async fn submit_and_lease(
+        &self,
+        owner: &str,
+        job: NewJob,
+        idem: Option<Idempotency>,
+        now: i64,
+        ttl: i64,
+        waiting: Vec<HandOff>,
+    ) -> Result<Submitted> {
+        let owner = owner.to_owned();
+        self.write(move |c| {
+            at_once(write::submit_and_lease(
+                c,
+                &owner,
+                &job,
+                idem.as_ref(),
+                now,
+                ttl,
+                &waiting,
+            ))
+        })
+        .await
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobView>> {

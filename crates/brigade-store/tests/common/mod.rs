@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
                 scheduled_tasks_wait_for_promote_due,
                 has_queued,
                 promote_due_moves_what_is_due,
+                submit_hands_tasks_to_waiting_workers,
             }
             jobs {
                 jobs_pages_newest_first,

@@ -284,3 +284,103 @@ pub async fn promote_due_moves_what_is_due(store: Arc<dyn Store>) -> TestResult 
     )?;
     Ok(())
 }
+
+/// A submit with waiting workers leases for them in its own transaction:
+/// each takes at most what it asked and what the job queued, in order; the
+/// tasks are running with attempt 1 and their `task.started` events follow
+/// `job.created`; `ready` says whether any task is left queued. An unknown
+/// worker gets `None`, a replay (same idempotency key) leases nothing, and
+/// scheduled tasks are not handed off.
+pub async fn submit_hands_tasks_to_waiting_workers(store: Arc<dyn Store>) -> TestResult {
+    use brigade_store::HandOff;
+    let store = &*store;
+    let ask = |id: &str, max| HandOff {
+        worker_id: id.into(),
+        max,
+    };
+    let (a, b) = (join(store, "a", T0).await?, join(store, "b", T0).await?);
+    let sub = store
+        .submit_and_lease(
+            "alice",
+            job(3, 3),
+            key("h", "x"),
+            T0 + 1,
+            crate::common::TTL,
+            vec![ask(&a, 2), ask("nobody", 5), ask(&b, 5)],
+        )
+        .await?;
+    ensure(sub.created, "created")?;
+    let counts: Vec<Option<usize>> = sub
+        .handed
+        .iter()
+        .map(|h| h.as_ref().map(Vec::len))
+        .collect();
+    ensure(
+        counts == [Some(2), None, Some(1)],
+        format!("handed {counts:?}"),
+    )?;
+    ensure(!sub.changes.ready, "nothing is left queued")?;
+    let k = kinds(&sub.changes);
+    ensure(
+        k.first() == Some(&"job.created")
+            && k.iter().filter(|k| **k == "task.started").count() == 3,
+        format!("events {k:?}"),
+    )?;
+    for (worker, tasks) in [(&a, &sub.handed[0]), (&b, &sub.handed[2])] {
+        for t in tasks.as_deref().unwrap_or_default() {
+            ensure(t.attempt == 1, format!("attempt {}", t.attempt))?;
+            let view = task_view(store, &t.id).await?;
+            ensure(
+                view.state == TaskState::Running
+                    && view.worker_id.as_deref() == Some(worker.as_str()),
+                format!("{} is {:?} on {:?}", t.id, view.state, view.worker_id),
+            )?;
+        }
+    }
+
+    let again = store
+        .submit_and_lease(
+            "alice",
+            job(3, 3),
+            key("h", "x"),
+            T0 + 2,
+            crate::common::TTL,
+            vec![ask(&a, 5)],
+        )
+        .await?;
+    ensure(
+        !again.created && again.handed.is_empty(),
+        "a replay hands nothing",
+    )?;
+
+    let mut later = task(3);
+    later.run_at = Some(T0 + 60_000);
+    let mut now_and_later = job_with(vec![later, task(3)]);
+    now_and_later.name = Some("mixed".into());
+    let mixed = store
+        .submit_and_lease(
+            "alice",
+            now_and_later,
+            None,
+            T0 + 3,
+            crate::common::TTL,
+            vec![ask(&a, 5)],
+        )
+        .await?;
+    let ids = ids_of(&mixed)?;
+    let handed: Vec<&str> = mixed.handed[0]
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
+    ensure(
+        handed == [ids[1].as_str()],
+        format!("handed {handed:?} of {ids:?}"),
+    )?;
+    ensure(
+        task_view(store, &ids[0]).await?.state == TaskState::Scheduled,
+        "the scheduled task waits",
+    )?;
+    Ok(())
+}
