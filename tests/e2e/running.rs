@@ -287,6 +287,7 @@ async fn results_ride_on_the_lease_and_a_cancel_answers_a_held_long_poll() {
         retryable: None,
         retry_in_ms: None,
         duration_ms: None,
+        spawn: Vec::new(),
     };
     // One result, and the same one again: the second is refused, by code.
     let held = c

@@ -148,6 +148,9 @@ pub fn task(max_attempts: u32) -> NewTask {
         },
         requires: BTreeMap::new(),
         run_at: None,
+        key: None,
+        after: Vec::new(),
+        run_if: None,
     }
 }
 
@@ -192,6 +195,7 @@ pub fn ok(task_id: &str, attempt: u32) -> TaskResult {
         retryable: None,
         retry_in_ms: None,
         duration_ms: Some(1),
+        spawn: Vec::new(),
     }
 }
 
@@ -206,6 +210,7 @@ pub fn failed(task_id: &str, attempt: u32, retryable: bool) -> TaskResult {
         retryable: Some(retryable),
         retry_in_ms: None,
         duration_ms: Some(1),
+        spawn: Vec::new(),
     }
 }
 
