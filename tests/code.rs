@@ -53,6 +53,9 @@ fn ctx(input: Value) -> TaskContext {
         timeout: Duration::from_secs(120),
         cancel: CancellationToken::new(),
         log: brigade_worker::handler::TaskLog::discard(),
+        parents: Vec::new(),
+        parents_truncated: false,
+        flow: brigade_worker::TaskFlow::default(),
     }
 }
 

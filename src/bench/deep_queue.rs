@@ -72,6 +72,7 @@ async fn sample(client: &Client, worker: &str, queue: &str, runs: u32) -> anyhow
                     retryable: None,
                     retry_in_ms: None,
                     duration_ms: Some(0),
+                    spawn: Vec::new(),
                 }],
             )
             .await?;

@@ -59,8 +59,8 @@ pub fn print_job(job: &JobView) {
     }
     println!("state     {}", job.state.as_str());
     println!(
-        "tasks     {} total: {} queued, {} scheduled, {} running, {} succeeded, {} failed, {} cancelled",
-        p.total, p.queued, p.scheduled, p.running, p.succeeded, p.failed, p.cancelled
+        "tasks     {} total: {} waiting, {} queued, {} scheduled, {} running, {} succeeded, {} failed, {} cancelled",
+        p.total, p.waiting, p.queued, p.scheduled, p.running, p.succeeded, p.failed, p.cancelled
     );
     println!("created   {}", job.created_at);
     if let Some(ms) = job.duration_ms {

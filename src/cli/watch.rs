@@ -34,8 +34,9 @@ pub async fn run(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
         let p = view.progress;
         bar.set_position(p.finished());
         bar.set_message(format!(
-            "{} · queued {} · scheduled {} · running {} · succeeded {} · failed {} · cancelled {}",
+            "{} · waiting {} · queued {} · scheduled {} · running {} · succeeded {} · failed {} · cancelled {}",
             view.state.as_str(),
+            p.waiting,
             p.queued,
             p.scheduled,
             p.running,

@@ -71,6 +71,7 @@ async fn a_worker_killed_mid_task_loses_nothing_and_its_late_result_is_rejected(
         retryable: Some(false),
         retry_in_ms: None,
         duration_ms: None,
+        spawn: Vec::new(),
     };
     let reply = c.client.results(&doomed, vec![late]).await.unwrap();
     assert!(reply.accepted.is_empty());

@@ -287,6 +287,7 @@ async fn results_ride_on_the_lease_and_a_cancel_answers_a_held_long_poll() {
         retryable: None,
         retry_in_ms: None,
         duration_ms: None,
+        spawn: Vec::new(),
     };
     // One result, and the same one again: the second is refused, by code.
     let held = c
@@ -392,6 +393,7 @@ async fn a_task_submitted_while_a_worker_waits_is_handed_to_it_by_the_submit() {
                     retryable: None,
                     retry_in_ms: None,
                     duration_ms: None,
+                    spawn: Vec::new(),
                 }],
             )
             .await

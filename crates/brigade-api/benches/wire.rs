@@ -29,6 +29,8 @@ fn lease_response() -> LeaseResponse {
                 attempt: 1,
                 timeout_ms: 60_000,
                 lease_expires_at: time::OffsetDateTime::UNIX_EPOCH,
+                parents: None,
+                parents_truncated: false,
             })
             .collect(),
         drain: false,
@@ -49,6 +51,7 @@ fn results_request() -> ResultsRequest {
                 retryable: None,
                 retry_in_ms: None,
                 duration_ms: Some(0),
+                spawn: Vec::new(),
             })
             .collect(),
     }

@@ -5,12 +5,12 @@ use utoipa::ToSchema;
 
 use time::OffsetDateTime;
 
-use crate::{JobState, TaskError};
+use crate::{JobState, TaskError, TaskProgress};
 
 /// One event: `{"type": "task.succeeded", "at": "...", ...ids and changed fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
-    /// `job.created|job.finished|task.started|task.succeeded|task.failed|task.retrying|task.cancelled|worker.joined|worker.lost|worker.left`.
+    /// `job.created|job.finished|task.started|task.succeeded|task.failed|task.retrying|task.cancelled|task.progress|worker.joined|worker.lost|worker.left`.
     #[serde(rename = "type")]
     pub kind: String,
     /// When it happened.
@@ -37,6 +37,9 @@ pub struct Event {
     /// Name of the job or worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Progress (`task.progress`); boxed, so events stay small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Box<TaskProgress>>,
 }
 
 /// The kinds of event, as `Event::kind` names them.
@@ -56,6 +59,8 @@ pub enum EventKind {
     TaskRetrying,
     /// A task was cancelled.
     TaskCancelled,
+    /// A running task reported progress.
+    TaskProgress,
     /// A worker joined.
     WorkerJoined,
     /// A worker left.
@@ -75,6 +80,7 @@ impl EventKind {
             EventKind::TaskFailed => "task.failed",
             EventKind::TaskRetrying => "task.retrying",
             EventKind::TaskCancelled => "task.cancelled",
+            EventKind::TaskProgress => "task.progress",
             EventKind::WorkerJoined => "worker.joined",
             EventKind::WorkerLeft => "worker.left",
             EventKind::WorkerLost => "worker.lost",
@@ -100,6 +106,7 @@ impl Event {
             state: None,
             error: None,
             name: None,
+            progress: None,
         }
     }
 }

@@ -90,6 +90,20 @@ pub struct TaskSpec {
         with = "time::serde::rfc3339::option"
     )]
     pub run_at: Option<OffsetDateTime>,
+    /// A name for the task inside its job, `[a-z0-9][a-z0-9_.-]{0,63}`;
+    /// several tasks may share one (it then names the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
+    pub key: Option<String>,
+    /// Keys of the same job whose tasks (and what they spawn) must be final
+    /// before this one runs; until then it is `waiting`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 1000)]
+    pub after: Vec<String>,
+    /// When it may run once they are: `succeeded` (the default), `finished`
+    /// or `failed`. Only with `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_if: Option<crate::RunIf>,
 }
 
 impl TaskSpec {
@@ -106,7 +120,32 @@ impl TaskSpec {
             backoff: None,
             requires: BTreeMap::new(),
             run_at: None,
+            key: None,
+            after: Vec::new(),
+            run_if: None,
         }
+    }
+
+    /// The same task, keyed `key` inside its job.
+    pub fn keyed(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The same task, waiting for the tasks of `keys`.
+    pub fn after<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.after = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same task, run when `run_if` holds for what it waits for.
+    pub fn run_if(mut self, run_if: crate::RunIf) -> Self {
+        self.run_if = Some(run_if);
+        self
     }
 }
 
@@ -208,6 +247,9 @@ impl JobState {
 pub struct Progress {
     /// All tasks.
     pub total: u64,
+    /// Waiting for the tasks they come `after`.
+    #[serde(default)]
+    pub waiting: u64,
     /// Ready to run.
     pub queued: u64,
     /// Waiting for `run_at` or a retry.

@@ -21,11 +21,14 @@ pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};
 pub use page::Page;
 pub use problem::{FieldError, Problem};
 pub use queues::QueueView;
-pub use tasks::{AttemptOutcome, ErrorKind, HistoryEntry, TaskError, TaskState, TaskView};
+pub use tasks::{
+    AttemptOutcome, ErrorKind, HistoryEntry, ParentResult, RunIf, TaskError, TaskProgress,
+    TaskState, TaskView,
+};
 pub use workers::{
     Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedTask, Load, Outcome,
-    RejectedResult, RejectionCode, ResultsReply, ResultsRequest, TaskResult, WorkerJoin,
-    WorkerJoined, WorkerState, WorkerView,
+    ProgressReport, ProgressRequest, RejectedResult, RejectionCode, ResultsReply, ResultsRequest,
+    TaskResult, WorkerJoin, WorkerJoined, WorkerState, WorkerView,
 };
 
 /// RFC 3339 timestamps in UTC, as the contract wants them.

@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
+    /// Has `after`: some task it waits for is not final yet.
+    Waiting,
     /// Ready to run.
     Queued,
     /// Waiting for `run_at` or a retry backoff.
@@ -29,7 +31,8 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, in lifecycle order.
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Waiting,
         TaskState::Queued,
         TaskState::Scheduled,
         TaskState::Running,
@@ -41,6 +44,7 @@ impl TaskState {
     /// The wire name (also the stored one).
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Waiting => "waiting",
             TaskState::Queued => "queued",
             TaskState::Scheduled => "scheduled",
             TaskState::Running => "running",
@@ -55,9 +59,13 @@ impl TaskState {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    /// The states a task can still leave: it is queued, scheduled or running.
-    pub const UNFINISHED: [TaskState; 3] =
-        [TaskState::Queued, TaskState::Scheduled, TaskState::Running];
+    /// The states a task can still leave: it is waiting, queued, scheduled or running.
+    pub const UNFINISHED: [TaskState; 4] = [
+        TaskState::Waiting,
+        TaskState::Queued,
+        TaskState::Scheduled,
+        TaskState::Running,
+    ];
 
     /// Whether the task is over.
     pub fn is_finished(self) -> bool {
@@ -125,6 +133,12 @@ pub enum ErrorKind {
     UnknownKind,
     /// The input did not fit the handler.
     BadInput,
+    /// Not run: the tasks it waited for (`after`) ended so that its
+    /// `run_if` can no longer hold.
+    Dependency,
+    /// The result's `spawn` could not be applied to the job (an unknown or
+    /// taken key, a cycle, the job's task bound); nothing was spawned.
+    Spawn,
     /// The result's output was larger than the server takes
     /// ([`crate::MAX_RESULT_BYTES`] by default); recorded instead of it.
     ResultTooLarge,
@@ -225,4 +239,93 @@ pub struct TaskView {
     /// Every attempt (only on `GET /v1/tasks/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
+    /// Its key inside the job, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Keys it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// When it may run once what it waits for is final (with `after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_if: Option<RunIf>,
+    /// The task whose result spawned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawned_by: Option<String>,
+    /// Ids of the tasks its result spawned, in spawn order (only on
+    /// `GET /v1/tasks/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<String>>,
+    /// The last progress its running attempt reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<TaskProgress>,
+}
+
+/// When a task with `after` may run, once every task it waits for is final.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunIf {
+    /// Every task it waits for succeeded (the default).
+    #[default]
+    Succeeded,
+    /// All finished, whatever their outcome (a "finally").
+    Finished,
+    /// At least one failed or was cancelled (an error handler).
+    Failed,
+}
+
+impl RunIf {
+    /// The wire (and stored) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunIf::Succeeded => "succeeded",
+            RunIf::Finished => "finished",
+            RunIf::Failed => "failed",
+        }
+    }
+
+    /// Parse the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [RunIf::Succeeded, RunIf::Finished, RunIf::Failed]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Progress a running task reported: `{"done", "total", "message", "at"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskProgress {
+    /// Units done.
+    pub done: u64,
+    /// Units in all, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// A line for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was reported.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The attempt that reported it.
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// A task a leased task waited for, with its result: an entry of
+/// `LeasedTask::parents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ParentResult {
+    /// The parent's own key (`null` for a spawned task without one).
+    pub key: Option<String>,
+    /// Its id.
+    pub task_id: String,
+    /// Its final state.
+    pub state: TaskState,
+    /// Its output (`null` unless it succeeded, and in a lease whose
+    /// `parents_truncated` is true).
+    #[serde(default)]
+    #[schema(value_type = serde_json::Value)]
+    pub output: serde_json::Value,
+    /// Its error.
+    #[serde(default)]
+    pub error: Option<TaskError>,
 }

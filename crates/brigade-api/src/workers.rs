@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use time::OffsetDateTime;
 
-use crate::TaskError;
+use crate::{ParentResult, TaskError, TaskSpec};
 
 /// `POST /v1/workers`: a worker joins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -124,7 +124,25 @@ pub struct LeasedTask {
     /// Lease end unless a heartbeat extends it.
     #[serde(with = "time::serde::rfc3339")]
     pub lease_expires_at: OffsetDateTime,
+    /// For a task with `after`: the tasks it waited for, with their
+    /// results, in submission (then spawn) order. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parents: Option<Vec<ParentResult>>,
+    /// The parents' outputs were over the lease's payload bound
+    /// ([`MAX_PARENTS_BYTES`], or more than [`MAX_PARENTS_INLINE`] parents):
+    /// `parents` carries keys, ids and states only (at most
+    /// [`MAX_PARENT_IDS`] of them); fetch the outputs from
+    /// `GET /v1/workers/{id}/tasks/{task_id}/parents`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parents_truncated: bool,
 }
+
+/// Most bytes of parents' outputs and errors a lease carries inline.
+pub const MAX_PARENTS_BYTES: usize = 1 << 20;
+/// Most parents a lease carries with their outputs.
+pub const MAX_PARENTS_INLINE: usize = 10_000;
+/// Most parent ids a lease carries when their outputs are left out.
+pub const MAX_PARENT_IDS: usize = 100_000;
 
 /// Load a worker reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -203,6 +221,36 @@ pub struct TaskResult {
     /// How long it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Tasks to add to the task's job (with a succeeded outcome only; at
+    /// most 10000), created in the same transaction as the result: a
+    /// rejected result spawns nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 10000)]
+    pub spawn: Vec<TaskSpec>,
+}
+
+/// `POST /v1/workers/{id}/progress`: running tasks report how far they got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProgressRequest {
+    /// One report per task attempt.
+    pub progress: Vec<ProgressReport>,
+}
+
+/// How far one attempt got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProgressReport {
+    /// Task id.
+    pub task_id: String,
+    /// The attempt it belongs to (the same rule as results).
+    pub attempt: u32,
+    /// Units done.
+    pub done: u64,
+    /// Units in all, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// A line for people (at most 1024 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `POST /v1/workers/{id}/results`.

@@ -4,6 +4,8 @@
 //! errors into [`ClientError::Api`], and fails over between several server
 //! URLs when one cannot be reached.
 
+pub mod workflow;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -599,6 +601,60 @@ impl Client {
             Some(&body),
         )
         .await
+    }
+
+    /// Report how far running tasks got.
+    pub async fn progress(
+        &self,
+        worker_id: &str,
+        progress: Vec<brigade_api::ProgressReport>,
+    ) -> Result<ResultsReply> {
+        let body = brigade_api::ProgressRequest { progress };
+        self.post(
+            &format!("/v1/workers/{}/progress", enc(worker_id)),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// A page of the parents (with their outputs) of a task this worker runs.
+    pub async fn task_parents_page(
+        &self,
+        worker_id: &str,
+        task_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<brigade_api::ParentResult>> {
+        let mut path = format!(
+            "/v1/workers/{}/tasks/{}/parents?limit={limit}",
+            enc(worker_id),
+            enc(task_id)
+        );
+        if let Some(c) = cursor {
+            path.push_str("&cursor=");
+            path.push_str(&enc(c));
+        }
+        self.get(&path).await
+    }
+
+    /// Every parent (with its output) of a task this worker runs, page by page.
+    pub async fn task_parents(
+        &self,
+        worker_id: &str,
+        task_id: &str,
+    ) -> Result<Vec<brigade_api::ParentResult>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .task_parents_page(worker_id, task_id, 1000, cursor.as_deref())
+                .await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Ship log lines of tasks running on this worker.

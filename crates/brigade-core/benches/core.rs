@@ -77,6 +77,7 @@ fn retries(c: &mut Criterion) {
     });
     let progress = Progress {
         total: 10_000,
+        waiting: 0,
         queued: 10,
         scheduled: 0,
         running: 64,

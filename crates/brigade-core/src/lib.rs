@@ -7,11 +7,12 @@
 
 pub mod clock;
 pub mod dispatch;
+pub mod graph;
 pub mod ids;
 pub mod lifecycle;
 pub mod transition;
 pub mod validate;
 
 pub use clock::{Clock, SystemClock, from_ms, to_ms};
-pub use lifecycle::{Failure, job_state};
+pub use lifecycle::{Failure, job_state, job_state_skipping};
 pub use validate::{Limits, NewJob, NewTask};

@@ -63,13 +63,22 @@ pub fn on_failure(
 
 /// A job's state from its tasks' counts and whether a user cancelled it.
 pub fn job_state(p: &Progress, cancel_requested: bool) -> JobState {
-    let unfinished = p.queued + p.scheduled + p.running;
+    job_state_skipping(p, cancel_requested, 0)
+}
+
+/// A job's state, where `skipped` of its cancelled tasks were cancelled with
+/// error kind `dependency`. Those say nothing of their own: a job whose
+/// error handler was skipped because nothing failed succeeded, and one with
+/// a failed task is failed however many tasks its failure cancelled.
+pub fn job_state_skipping(p: &Progress, cancel_requested: bool, skipped: u64) -> JobState {
+    let unfinished = p.waiting + p.queued + p.scheduled + p.running;
+    let cancelled = p.cancelled.saturating_sub(skipped);
     if unfinished == 0 && p.total > 0 {
-        if cancel_requested || (p.cancelled > 0 && p.failed == 0) {
+        if cancel_requested || (cancelled > 0 && p.failed == 0) {
             JobState::Cancelled
         } else if p.failed > 0 {
             JobState::Failed
-        } else if p.cancelled > 0 {
+        } else if cancelled > 0 {
             JobState::Cancelled
         } else {
             JobState::Succeeded
@@ -158,6 +167,7 @@ mod tests {
     fn progress(q: u64, s: u64, r: u64, ok: u64, f: u64, c: u64) -> Progress {
         Progress {
             total: q + s + r + ok + f + c,
+            waiting: 0,
             queued: q,
             scheduled: s,
             running: r,
@@ -201,5 +211,29 @@ mod tests {
             job_state(&progress(0, 0, 0, 2, 0, 1), false),
             JobState::Cancelled
         );
+    }
+
+    #[test]
+    fn dependency_cancels_are_neutral_and_waiting_is_unfinished() {
+        // A skipped error handler: the job succeeded.
+        assert_eq!(
+            job_state_skipping(&progress(0, 0, 0, 3, 0, 1), false, 1),
+            JobState::Succeeded
+        );
+        // A failure and what it cancelled downstream: failed.
+        assert_eq!(
+            job_state_skipping(&progress(0, 0, 0, 1, 1, 3), false, 3),
+            JobState::Failed
+        );
+        // A user's cancel upstream, dependency cancels below: cancelled.
+        assert_eq!(
+            job_state_skipping(&progress(0, 0, 0, 1, 0, 3), false, 2),
+            JobState::Cancelled
+        );
+        let waiting = Progress {
+            waiting: 1,
+            ..progress(0, 0, 0, 1, 0, 0)
+        };
+        assert_eq!(job_state(&waiting, false), JobState::Running);
     }
 }

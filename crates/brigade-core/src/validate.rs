@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use brigade_api::{Backoff, FieldError, JobSubmit};
+use brigade_api::{Backoff, FieldError, JobSubmit, RunIf, TaskSpec};
 
 use crate::clock::to_ms;
 
@@ -71,6 +71,12 @@ pub struct NewTask {
     pub requires: BTreeMap<String, String>,
     /// Not before (ms since epoch).
     pub run_at: Option<i64>,
+    /// Its key inside the job.
+    pub key: Option<String>,
+    /// Keys it waits for, without repeats, in the order given.
+    pub after: Vec<String>,
+    /// When it runs once they are final (`None` without `after`).
+    pub run_if: Option<RunIf>,
 }
 
 /// Whether `s` is a valid task kind: `[a-z0-9][a-z0-9._-]{0,63}`.
@@ -114,6 +120,178 @@ fn check_labels(field: &str, labels: &BTreeMap<String, String>, errors: &mut Vec
     }
 }
 
+/// Most keys one task may wait for.
+pub const MAX_AFTER: usize = 1000;
+
+/// Validate one task at `path` (`tasks[3]`), filling in defaults; errors go
+/// to `errors`. Without `default_queue` (a spawned task) a task that names
+/// no queue gets an empty one: the store puts it in its job's queue.
+pub(crate) fn task(
+    path: &str,
+    t: TaskSpec,
+    default_queue: Option<&str>,
+    limits: &Limits,
+    errors: &mut Vec<FieldError>,
+) -> NewTask {
+    let at = |f: &str| format!("{path}.{f}");
+    if !is_valid_kind(&t.kind) {
+        errors.push(FieldError::new(
+            at("kind"),
+            "must match [a-z0-9][a-z0-9._-]{0,63}",
+        ));
+    }
+    let task_queue = match (t.queue, default_queue) {
+        (Some(q), _) => q,
+        (None, Some(d)) => d.to_owned(),
+        (None, None) => String::new(),
+    };
+    let inherits = task_queue.is_empty() && default_queue.is_none();
+    if !inherits && !is_valid_queue(&task_queue) {
+        errors.push(FieldError::new(
+            at("queue"),
+            "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+        ));
+    }
+    if t.name.as_ref().is_some_and(|n| n.len() > 256) {
+        errors.push(FieldError::new(at("name"), "at most 256 bytes"));
+    }
+    let max_attempts = t.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        errors.push(FieldError::new(
+            at("max_attempts"),
+            format!("must be 1 to {MAX_ATTEMPTS}"),
+        ));
+    }
+    let timeout_ms = t.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        errors.push(FieldError::new(
+            at("timeout_ms"),
+            format!("must be 1 to {MAX_TIMEOUT_MS}"),
+        ));
+    }
+    let backoff = t.backoff.unwrap_or_default();
+    if !(backoff.factor.is_finite() && (1.0..=100.0).contains(&backoff.factor)) {
+        errors.push(FieldError::new(
+            at("backoff.factor"),
+            "must be 1.0 to 100.0",
+        ));
+    }
+    if backoff.max_ms > MAX_TIMEOUT_MS {
+        errors.push(FieldError::new(
+            at("backoff.max_ms"),
+            format!("at most {MAX_TIMEOUT_MS}"),
+        ));
+    }
+    if backoff.initial_ms > backoff.max_ms {
+        errors.push(FieldError::new(
+            at("backoff.initial_ms"),
+            "must not exceed backoff.max_ms",
+        ));
+    }
+    check_labels(&at("requires"), &t.requires, errors);
+    let input = t.input.to_string();
+    if input.len() > limits.max_input_bytes {
+        errors.push(FieldError::new(
+            at("input"),
+            format!(
+                "{} bytes is more than the {} allowed",
+                input.len(),
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    if let Some(k) = &t.key
+        && !is_valid_kind(k)
+    {
+        errors.push(FieldError::new(
+            at("key"),
+            "must match [a-z0-9][a-z0-9._-]{0,63}",
+        ));
+    }
+    if t.after.len() > MAX_AFTER {
+        errors.push(FieldError::new(
+            at("after"),
+            format!("at most {MAX_AFTER} keys"),
+        ));
+    }
+    let mut after: Vec<String> = Vec::with_capacity(t.after.len());
+    for (j, k) in t.after.into_iter().enumerate() {
+        if !is_valid_kind(&k) {
+            errors.push(FieldError::new(
+                format!("{path}.after[{j}]"),
+                "must match [a-z0-9][a-z0-9._-]{0,63}",
+            ));
+        } else if !after.contains(&k) {
+            after.push(k);
+        }
+    }
+    if t.run_if.is_some() && after.is_empty() {
+        errors.push(FieldError::new(
+            at("run_if"),
+            "only a task with `after` has a condition to run",
+        ));
+    }
+    NewTask {
+        kind: t.kind,
+        input,
+        name: t.name,
+        queue: task_queue,
+        priority: t.priority.unwrap_or(0),
+        max_attempts,
+        timeout_ms,
+        backoff,
+        requires: t.requires,
+        run_at: t.run_at.map(to_ms),
+        key: t.key,
+        run_if: if after.is_empty() {
+            None
+        } else {
+            Some(t.run_if.unwrap_or_default())
+        },
+        after,
+    }
+}
+
+/// Most tasks one result may spawn.
+pub const MAX_SPAWN: usize = 10_000;
+
+/// Validate the `spawn` of a result at `path` (`results[2]`): the shape of
+/// each task, as a submit's. What depends on the job (keys it has, cycles
+/// through its graph, its size) is checked by the store with
+/// [`crate::graph::check_spawn`] when the result is applied.
+pub fn validate_spawn(
+    path: &str,
+    specs: Vec<TaskSpec>,
+    limits: &Limits,
+) -> Result<Vec<NewTask>, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if specs.len() > MAX_SPAWN {
+        errors.push(FieldError::new(
+            format!("{path}.spawn"),
+            format!("at most {MAX_SPAWN} tasks per result (got {})", specs.len()),
+        ));
+        return Err(errors);
+    }
+    let mut tasks = Vec::with_capacity(specs.len());
+    for (i, t) in specs.into_iter().enumerate() {
+        tasks.push(task(
+            &format!("{path}.spawn[{i}]"),
+            t,
+            None,
+            limits,
+            &mut errors,
+        ));
+        if errors.len() > 100 {
+            break;
+        }
+    }
+    if errors.is_empty() {
+        Ok(tasks)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Validate a submission, filling in defaults, or list every field at fault.
 pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -144,83 +322,19 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
 
     let mut tasks = Vec::with_capacity(job.tasks.len());
     for (i, t) in job.tasks.into_iter().enumerate() {
-        let at = |f: &str| format!("tasks[{i}].{f}");
-        if !is_valid_kind(&t.kind) {
-            errors.push(FieldError::new(
-                at("kind"),
-                "must match [a-z0-9][a-z0-9._-]{0,63}",
-            ));
-        }
-        let task_queue = t.queue.unwrap_or_else(|| queue.clone());
-        if !is_valid_queue(&task_queue) {
-            errors.push(FieldError::new(
-                at("queue"),
-                "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
-            ));
-        }
-        if t.name.as_ref().is_some_and(|n| n.len() > 256) {
-            errors.push(FieldError::new(at("name"), "at most 256 bytes"));
-        }
-        let max_attempts = t.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-        if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-            errors.push(FieldError::new(
-                at("max_attempts"),
-                format!("must be 1 to {MAX_ATTEMPTS}"),
-            ));
-        }
-        let timeout_ms = t.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-            errors.push(FieldError::new(
-                at("timeout_ms"),
-                format!("must be 1 to {MAX_TIMEOUT_MS}"),
-            ));
-        }
-        let backoff = t.backoff.unwrap_or_default();
-        if !(backoff.factor.is_finite() && (1.0..=100.0).contains(&backoff.factor)) {
-            errors.push(FieldError::new(
-                at("backoff.factor"),
-                "must be 1.0 to 100.0",
-            ));
-        }
-        if backoff.max_ms > MAX_TIMEOUT_MS {
-            errors.push(FieldError::new(
-                at("backoff.max_ms"),
-                format!("at most {MAX_TIMEOUT_MS}"),
-            ));
-        }
-        if backoff.initial_ms > backoff.max_ms {
-            errors.push(FieldError::new(
-                at("backoff.initial_ms"),
-                "must not exceed backoff.max_ms",
-            ));
-        }
-        check_labels(&at("requires"), &t.requires, &mut errors);
-        let input = t.input.to_string();
-        if input.len() > limits.max_input_bytes {
-            errors.push(FieldError::new(
-                at("input"),
-                format!(
-                    "{} bytes is more than the {} allowed",
-                    input.len(),
-                    limits.max_input_bytes
-                ),
-            ));
-        }
-        tasks.push(NewTask {
-            kind: t.kind,
-            input,
-            name: t.name,
-            queue: task_queue,
-            priority: t.priority.unwrap_or(0),
-            max_attempts,
-            timeout_ms,
-            backoff,
-            requires: t.requires,
-            run_at: t.run_at.map(to_ms),
-        });
+        tasks.push(task(
+            &format!("tasks[{i}]"),
+            t,
+            Some(&queue),
+            limits,
+            &mut errors,
+        ));
         if errors.len() > 100 {
             break;
         }
+    }
+    if errors.is_empty() {
+        errors.extend(crate::graph::check_job(&tasks));
     }
     if errors.is_empty() {
         Ok(NewJob {

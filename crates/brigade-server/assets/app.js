@@ -426,7 +426,7 @@ function renderOverview() {
     <section class="card">
       <div class="card-head"><h2>Jobs</h2><span class="count" id="jobs-count"></span>
         <div class="tools">
-          <div class="legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="s-running">running</span><span class="s-scheduled">scheduled</span><span class="s-cancelled">cancelled</span><span class="s-queued">queued</span></div>
+          <div class="legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="s-running">running</span><span class="s-scheduled">scheduled</span><span class="s-cancelled">cancelled</span><span class="s-queued">queued</span><span class="s-waiting">waiting</span></div>
           <select id="job-filter" data-testid="job-filter" aria-label="Filter jobs by state">
             ${['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => `<option value="${s}"${s === S.jobFilter ? ' selected' : ''}>${s || 'all states'}</option>`).join('')}
           </select>
@@ -545,7 +545,7 @@ function renderQueues() {
       .join('')}</tbody></table>`;
 }
 
-const SEGMENTS = ['succeeded', 'failed', 'cancelled', 'running', 'scheduled', 'queued'];
+const SEGMENTS = ['succeeded', 'failed', 'cancelled', 'running', 'scheduled', 'queued', 'waiting'];
 
 function progressBar(p, big = false) {
   const total = p.total || 1;

@@ -81,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::results))
         .routes(routes!(workers::logs))
+        .routes(routes!(workers::progress))
+        .routes(routes!(workers::parents))
         .routes(routes!(workers::drain))
         .routes(routes!(languages::list))
         .routes(routes!(queues::list))

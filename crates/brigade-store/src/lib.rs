@@ -181,6 +181,25 @@ pub trait Store: Send + Sync + 'static {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<(i64, LogLine)>>;
+    /// Record progress reports of running tasks, each only for the task's
+    /// current attempt on this worker (the rule of results); a
+    /// `task.progress` event for each accepted. `None` when the worker is
+    /// unknown.
+    async fn report_progress(
+        &self,
+        worker_id: &str,
+        reports: Vec<brigade_api::ProgressReport>,
+        now: i64,
+    ) -> Result<Option<(ResultsReply, Changes)>>;
+    /// A page of the parents (what it waits for, with their results, in
+    /// submission then spawn order) of a task, after the cursor; `None` when
+    /// the task is unknown.
+    async fn task_parents(
+        &self,
+        task_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Option<Page<brigade_api::ParentResult>>>;
     /// A worker leaves: its running tasks go back to the queue at once.
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>>;
     /// Ask a worker to drain.

@@ -108,6 +108,18 @@ pub(crate) fn task_view(row: &impl Columns) -> Result<TaskView> {
         started_at: ms_opt(row, "started_at")?,
         finished_at: ms_opt(row, "finished_at")?,
         history: None,
+        key: row.text_opt("task_key")?,
+        after: json_or(row.text_opt("after_keys")?)?,
+        run_if: row
+            .text_opt("run_if")?
+            .as_deref()
+            .and_then(brigade_api::RunIf::parse),
+        spawned_by: row.text_opt("spawned_by")?,
+        children: None,
+        progress: match row.text_opt("progress")? {
+            Some(p) if !p.is_empty() => Some(serde_json::from_str(&p)?),
+            _ => None,
+        },
     })
 }
 
@@ -182,6 +194,7 @@ pub(crate) fn worker_view(row: &impl Columns, running: u32) -> Result<WorkerView
 pub(crate) fn add_count(p: &mut Progress, state: &str, count: i64) -> Result<()> {
     let n = count.max(0) as u64;
     match task_state(state)? {
+        TaskState::Waiting => p.waiting += n,
         TaskState::Queued => p.queued += n,
         TaskState::Scheduled => p.scheduled += n,
         TaskState::Running => p.running += n,

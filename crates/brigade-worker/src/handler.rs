@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use brigade_api::logs::{MAX_LOG_BYTES_PER_ATTEMPT, MAX_LOG_LINE_BYTES, TRUNCATED};
-use brigade_api::{ErrorKind, TaskError};
+use brigade_api::{ErrorKind, ParentResult, TaskError, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
 /// One attempt of a task, as a handler sees it.
@@ -30,6 +30,117 @@ pub struct TaskContext {
     pub cancel: CancellationToken,
     /// Where the handler writes log lines (shipped to the server; see [`TaskLog`]).
     pub log: TaskLog,
+    /// For a task with `after`: the tasks it waited for, with their results,
+    /// as the lease carried them (see [`TaskContext::parents`]).
+    pub parents: Vec<ParentResult>,
+    /// The lease carried the parents' ids only (their outputs were over its
+    /// payload bound): [`TaskContext::parents`] fetches them.
+    pub parents_truncated: bool,
+    /// Spawning and progress (see [`TaskFlow`]).
+    pub flow: TaskFlow,
+}
+
+impl TaskContext {
+    /// Add `task` to this task's job when this attempt succeeds (in the
+    /// transaction that records the result: a result the server rejects
+    /// spawns nothing). Spawned tasks join this task's groups: a task
+    /// waiting for this one's key waits for them too.
+    pub fn spawn(&self, task: TaskSpec) {
+        if let Ok(mut v) = self.flow.spawned.lock() {
+            v.push(task);
+        }
+    }
+
+    /// [`spawn`](Self::spawn) each of `tasks`.
+    pub fn spawn_all(&self, tasks: impl IntoIterator<Item = TaskSpec>) {
+        if let Ok(mut v) = self.flow.spawned.lock() {
+            v.extend(tasks);
+        }
+    }
+
+    /// Report how far this attempt got: `done` of `total` units, with a
+    /// line for people. Shown in the task's view and published as a
+    /// `task.progress` event. Whether the server took it (it refuses
+    /// reports of an attempt that is no longer current); `false` outside a
+    /// worker.
+    pub async fn progress(
+        &self,
+        done: u64,
+        total: impl Into<Option<u64>>,
+        message: impl Into<String>,
+    ) -> bool {
+        let Some(link) = &self.flow.link else {
+            return false;
+        };
+        let message: String = message.into();
+        let report = brigade_api::ProgressReport {
+            task_id: self.id.clone(),
+            attempt: self.attempt,
+            done,
+            total: total.into(),
+            message: (!message.is_empty()).then_some(message),
+        };
+        match link.client.progress(&link.worker_id, vec![report]).await {
+            Ok(reply) => !reply.accepted.is_empty(),
+            Err(e) => {
+                tracing::debug!(task = %self.id, error = %e, "progress not reported");
+                false
+            }
+        }
+    }
+
+    /// The tasks this one waited for, with their outputs, in submission
+    /// (then spawn) order. When the lease carried ids only, they are
+    /// fetched from the server.
+    pub async fn parents(&self) -> Result<Vec<ParentResult>, brigade_client::ClientError> {
+        match (&self.flow.link, self.parents_truncated) {
+            (Some(link), true) => link.client.task_parents(&link.worker_id, &self.id).await,
+            _ => Ok(self.parents.clone()),
+        }
+    }
+}
+
+/// A task's way back to the server while it runs: what it spawns, and the
+/// client its progress reports go through. The default one (tests,
+/// handlers run outside a worker) keeps spawns and sends nothing.
+#[derive(Clone, Default)]
+pub struct TaskFlow {
+    pub(crate) spawned: Arc<std::sync::Mutex<Vec<TaskSpec>>>,
+    link: Option<Arc<Link>>,
+}
+
+struct Link {
+    client: brigade_client::Client,
+    worker_id: String,
+}
+
+impl std::fmt::Debug for TaskFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFlow")
+            .field(
+                "spawned",
+                &self.spawned.lock().map(|v| v.len()).unwrap_or(0),
+            )
+            .finish()
+    }
+}
+
+impl TaskFlow {
+    /// A flow whose progress reports go to `worker_id` through `client`.
+    pub(crate) fn new(client: brigade_client::Client, worker_id: String) -> Self {
+        Self {
+            spawned: Arc::default(),
+            link: Some(Arc::new(Link { client, worker_id })),
+        }
+    }
+
+    /// The tasks spawned so far, taken.
+    pub fn take_spawned(&self) -> Vec<TaskSpec> {
+        self.spawned
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
 }
 
 /// What the runtime's log shipper receives.

@@ -9,5 +9,7 @@ pub mod load;
 pub mod runtime;
 pub mod sandbox;
 
-pub use handler::{FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskLog, TaskOutcome};
+pub use handler::{
+    FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskFlow, TaskLog, TaskOutcome,
+};
 pub use runtime::{Worker, WorkerConfig, WorkerError};

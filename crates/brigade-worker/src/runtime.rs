@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::LogMsg;
 use crate::load::{LoadSampler, memory};
-use crate::{Registry, TaskContext, TaskFailure, TaskLog};
+use crate::{Registry, TaskContext, TaskFailure, TaskFlow, TaskLog};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -568,7 +568,8 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
     tokio::spawn(async move {
         let started = Instant::now();
         let log = TaskLog::new(&task.id, task.attempt, shared.logs.clone());
-        let outcome = run_one(&shared, &task, cancel, log.clone()).await;
+        let flow = TaskFlow::new(shared.client.clone(), shared.id());
+        let outcome = run_one(&shared, &task, cancel, log.clone(), flow.clone()).await;
         let abandoned = shared
             .running
             .lock()
@@ -591,6 +592,7 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
                 retryable: None,
                 retry_in_ms: None,
                 duration_ms,
+                spawn: flow.take_spawned(),
             },
             Err(f) => TaskResult {
                 task_id: task.id,
@@ -601,6 +603,7 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
                 retryable: Some(f.retryable),
                 retry_in_ms: None,
                 duration_ms,
+                spawn: Vec::new(),
             },
         };
         // The attempt's log lines reach the server before its result.
@@ -623,6 +626,7 @@ async fn run_one(
     task: &LeasedTask,
     cancel: CancellationToken,
     log: TaskLog,
+    flow: TaskFlow,
 ) -> Option<Result<serde_json::Value, TaskFailure>> {
     let Some(handler) = shared.registry.get(&task.kind) else {
         return Some(Err(TaskFailure {
@@ -643,6 +647,9 @@ async fn run_one(
         timeout,
         cancel: cancel.clone(),
         log,
+        parents: task.parents.clone().unwrap_or_default(),
+        parents_truncated: task.parents_truncated,
+        flow,
     };
     // Its own task, so a panic is caught and an overrun can be aborted.
     let mut handle = tokio::spawn(async move { handler.run(ctx).await });
@@ -782,6 +789,7 @@ async fn send_results(shared: &Shared, batch: Vec<TaskResult>) -> Result<(), Vec
                     retryable: Some(false),
                     retry_in_ms: None,
                     duration_ms: refused.duration_ms,
+                    spawn: Vec::new(),
                 };
                 work.push(vec![failure]);
             }

@@ -187,7 +187,9 @@ async fn follow(
         };
         let finished = !matches!(
             state_now,
-            Some(TaskState::Queued | TaskState::Scheduled | TaskState::Running)
+            Some(
+                TaskState::Waiting | TaskState::Queued | TaskState::Scheduled | TaskState::Running
+            )
         );
         loop {
             let rows = match state.store.task_logs(&id, after, FOLLOW_CHUNK).await {

@@ -8,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use brigade_api::{
     ErrorKind, FieldError, Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LogsReply,
-    LogsRequest, Outcome, Problem, ResultsReply, ResultsRequest, TaskError, TaskResult, WorkerJoin,
-    WorkerJoined, WorkerView,
+    LogsRequest, Outcome, ParentResult, Problem, ProgressRequest, ResultsReply, ResultsRequest,
+    TaskError, TaskResult, WorkerJoin, WorkerJoined, WorkerView,
 };
 use brigade_core::validate::{is_valid_kind, is_valid_queue};
 
@@ -266,6 +266,23 @@ fn check_results(
                 "the same task twice in one batch",
             ));
         }
+        if !r.spawn.is_empty() {
+            if r.outcome != Outcome::Succeeded {
+                errors.push(FieldError::new(
+                    format!("results[{i}].spawn"),
+                    "only a succeeded result spawns tasks",
+                ));
+            } else if let Err(e) = brigade_core::validate::validate_spawn(
+                &format!("results[{i}]"),
+                r.spawn.clone(),
+                &state.limits,
+            ) {
+                errors.extend(e);
+            }
+        }
+        if errors.len() > 100 {
+            break;
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
@@ -312,6 +329,111 @@ fn json_size(v: &serde_json::Value) -> usize {
     let mut c = Count(0);
     let _ = serde_json::to_writer(&mut c, v);
     c.0
+}
+
+/// Most reports in one progress request.
+pub const MAX_PROGRESS: usize = 10_000;
+
+/// Report how far running tasks got; each report is kept only for the
+/// task's current attempt on this worker (the rule of results), and
+/// published as a `task.progress` event.
+#[utoipa::path(post, path = "/v1/workers/{id}/progress", operation_id = "report_progress", tag = "workers", params(("id" = String, Path)),
+    request_body = ProgressRequest,
+    responses(
+        (status = 200, body = ResultsReply),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ProgressRequest>,
+) -> ApiResult<Json<ResultsReply>> {
+    caller.require(&[Role::Worker])?;
+    state.check_worker_owner(&caller, &id).await?;
+    if req.progress.len() > MAX_PROGRESS {
+        return Err(ApiError::field(
+            "progress",
+            format!("at most {MAX_PROGRESS} per request"),
+        ));
+    }
+    let mut errors = Vec::new();
+    for (i, p) in req.progress.iter().enumerate() {
+        if p.attempt == 0 {
+            errors.push(FieldError::new(
+                format!("progress[{i}].attempt"),
+                "attempts start at 1",
+            ));
+        }
+        if p.message.as_ref().is_some_and(|m| m.len() > 1024) {
+            errors.push(FieldError::new(
+                format!("progress[{i}].message"),
+                "at most 1024 bytes",
+            ));
+        }
+        if p.total.is_some_and(|t| p.done > t) {
+            errors.push(FieldError::new(
+                format!("progress[{i}].done"),
+                "must not exceed total",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let (reply, changes) = state
+        .store
+        .report_progress(&id, req.progress, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    state.publish(changes);
+    Ok(Json(reply))
+}
+
+/// Query of the parents page.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ParentsQuery {
+    /// Page size (default 1000, max 10000).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The parents of a task this worker runs, with their outputs, in
+/// submission then spawn order: where a worker reads them when its lease
+/// carried ids only (`parents_truncated`).
+#[utoipa::path(get, path = "/v1/workers/{id}/tasks/{task_id}/parents", operation_id = "task_parents", tag = "workers",
+    params(("id" = String, Path), ("task_id" = String, Path), ParentsQuery),
+    responses(
+        (status = 200, body = brigade_api::Page<ParentResult>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn parents(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, task_id)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ParentsQuery>,
+) -> ApiResult<Json<brigade_api::Page<ParentResult>>> {
+    caller.require(&[Role::Worker])?;
+    state.check_worker_owner(&caller, &id).await?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 10000"));
+    }
+    if q.cursor
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && c.parse::<i64>().is_err())
+    {
+        return Err(ApiError::field("cursor", "not a cursor this server gave"));
+    }
+    let page = state
+        .store
+        .task_parents(&task_id, limit, q.cursor.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", &task_id))?;
+    Ok(Json(page))
 }
 
 /// Most batches (task attempts) in one logs request.

@@ -168,7 +168,8 @@ impl Conn for Pg<'_> {
                  FROM picked WHERE tasks.seq = picked.seq \
                  RETURNING tasks.seq, tasks.priority, tasks.id, tasks.job_id, tasks.kind, \
                            tasks.input::text AS input, tasks.attempt, tasks.timeout_ms, \
-                           coalesce(tasks.ready_at, tasks.created_at) AS ready_at \
+                           coalesce(tasks.ready_at, tasks.created_at) AS ready_at, \
+                           tasks.after_keys::text AS after_keys \
              ), opened AS ( \
                  INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) \
                  SELECT id, attempt, $5, $6, '{open}' FROM leased \
@@ -179,7 +180,7 @@ impl Conn for Pg<'_> {
                  UPDATE jobs SET started_at = $6, state = {job_running} \
                  WHERE id IN (SELECT job_id FROM leased) AND started_at IS NULL \
              ) \
-             SELECT id, job_id, kind, input, attempt, timeout_ms, ready_at FROM leased \
+             SELECT id, job_id, kind, input, attempt, timeout_ms, ready_at, after_keys FROM leased \
              ORDER BY priority DESC, seq",
             queued = lit(TaskState::Queued),
             running = lit(TaskState::Running),

@@ -473,6 +473,36 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn report_progress(
+        &self,
+        worker_id: &str,
+        reports: Vec<brigade_api::ProgressReport>,
+        now: i64,
+    ) -> Result<Option<(ResultsReply, Changes)>> {
+        write_tx!(
+            self,
+            |c| write::report_progress(c, worker_id, &reports, now),
+            |v| v.as_ref().map(|(_, changes)| changes)
+        )
+    }
+
+    async fn task_parents(
+        &self,
+        task_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Option<Page<brigade_api::ParentResult>>> {
+        let after = crate::rows::parse_cursor(cursor)?;
+        Ok(crate::sql::graph::parents_page(
+            &mut Pg(&mut *self.pool.acquire().await?),
+            task_id,
+            after,
+            limit,
+        )
+        .await?
+        .map(|(items, next_cursor)| Page { items, next_cursor }))
+    }
+
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
         write_tx!(self, |c| write::leave(c, worker_id, now), |v| v.as_ref())
     }

@@ -11,6 +11,7 @@
 //! The domain's decisions are `brigade-core`'s: this layer asks it what a
 //! failure or a result does and writes down the answer.
 
+pub(crate) mod graph;
 pub(crate) mod read;
 pub(crate) mod write;
 
@@ -184,7 +185,7 @@ pub(crate) trait Conn: Send {
 
     /// Pick up to `max` runnable tasks, mark them running for the worker, open
     /// their attempts and start their jobs; the rows (`id, job_id, kind,
-    /// input, attempt, timeout_ms, ready_at`) in dispatch order.
+    /// input, attempt, timeout_ms, ready_at, after_keys`) in dispatch order.
     fn pick(&mut self, pick: &Pick<'_>) -> impl Future<Output = Result<Vec<Row>>> + Send;
 
     /// The rows (`RUNNING_COLUMNS`) of the tasks with these ids, locked
@@ -258,7 +259,7 @@ pub(crate) fn jlit(state: JobState) -> String {
 
 /// Columns of a task row that results, the reaper and cancels work from.
 pub(crate) const RUNNING_COLUMNS: &str = "seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, \
-     backoff, kind, started_at";
+     backoff, kind, started_at, member_of";
 
 /// Rewrite `?` placeholders (and `?::json`-style casts) for PostgreSQL: `$1`, `$2::json`, ….
 /// Placeholders inside quoted literals are left alone. Also says, for each

@@ -13,7 +13,8 @@ use crate::rows::{self, Columns};
 
 /// Columns [`rows::task_view`] reads.
 pub(crate) const TASK_COLUMNS: &str = "seq, id, job_id, kind, name, queue, state, attempt, max_attempts, priority, \
-     timeout_ms, requires, input, output, error, worker_id, created_at, run_at, started_at, finished_at";
+     timeout_ms, requires, input, output, error, worker_id, created_at, run_at, started_at, finished_at, \
+     task_key, after_keys, run_if, spawned_by, progress";
 
 /// Columns [`rows::job_view`] reads.
 pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested";
@@ -208,6 +209,16 @@ pub(crate) async fn task<C: Conn>(c: &mut C, id: &str) -> Result<Option<TaskView
             .iter()
             .map(rows::history_entry)
             .collect::<Result<Vec<_>>>()?,
+    );
+    view.children = Some(
+        c.rows(
+            "SELECT id FROM tasks WHERE spawned_by = ? ORDER BY seq",
+            args![id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.text("id"))
+        .collect::<Result<Vec<_>>>()?,
     );
     Ok(Some(view))
 }

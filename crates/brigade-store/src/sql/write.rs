@@ -10,9 +10,11 @@ use brigade_api::{
     TaskState, TaskView, WorkerJoin, WorkerState, WorkerView,
 };
 use brigade_core::transition::{self, Budget, Held, Rejection, Wake};
-use brigade_core::{NewJob, from_ms, ids::new_id};
+use brigade_core::{NewJob, NewTask, from_ms, ids::new_id};
 
-use super::{Conn, RUNNING_COLUMNS, Row, Success, Value, args, jlit, lit, lits, read, wlit, wlits};
+use super::{
+    Conn, RUNNING_COLUMNS, Row, Success, Value, args, graph, jlit, lit, lits, read, wlit, wlits,
+};
 use crate::model::{
     Changes, DeleteOutcome, HandOff, Idempotency, Phase, RetryOutcome, Submitted, Timing,
 };
@@ -140,57 +142,11 @@ pub(crate) async fn submit<C: Conn>(
     }
     ensure_queues(c, job.tasks.iter().map(|t| t.queue.as_str()).collect()).await?;
 
-    let mut ids = Vec::with_capacity(total);
     let mut progress = Progress {
         total: total as u64,
         ..Progress::default()
     };
-    for chunk in job.tasks.chunks(INSERT_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, \
-             timeout_ms, backoff, requires, run_at, created_at, ready_at) VALUES ",
-        );
-        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * 15);
-        for (i, t) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?::jsonb, ?::jsonb, ?, ?, ?)");
-            let scheduled = t.run_at.is_some_and(|at| at > now);
-            let state = if scheduled {
-                progress.scheduled += 1;
-                TaskState::Scheduled
-            } else {
-                progress.queued += 1;
-                TaskState::Queued
-            };
-            let id = new_id();
-            let requires = if t.requires.is_empty() {
-                None
-            } else {
-                Some(json(&t.requires)?)
-            };
-            args.extend(args![
-                &id,
-                &job_id,
-                &t.kind,
-                t.name.as_deref(),
-                &t.queue,
-                i64::from(t.priority),
-                state,
-                t.input.as_str(),
-                t.max_attempts,
-                t.timeout_ms as i64,
-                json(&t.backoff)?,
-                requires,
-                if scheduled { t.run_at } else { None },
-                now,
-                if scheduled { t.run_at } else { Some(now) },
-            ]);
-            ids.push(id);
-        }
-        c.exec(&sql, args).await?;
-    }
+    let ids = insert_tasks(c, &job_id, &job.tasks, None, &[], now, &mut progress).await?;
 
     let view = brigade_api::JobView {
         id: job_id.clone(),
@@ -267,6 +223,215 @@ pub(crate) async fn submit_and_lease<C: Conn>(
     Ok(submitted)
 }
 
+/// Insert tasks of a job, each with a new id (returned in order); count
+/// them in `progress`. Spawned tasks name their spawner and inherit its
+/// groups. Tasks of a flat job (no key, no `after`, not spawned) are
+/// inserted by the statement flat jobs always used: they pay nothing for
+/// graphs.
+async fn insert_tasks<C: Conn>(
+    c: &mut C,
+    job_id: &str,
+    tasks: &[NewTask],
+    spawned_by: Option<&str>,
+    spawner_groups: &[String],
+    now: i64,
+    progress: &mut Progress,
+) -> Result<Vec<String>> {
+    let graph =
+        spawned_by.is_some() || tasks.iter().any(|t| t.key.is_some() || !t.after.is_empty());
+    let mut ids = Vec::with_capacity(tasks.len());
+    let mut graph_rows: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    let width = if graph { 21 } else { 15 };
+    for chunk in tasks.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, \
+             timeout_ms, backoff, requires, run_at, created_at, ready_at",
+        );
+        if graph {
+            sql.push_str(", task_key, after_keys, run_if, pending_keys, member_of, spawned_by");
+        }
+        sql.push_str(") VALUES ");
+        let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * width);
+        for (i, t) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?::jsonb, ?::jsonb, ?, ?, ?");
+            if graph {
+                sql.push_str(", ?, ?::jsonb, ?, ?, ?::jsonb, ?");
+            }
+            sql.push(')');
+            let waits = !t.after.is_empty();
+            let scheduled = !waits && t.run_at.is_some_and(|at| at > now);
+            let state = if waits {
+                progress.waiting += 1;
+                TaskState::Waiting
+            } else if scheduled {
+                progress.scheduled += 1;
+                TaskState::Scheduled
+            } else {
+                progress.queued += 1;
+                TaskState::Queued
+            };
+            let id = new_id();
+            let requires = if t.requires.is_empty() {
+                None
+            } else {
+                Some(json(&t.requires)?)
+            };
+            args.extend(args![
+                &id,
+                job_id,
+                &t.kind,
+                t.name.as_deref(),
+                &t.queue,
+                i64::from(t.priority),
+                state,
+                t.input.as_str(),
+                t.max_attempts,
+                t.timeout_ms as i64,
+                json(&t.backoff)?,
+                requires,
+                // A waiting task keeps its not-before for when it is released.
+                if scheduled || waits { t.run_at } else { None },
+                now,
+                if waits {
+                    None
+                } else if scheduled {
+                    t.run_at
+                } else {
+                    Some(now)
+                },
+            ]);
+            if graph {
+                let groups = brigade_core::graph::groups_of(t.key.as_deref(), spawner_groups);
+                args.extend(args![
+                    t.key.as_deref(),
+                    if waits { Some(json(&t.after)?) } else { None },
+                    t.run_if.map(|r| r.as_str()),
+                    // At submit every group it waits for is open; a spawn
+                    // counts again once the spawned tasks joined theirs.
+                    t.after.len() as i64,
+                    if groups.is_empty() {
+                        None
+                    } else {
+                        Some(json(&groups)?)
+                    },
+                    spawned_by,
+                ]);
+                if !groups.is_empty() || waits {
+                    graph_rows.push((id.clone(), groups, t.after.clone()));
+                }
+            }
+            ids.push(id);
+        }
+        c.exec(&sql, args).await?;
+    }
+    if !graph_rows.is_empty() {
+        graph::add_to_groups(c, job_id, &graph_rows).await?;
+    }
+    Ok(ids)
+}
+
+/// Apply the `spawn` of a running task's accepted result: the new tasks'
+/// ids, or why they cannot join the job (then nothing is spawned).
+async fn spawn<C: Conn>(
+    c: &mut C,
+    task: &Running,
+    specs: &[brigade_api::TaskSpec],
+    now: i64,
+    changes: &mut Changes,
+    jobs: &mut BTreeSet<String>,
+) -> Result<std::result::Result<Vec<String>, String>> {
+    let mut tasks = match brigade_core::validate::validate_spawn(
+        "result",
+        specs.to_vec(),
+        // The route checked the shapes against the server's own limits.
+        &brigade_core::Limits {
+            max_tasks_per_job: usize::MAX,
+            max_input_bytes: usize::MAX,
+        },
+    ) {
+        Ok(t) => t,
+        Err(errors) => {
+            let why: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect();
+            return Ok(Err(why.join("; ")));
+        }
+    };
+    let Some(job) = c
+        .rows(
+            "SELECT queue, total FROM jobs WHERE id = ?",
+            args![&task.job_id],
+        )
+        .await?
+        .pop()
+    else {
+        return Ok(Err("the job is gone".into()));
+    };
+    let queue = job.text("queue")?;
+    for t in &mut tasks {
+        if t.queue.is_empty() {
+            t.queue.clone_from(&queue);
+        }
+    }
+    let spawner_groups = graph::keys(task.member_of.as_deref())?;
+    let total = job.int("total")?;
+    let shaped = tasks.iter().any(|t| t.key.is_some() || !t.after.is_empty());
+    let job_graph = if shaped {
+        graph::job_graph(c, &task.job_id, total).await?
+    } else {
+        brigade_core::graph::JobGraph {
+            tasks: total.max(0) as u64,
+            ..Default::default()
+        }
+    };
+    if let Err(why) = graph::check_spawn(&job_graph, &spawner_groups, &tasks) {
+        return Ok(Err(why));
+    }
+    ensure_queues(c, tasks.iter().map(|t| t.queue.as_str()).collect()).await?;
+    let mut progress = Progress::default();
+    let ids = insert_tasks(
+        c,
+        &task.job_id,
+        &tasks,
+        Some(&task.id),
+        &spawner_groups,
+        now,
+        &mut progress,
+    )
+    .await?;
+    c.exec(
+        "UPDATE jobs SET total = total + ? WHERE id = ?",
+        args![ids.len() as i64, &task.job_id],
+    )
+    .await?;
+    changes.ready |= progress.queued > 0;
+    changes.scheduled |= progress.scheduled > 0;
+    // Spawned waiters wait only for the groups still open.
+    let mut waiters = Vec::new();
+    for (id, t) in ids.iter().zip(&tasks) {
+        if t.after.is_empty() {
+            continue;
+        }
+        let open = graph::open_count(c, &task.job_id, &t.after).await?;
+        if open != t.after.len() as i64 {
+            c.exec(
+                "UPDATE tasks SET pending_keys = ? WHERE id = ?",
+                args![open, id.as_str()],
+            )
+            .await?;
+        }
+        waiters.push(id.clone());
+    }
+    if !waiters.is_empty() {
+        graph::decide_new(c, &waiters, now, changes, jobs).await?;
+    }
+    Ok(Ok(ids))
+}
+
 /// After tasks of `jobs` finished: record the jobs that are now over.
 pub(crate) async fn finish_jobs<C: Conn>(
     c: &mut C,
@@ -297,7 +462,13 @@ pub(crate) async fn finish_jobs<C: Conn>(
             continue;
         }
         let progress = read::progress(c, job_id).await?;
-        let state = brigade_core::job_state(&progress, row.flag("cancel_requested")?);
+        let skipped = if progress.cancelled > 0 {
+            graph::skipped(c, job_id).await?
+        } else {
+            0
+        };
+        let state =
+            brigade_core::job_state_skipping(&progress, row.flag("cancel_requested")?, skipped);
         let last_end = c
             .rows(
                 "SELECT max(finished_at) AS t FROM tasks WHERE job_id = ?",
@@ -389,6 +560,14 @@ pub(crate) async fn lease<C: Conn>(
             row.int("ready_at")?,
             now,
         ));
+        let (parents, parents_truncated) = match row.text_opt("after_keys")? {
+            Some(after) => {
+                let after: Vec<String> = serde_json::from_str(&after)?;
+                let (p, cut) = graph::lease_parents(c, &job_id, &after).await?;
+                (Some(p), cut)
+            }
+            None => (None, false),
+        };
         leased.push(LeasedTask {
             id,
             job_id,
@@ -397,6 +576,8 @@ pub(crate) async fn lease<C: Conn>(
             attempt,
             timeout_ms: row.int("timeout_ms")? as u64,
             lease_expires_at: from_ms(expires),
+            parents,
+            parents_truncated,
         });
     }
     Ok(Some((leased, changes)))
@@ -440,6 +621,8 @@ pub(crate) struct Running {
     pub(crate) backoff: Backoff,
     pub(crate) kind: String,
     pub(crate) started_at: Option<i64>,
+    /// The groups it belongs to, JSON (`None`: none).
+    pub(crate) member_of: Option<String>,
 }
 
 impl Running {
@@ -456,6 +639,7 @@ impl Running {
             backoff: serde_json::from_str(&row.text("backoff")?)?,
             kind: row.text("kind")?,
             started_at: row.int_opt("started_at")?,
+            member_of: row.text_opt("member_of")?,
         })
     }
 
@@ -498,13 +682,14 @@ struct Failed<'a> {
     outcome: AttemptOutcome,
 }
 
+/// Whether the task is now final (failed for good), with its graph final.
 async fn fail_attempt<C: Conn>(
     c: &mut C,
     task: &Running,
     how: Failed<'_>,
     now: i64,
     changes: &mut Changes,
-) -> Result<()> {
+) -> Result<Option<graph::Final>> {
     let Failed {
         error,
         retryable,
@@ -550,7 +735,11 @@ async fn fail_attempt<C: Conn>(
         error,
     ));
     wake(changes, t.wake);
-    Ok(())
+    if t.state.is_finished() {
+        graph::Final::of(&task.job_id, task.member_of.as_deref(), true)
+    } else {
+        Ok(None)
+    }
 }
 
 pub(crate) async fn report<C: Conn>(
@@ -575,6 +764,7 @@ pub(crate) async fn report<C: Conn>(
     let mut jobs = BTreeSet::new();
     let mut seen: HashSet<&str> = HashSet::with_capacity(results.len());
     let mut succeeded: Vec<Success> = Vec::with_capacity(results.len());
+    let mut finals: Vec<graph::Final> = Vec::new();
     for r in results {
         let Some(task) = tasks.get(&r.task_id) else {
             reply
@@ -601,7 +791,47 @@ pub(crate) async fn report<C: Conn>(
                 .push(Timing::between(task.kind.clone(), Phase::Run, started, now));
         }
         match r.outcome {
+            Outcome::Succeeded if !r.spawn.is_empty() => {
+                if let Err(why) = spawn(c, task, &r.spawn, now, &mut changes, &mut jobs).await? {
+                    // Recorded, not dropped: the attempt failed for a reason
+                    // a retry would meet again.
+                    let error = TaskError::new(brigade_api::ErrorKind::Spawn, why);
+                    let how = Failed {
+                        error: &error,
+                        retryable: false,
+                        lost: false,
+                        retry_in_ms: None,
+                        outcome: AttemptOutcome::Failed,
+                    };
+                    finals.extend(fail_attempt(c, task, how, now, &mut changes).await?);
+                } else {
+                    changes.events.push(events::task(
+                        EventKind::TaskSucceeded,
+                        now,
+                        &task.job_id,
+                        &r.task_id,
+                        Some(worker_id),
+                        task.attempt,
+                    ));
+                    succeeded.push(Success {
+                        seq: task.seq,
+                        output: json(&r.output)?,
+                        task_id: r.task_id.clone(),
+                        attempt: task.attempt,
+                    });
+                    finals.extend(graph::Final::of(
+                        &task.job_id,
+                        task.member_of.as_deref(),
+                        false,
+                    )?);
+                }
+            }
             Outcome::Succeeded => {
+                finals.extend(graph::Final::of(
+                    &task.job_id,
+                    task.member_of.as_deref(),
+                    false,
+                )?);
                 changes.events.push(events::task(
                     EventKind::TaskSucceeded,
                     now,
@@ -627,7 +857,7 @@ pub(crate) async fn report<C: Conn>(
                     retry_in_ms: r.retry_in_ms,
                     outcome,
                 };
-                fail_attempt(c, task, how, now, &mut changes).await?;
+                finals.extend(fail_attempt(c, task, how, now, &mut changes).await?);
             }
         }
         reply.accepted.push(r.task_id.clone());
@@ -635,6 +865,9 @@ pub(crate) async fn report<C: Conn>(
     }
     if !succeeded.is_empty() {
         c.succeed(now, &succeeded).await?;
+    }
+    if !finals.is_empty() {
+        graph::settle(c, finals, now, &mut changes, &mut jobs).await?;
     }
     finish_jobs(c, &jobs, now, &mut changes).await?;
     Ok(Some((reply, changes)))
@@ -845,6 +1078,7 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
     let expired = c.rows(&sql, args![now]).await?;
     let error = transition::lost_error();
     let mut jobs = BTreeSet::new();
+    let mut finals = Vec::new();
     for row in &expired {
         let task = Running::from_row(row)?;
         let how = Failed {
@@ -854,8 +1088,11 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
             retry_in_ms: None,
             outcome: AttemptOutcome::Lost,
         };
-        fail_attempt(c, &task, how, now, &mut changes).await?;
+        finals.extend(fail_attempt(c, &task, how, now, &mut changes).await?);
         jobs.insert(task.job_id);
+    }
+    if !finals.is_empty() {
+        graph::settle(c, finals, now, &mut changes, &mut jobs).await?;
     }
     finish_jobs(c, &jobs, now, &mut changes).await?;
     Ok(changes)
@@ -907,16 +1144,22 @@ async fn cancel_where<C: Conn>(
 ) -> Result<BTreeSet<String>> {
     let (filter, key) = scope.filter();
     let sql = format!(
-        "SELECT id, job_id, state, attempt, worker_id FROM tasks WHERE {filter} AND state IN {}",
+        "SELECT id, job_id, state, attempt, worker_id, member_of FROM tasks WHERE {filter} AND state IN {}",
         unfinished()
     );
     let found = c.rows(&sql, args![key.as_str()]).await?;
     let error = transition::cancelled_error();
     let error_json = json(&error)?;
     let mut jobs = BTreeSet::new();
+    let mut finals = Vec::new();
     for row in &found {
         let id = row.text("id")?;
         let job_id = row.text("job_id")?;
+        finals.extend(graph::Final::of(
+            &job_id,
+            row.text_opt("member_of")?.as_deref(),
+            true,
+        )?);
         let attempt = row.int("attempt")? as u32;
         let worker_id = row.text_opt("worker_id")?;
         if rows::task_state(&row.text("state")?)? == TaskState::Running {
@@ -953,6 +1196,9 @@ async fn cancel_where<C: Conn>(
         );
         c.exec(&sql, args![now, error_json.as_str(), key.as_str()])
             .await?;
+    }
+    if !finals.is_empty() {
+        graph::settle(c, finals, now, changes, &mut jobs).await?;
     }
     Ok(jobs)
 }
@@ -1006,10 +1252,21 @@ pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result
     if !transition::retryable_by_hand(task.state) {
         return Ok(RetryOutcome::NotRetryable(task.state));
     }
+    let member_of = c
+        .rows("SELECT member_of FROM tasks WHERE id = ?", args![id])
+        .await?
+        .pop()
+        .map(|r| r.text_opt("member_of"))
+        .transpose()?
+        .flatten();
+    // Its groups reopen; with `after` it waits again for those still open.
+    let state = graph::reopen(c, id, &task.job_id, member_of.as_deref(), &task.after)
+        .await?
+        .unwrap_or(TaskState::Queued);
     c.exec(
         "UPDATE tasks SET state = ?, attempt_base = attempt, finished_at = NULL, run_at = NULL, \
          lease_expires_at = NULL, ready_at = ? WHERE id = ?",
-        args![TaskState::Queued, now, id],
+        args![state, now, id],
     )
     .await?;
     let sql = format!(
@@ -1044,6 +1301,9 @@ pub(crate) async fn delete_job<C: Conn>(c: &mut C, id: &str) -> Result<DeleteOut
         "DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
         "DELETE FROM task_logs WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
         "DELETE FROM tasks WHERE job_id = ?",
+        "DELETE FROM job_groups WHERE job_id = ?",
+        "DELETE FROM group_members WHERE job_id = ?",
+        "DELETE FROM group_waiters WHERE job_id = ?",
         "DELETE FROM jobs WHERE id = ?",
     ] {
         c.exec(sql, args![id]).await?;
@@ -1138,4 +1398,70 @@ pub(crate) async fn append_logs<C: Conn>(
         reply.accepted.push(b.task_id.clone());
     }
     Ok(Some(reply))
+}
+
+/// Record progress reports of running tasks; each only for the task's
+/// current attempt on this worker (the rule of results). `None` when the
+/// worker is unknown.
+pub(crate) async fn report_progress<C: Conn>(
+    c: &mut C,
+    worker_id: &str,
+    reports: &[brigade_api::ProgressReport],
+    now: i64,
+) -> Result<Option<(ResultsReply, Changes)>> {
+    if !read::worker_exists(c, worker_id).await? {
+        return Ok(None);
+    }
+    let mut reply = ResultsReply::default();
+    let mut changes = Changes::default();
+    for p in reports {
+        let Some(row) = c
+            .rows(
+                "SELECT job_id, state, attempt, worker_id FROM tasks WHERE id = ?",
+                args![&p.task_id],
+            )
+            .await?
+            .pop()
+        else {
+            reply
+                .rejected
+                .push(rejected(&p.task_id, &Rejection::UnknownTask));
+            continue;
+        };
+        let lessee = row.text_opt("worker_id")?;
+        let held = Held {
+            state: rows::task_state(&row.text("state")?)?,
+            attempt: row.int("attempt")? as u32,
+            worker_id: lessee.as_deref(),
+        };
+        if let Err(why) = transition::check_attempt(held, worker_id, p.attempt) {
+            reply.rejected.push(rejected(&p.task_id, &why));
+            continue;
+        }
+        let progress = brigade_api::TaskProgress {
+            done: p.done,
+            total: p.total,
+            message: p.message.clone(),
+            at: from_ms(now),
+            attempt: p.attempt,
+        };
+        c.exec(
+            "UPDATE tasks SET progress = ?::jsonb WHERE id = ?",
+            args![json(&progress)?, &p.task_id],
+        )
+        .await?;
+        let job_id = row.text("job_id")?;
+        let mut e = events::task(
+            EventKind::TaskProgress,
+            now,
+            &job_id,
+            &p.task_id,
+            Some(worker_id),
+            p.attempt,
+        );
+        e.progress = Some(Box::new(progress));
+        changes.events.push(e);
+        reply.accepted.push(p.task_id.clone());
+    }
+    Ok(Some((reply, changes)))
 }

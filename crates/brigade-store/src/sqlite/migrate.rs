@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one running index",
         include_str!("../../migrations/sqlite/0004_one_running_index.sql"),
     ),
+    (
+        5,
+        "workflows",
+        include_str!("../../migrations/sqlite/0005_workflows.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -426,6 +426,35 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn report_progress(
+        &self,
+        worker_id: &str,
+        reports: Vec<brigade_api::ProgressReport>,
+        now: i64,
+    ) -> Result<Option<(ResultsReply, Changes)>> {
+        let id = worker_id.to_owned();
+        self.write(move |c| at_once(write::report_progress(c, &id, &reports, now)))
+            .await
+    }
+
+    async fn task_parents(
+        &self,
+        task_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Option<Page<brigade_api::ParentResult>>> {
+        let id = task_id.to_owned();
+        let after = crate::rows::parse_cursor(cursor)?;
+        self.readers
+            .read(move |c| {
+                Ok(
+                    at_once(crate::sql::graph::parents_page(c, &id, after, limit))?
+                        .map(|(items, next_cursor)| Page { items, next_cursor }),
+                )
+            })
+            .await
+    }
+
     async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
         let id = worker_id.to_owned();
         self.write(move |c| at_once(write::leave(c, &id, now)))

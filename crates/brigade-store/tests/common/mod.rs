@@ -91,6 +91,17 @@ macro_rules! conformance_tests {
                 concurrent_results_for_one_task_apply_once,
                 cancel_racing_the_last_result_ends_the_job_once,
             }
+            graphs {
+                a_diamond_runs_each_task_after_its_parents,
+                a_failure_cancels_down_the_graph_and_runs_its_handlers,
+                a_skipped_error_handler_leaves_the_job_succeeded,
+                cancelling_a_parent_cascades_and_the_job_ends,
+                spawned_tasks_join_their_spawners_group,
+                a_rejected_result_spawns_nothing,
+                a_spawn_that_would_wait_for_itself_fails_the_spawner,
+                large_parents_ride_as_ids_and_page_with_outputs,
+                progress_follows_the_attempt_rule,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,
@@ -149,6 +160,9 @@ pub fn task(max_attempts: u32) -> NewTask {
         },
         requires: BTreeMap::new(),
         run_at: None,
+        key: None,
+        after: Vec::new(),
+        run_if: None,
     }
 }
 
@@ -193,6 +207,7 @@ pub fn ok(task_id: &str, attempt: u32) -> TaskResult {
         retryable: None,
         retry_in_ms: None,
         duration_ms: Some(1),
+        spawn: Vec::new(),
     }
 }
 
@@ -207,6 +222,7 @@ pub fn failed(task_id: &str, attempt: u32, retryable: bool) -> TaskResult {
         retryable: Some(retryable),
         retry_in_ms: None,
         duration_ms: Some(1),
+        spawn: Vec::new(),
     }
 }
 

@@ -100,6 +100,9 @@ mod tests {
             timeout: Duration::from_secs(5),
             cancel: CancellationToken::new(),
             log: crate::TaskLog::discard(),
+            parents: Vec::new(),
+            parents_truncated: false,
+            flow: crate::TaskFlow::default(),
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod basics;
 pub mod concurrency;
+pub mod graphs;
 pub mod jobs;
 pub mod lifecycle;
 pub mod logs;
