@@ -9,6 +9,7 @@ pub mod clock;
 pub mod dispatch;
 pub mod ids;
 pub mod lifecycle;
+pub mod retention;
 pub mod transition;
 pub mod validate;
 

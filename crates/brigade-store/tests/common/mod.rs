@@ -90,6 +90,11 @@ macro_rules! conformance_tests {
                 concurrent_results_for_one_task_apply_once,
                 cancel_racing_the_last_result_ends_the_job_once,
             }
+            retention {
+                prune_deletes_expired_jobs_with_everything,
+                prune_works_in_small_batches,
+                job_view_shows_its_expiry,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,
@@ -158,6 +163,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         queue: "default".into(),
         labels: BTreeMap::new(),
         tasks: (0..n).map(|_| task(max_attempts)).collect(),
+        keep_ms: None,
     }
 }
 
@@ -481,6 +487,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         queue: "default".into(),
         labels: BTreeMap::new(),
         tasks,
+        keep_ms: None,
     }
 }
 
