@@ -77,16 +77,12 @@ pub enum Command {
     Demo(Demo),
     /// Measure throughput and latency on this machine.
     Bench(BenchArgs),
-    /// Apply the database migrations (servers also check the schema version at start).
-    Migrate {
-        /// Database URL.
-        #[arg(
-            long,
-            env = "BRIGADE_DATABASE_URL",
-            default_value = "sqlite://brigade.db"
-        )]
-        database_url: String,
-    },
+    /// Apply the database migrations (servers also check the schema version at start), or
+    /// copy a whole database into an empty one: `--from sqlite://a.db --to postgres://…`.
+    Migrate(crate::cli::ops::MigrateArgs),
+    /// Copy a SQLite database to a new file while servers keep using it (a consistent
+    /// snapshot). Restore by starting a server on the copy. For PostgreSQL use `pg_dump`.
+    Backup(crate::cli::ops::BackupArgs),
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),

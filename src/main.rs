@@ -63,11 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { job } => cli::status::cancel(&job, &cli.global).await,
         Command::Demo(demo) => demo::run(demo, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Migrate { database_url } => {
-            brigade_store::migrate(&database_url).await?;
-            println!("{database_url}: schema up to date");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Migrate(args) => cli::ops::migrate(args, cli.global.output).await,
+        Command::Backup(args) => cli::ops::backup(args, cli.global.output).await,
         Command::Token(cmd) => {
             cli::token(&cmd, cli.global.output)?;
             Ok(ExitCode::SUCCESS)

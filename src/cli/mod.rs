@@ -3,6 +3,7 @@
 //! nothing here depends on it, on `up` or on `bench`.
 
 pub mod logs;
+pub mod ops;
 pub mod run;
 pub mod server;
 pub mod status;

@@ -257,6 +257,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
         queue: None,
         labels: Default::default(),
         tasks: vec![task],
+        keep_ms: None,
     };
     let client = client(global)?;
     let view = client.submit(&job, None).await.map_err(explain)?;

@@ -80,6 +80,22 @@ pub struct ServerArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "BRIGADE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Keep finished jobs this long, then delete them with their tasks, history and logs
+    /// (`7d`, `12h`, `30m`, `60s`, `500ms`; `off` keeps them forever). A job's own
+    /// `keep_ms` wins.
+    #[arg(long, env = "BRIGADE_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub retention: Retention,
+    /// How often the pruner looks for expired jobs, in ms.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    pub prune_every_ms: u64,
+}
+
+/// A parsed `--retention`: milliseconds, `None` for keeping jobs forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<u64>);
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    brigade_core::retention::parse_retention(s).map(Retention)
 }
 
 impl ServerArgs {
@@ -134,6 +150,8 @@ impl ServerArgs {
                 }),
                 _ => None,
             },
+            retention_ms: self.retention.0,
+            prune_every: Duration::from_millis(self.prune_every_ms.max(10)),
             ..Default::default()
         })
     }

@@ -93,6 +93,7 @@ fn build(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
         queue: args.queue.clone(),
         labels: Default::default(),
         tasks: vec![task; args.count as usize],
+        keep_ms: None,
     })
 }
 

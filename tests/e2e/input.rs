@@ -407,3 +407,77 @@ async fn bad_input_gets_a_problem_naming_the_field_and_loses_nothing() {
     let log = c.read_log("server");
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
 }
+
+/// A body is exactly one JSON document under a JSON media type: trailing content is 400
+/// (and submits nothing), media types are matched case-insensitively and exactly.
+#[tokio::test]
+async fn strict_json_bodies_and_media_types() {
+    let c = Cluster::start().await;
+    use Method as M;
+    let job = "{\"tasks\": [{\"kind\": \"noop\"}]}";
+    for trailing in [
+        format!("{job} xyz"),
+        format!("{job}{job}"),
+        format!("{job}\n{job}"),
+        format!("{job} 1"),
+        format!("{job},"),
+    ] {
+        let problem = check(&c, case(M::POST, "/v1/jobs", Some(&trailing), 400, None)).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("trailing"),
+            "{problem}"
+        );
+    }
+    // The worker protocol parses the same way.
+    let joined = check(
+        &c,
+        case(
+            M::POST,
+            "/v1/workers",
+            Some("{\"name\": \"w\", \"kinds\": [\"noop\"], \"capacity\": 2} {}"),
+            400,
+            None,
+        ),
+    )
+    .await;
+    assert!(joined["detail"].as_str().unwrap().contains("trailing"));
+    // Nothing was submitted by any of them.
+    let page = c.client.jobs(&Default::default()).await.unwrap();
+    assert!(page.items.is_empty(), "{:?}", page.items);
+
+    let with_type = |ct: &'static str, status| Case {
+        content_type: ct,
+        ..case(M::POST, "/v1/jobs", Some(job), status, None)
+    };
+    for ct in [
+        "Application/JSON",
+        "APPLICATION/JSON; charset=UTF-8",
+        "application/json;charset=utf-8",
+        "application/vnd.brigade+json",
+    ] {
+        check(&c, with_type(ct, 201)).await;
+    }
+    for ct in [
+        "application/jsonx",
+        "application/json-patch",
+        "text/json",
+        "text/plain; profile=+json",
+        "application/x-www-form-urlencoded",
+    ] {
+        check(&c, with_type(ct, 415)).await;
+    }
+    // Whitespace after the document is no trailing content.
+    check(
+        &c,
+        case(
+            M::POST,
+            "/v1/jobs",
+            Some(&format!("{job} \r\n\t")),
+            201,
+            None,
+        ),
+    )
+    .await;
+    let page = c.client.jobs(&Default::default()).await.unwrap();
+    assert_eq!(page.items.len(), 5);
+}

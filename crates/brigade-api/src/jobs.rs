@@ -23,6 +23,11 @@ pub struct JobSubmit {
     /// The tasks, 1 to 10000.
     #[schema(min_items = 1, max_items = 10000)]
     pub tasks: Vec<TaskSpec>,
+    /// Keep the job this long after it finished, then delete it with its tasks,
+    /// history and logs (default: the server's `--retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 3_153_600_000_000.0)]
+    pub keep_ms: Option<u64>,
 }
 
 impl JobSubmit {
@@ -33,6 +38,7 @@ impl JobSubmit {
             queue: None,
             labels: BTreeMap::new(),
             tasks,
+            keep_ms: None,
         }
     }
 
@@ -302,6 +308,14 @@ pub struct JobView {
     /// Submitted to finished.
     #[serde(default)]
     pub wall_ms: Option<u64>,
+    /// Its own retention, as submitted (`None`: the server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_ms: Option<u64>,
+    /// When it will be deleted with its tasks, history and logs: `finished_at`
+    /// plus `keep_ms` or the server's retention; `null` while it runs or when
+    /// the server keeps finished jobs forever.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
     /// Ids of its tasks, in submission order (only in the reply to a submit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_ids: Option<Vec<String>>,

@@ -38,6 +38,7 @@ fn full_job() -> JobSubmit {
         queue: Some("default".into()),
         labels: BTreeMap::from([("team".into(), "kitchen".into())]),
         tasks: vec![spec; TASKS],
+        keep_ms: None,
     }
 }
 

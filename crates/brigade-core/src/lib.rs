@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod graph;
 pub mod ids;
 pub mod lifecycle;
+pub mod retention;
 pub mod transition;
 pub mod validate;
 

@@ -36,7 +36,7 @@ pub const MAX_ATTEMPTS: u32 = 1000;
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// A job that passed validation, every default filled in.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewJob {
     /// Name.
     pub name: Option<String>,
@@ -46,6 +46,8 @@ pub struct NewJob {
     pub labels: BTreeMap<String, String>,
     /// Tasks in submission order.
     pub tasks: Vec<NewTask>,
+    /// How long to keep the job once finished; `None`: the server's retention.
+    pub keep_ms: Option<u64>,
 }
 
 /// A task that passed validation.
@@ -306,6 +308,15 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
         errors.push(FieldError::new("name", "at most 256 bytes"));
     }
     check_labels("labels", &job.labels, &mut errors);
+    if job
+        .keep_ms
+        .is_some_and(|k| k > crate::retention::MAX_KEEP_MS)
+    {
+        errors.push(FieldError::new(
+            "keep_ms",
+            format!("at most {} (100 years)", crate::retention::MAX_KEEP_MS),
+        ));
+    }
     if job.tasks.is_empty() {
         errors.push(FieldError::new("tasks", "a job needs at least one task"));
     } else if job.tasks.len() > limits.max_tasks_per_job {
@@ -342,6 +353,7 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             queue,
             labels: job.labels,
             tasks,
+            keep_ms: job.keep_ms,
         })
     } else {
         Err(errors)

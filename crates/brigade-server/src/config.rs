@@ -54,6 +54,13 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Serve HTTPS with these.
     pub tls: Option<TlsFiles>,
+    /// Keep finished jobs this long (a job's own `keep_ms` wins), then delete
+    /// them with their tasks, history and logs; `None` keeps them forever.
+    pub retention_ms: Option<u64>,
+    /// How often the pruner looks for expired jobs.
+    pub prune_every: Duration,
+    /// Most tasks one pruning transaction deletes.
+    pub prune_batch: u32,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +83,9 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             tls: None,
+            retention_ms: Some(brigade_core::retention::DEFAULT_RETENTION_MS),
+            prune_every: Duration::from_secs(10),
+            prune_batch: 500,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Periodic duties: scheduled tasks coming due, silent workers and expired leases.
+//! Periodic duties: scheduled tasks coming due, silent workers and expired
+//! leases, finished jobs past their retention.
 //!
 //! Each duty is one store transaction that is safe to run from any number of
 //! servers at once: it changes only rows still in the state it looks for, so
@@ -17,7 +18,54 @@ const PROMOTER_MAX_SLEEP_MS: i64 = 1000;
 /// Start the promoter and the reaper.
 pub fn spawn(state: AppState, scheduled: Arc<Notify>) {
     tokio::spawn(promoter(state.clone(), scheduled));
-    tokio::spawn(reaper(state));
+    tokio::spawn(reaper(state.clone()));
+    tokio::spawn(pruner(state));
+}
+
+/// Pause between two pruning transactions while a backlog is worked off: the
+/// writer serves the hot path in between, so a week of expired jobs going at
+/// once never stalls submits, leases or results for more than one small batch.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Deletes finished jobs whose retention ran out, a small batch per transaction.
+async fn pruner(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.prune_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            let pruned = state
+                .store
+                .prune(
+                    state.now(),
+                    state.config.retention_ms,
+                    state.config.prune_batch,
+                )
+                .await;
+            match pruned {
+                Ok(p) => {
+                    crate::metrics::pruned(&p);
+                    if !p.is_empty() {
+                        tracing::debug!(
+                            jobs = p.jobs,
+                            tasks = p.tasks,
+                            attempts = p.attempts,
+                            logs = p.logs,
+                            "pruned expired jobs"
+                        );
+                    }
+                    if !p.more {
+                        break;
+                    }
+                    tokio::time::sleep(PRUNE_PAUSE).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning expired jobs failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Moves `scheduled` tasks whose time has come to `queued`, sleeping until the next is due.

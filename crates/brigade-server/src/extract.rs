@@ -13,10 +13,18 @@ use crate::error::ApiError;
 pub struct ApiJson<T>(pub T);
 
 /// Parse a JSON body: malformed JSON is 400, well-formed JSON of the wrong shape 422.
+/// The body is exactly one document: anything but whitespace after it is 400, so
+/// `{…} xyz` or two documents back to back are never taken for the first alone.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => match de.end() {
+            Ok(()) => Ok(v),
+            Err(err) => Err(ApiError::bad_request(format!(
+                "the body holds more than one JSON document: trailing content {}",
+                position(&err.to_string())
+            ))),
+        },
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
@@ -56,6 +64,14 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
+/// " at line 1 column 42" of a serde_json error, without the leading space.
+fn position(msg: &str) -> &str {
+    match msg.rfind(" at line ") {
+        Some(i) => &msg[i + 1..],
+        None => "",
+    }
+}
+
 /// Map a body that could not be read (too large, cut off) to its problem.
 pub fn body_rejection(rejection: BytesRejection) -> ApiError {
     let status = rejection.status();
@@ -66,17 +82,41 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// Whether a `Content-Type` value names JSON: the media type (before any `;`
+/// parameters) is `application/json` or `application/<anything>+json`, compared
+/// case-insensitively as RFC 9110 says, and nothing looser (`application/jsonx` is not JSON).
+pub fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((ty, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    if !ty.eq_ignore_ascii_case("application") || !is_token(sub) {
+        return false;
+    }
+    let sub = sub.to_ascii_lowercase();
+    sub == "json" || (sub.len() > "+json".len() && sub.ends_with("+json"))
+}
+
+/// An RFC 9110 token: what a subtype may be made of (no spaces, no separators).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn check_content_type(req: &Request) -> Result<(), ApiError> {
-    match req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        None => Ok(()),
-        Some(ct) if ct.starts_with("application/json") || ct.contains("+json") => Ok(()),
-        Some(ct) => Err(ApiError::new(
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    match value.to_str() {
+        Ok(ct) if is_json_media_type(ct) => Ok(()),
+        Ok(ct) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("expected Content-Type: application/json, got {ct}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json, got a value that is not ASCII",
         )),
     }
 }
@@ -170,6 +210,45 @@ mod tests {
             .err()
             .map(|e| e.status);
         assert_eq!(e, Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn trailing_content_is_400() {
+        for body in [
+            &br#"{"tasks": []} xyz"#[..],
+            br#"{"tasks": []}{"tasks": []}"#,
+            br#"{"tasks": []} 1"#,
+        ] {
+            let e = parse_json::<Outer>(body).err().map(|e| e.status);
+            assert_eq!(e, Some(StatusCode::BAD_REQUEST), "{body:?}");
+        }
+        assert!(parse_json::<Outer>(b"{\"tasks\": []} \n\t ").is_ok());
+    }
+
+    #[test]
+    fn json_media_types_are_matched_exactly_and_case_insensitively() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+            "APPLICATION/VND.BRIGADE+JSON ; q=1",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "application/jsonx",
+            "application/json-seq",
+            "text/json",
+            "text/plain",
+            "application/+json",
+            "application",
+            "application/x json",
+            "",
+            "text/plain; note=+json",
+        ] {
+            assert!(!is_json_media_type(bad), "{bad}");
+        }
     }
 
     #[test]

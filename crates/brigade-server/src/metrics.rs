@@ -42,6 +42,20 @@ pub mod names {
     pub const TASK_QUEUED_SECONDS: &str = "brigade_task_queued_seconds";
     /// Time from a task's lease to its accepted result, by kind.
     pub const TASK_RUN_SECONDS: &str = "brigade_task_run_seconds";
+    /// Rows deleted by retention, by table (`jobs`, `tasks`, `attempts`, `logs`).
+    pub const PRUNED: &str = "brigade_pruned_rows_total";
+}
+
+/// Count the rows a pruning pass deleted.
+pub fn pruned(p: &brigade_store::Pruned) {
+    for (table, n) in [
+        ("jobs", p.jobs),
+        ("tasks", p.tasks),
+        ("attempts", p.attempts),
+        ("logs", p.logs),
+    ] {
+        ::metrics::counter!(names::PRUNED, "table" => table).increment(n);
+    }
 }
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// database cannot be reached right now (connection lost, server restarting).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// An operation was refused as it stands (a copy into a database that is
+    /// not empty, a backup onto an existing file).
+    #[error("{0}")]
+    Refused(String),
     /// The disk under the database is full: nothing more can be written until
     /// space is freed; what was committed before is intact.
     #[error("the database's disk is full: {0}")]

@@ -18,6 +18,7 @@ pub mod postgres;
 mod rows;
 mod sql;
 pub mod sqlite;
+mod transfer;
 
 use std::sync::Arc;
 
@@ -30,9 +31,10 @@ use brigade_core::NewJob;
 
 pub use error::StoreError;
 pub use model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Phase, Remote, RetryOutcome,
+    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Phase, Pruned, Remote, RetryOutcome,
     Submitted, Timing,
 };
+pub use transfer::{CopyReport, copy_database};
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -215,6 +217,14 @@ pub trait Store: Send + Sync + 'static {
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)>;
     /// Mark silent workers lost and requeue (or fail) tasks whose lease expired.
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes>;
+
+    /// Delete finished jobs whose retention ran out (their own `keep_ms`, else
+    /// `default_keep_ms`; `None` keeps them forever) with their tasks, history
+    /// and logs: at most `max_tasks` tasks in one short transaction. Call again
+    /// while [`Pruned::more`]. SQLite then hands a share of the freed pages
+    /// back to the file system.
+    async fn prune(&self, now: i64, default_keep_ms: Option<u64>, max_tasks: u32)
+    -> Result<Pruned>;
 
     /// Changes other servers made to the shared database (PostgreSQL); `None`
     /// for engines with one server. Each call subscribes anew; a receiver that

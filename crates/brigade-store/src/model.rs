@@ -219,3 +219,25 @@ mod tests {
         );
     }
 }
+
+/// What one pruning pass of expired jobs deleted (rows of each table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Jobs deleted whole.
+    pub jobs: u64,
+    /// Tasks deleted.
+    pub tasks: u64,
+    /// Attempts (history rows) deleted.
+    pub attempts: u64,
+    /// Log lines deleted.
+    pub logs: u64,
+    /// More expired rows were left for the next pass.
+    pub more: bool,
+}
+
+impl Pruned {
+    /// Whether the pass deleted anything.
+    pub fn is_empty(&self) -> bool {
+        self.jobs + self.tasks + self.attempts + self.logs == 0
+    }
+}

@@ -150,6 +150,7 @@ pub(crate) fn job_view(row: &impl Columns, progress: Progress) -> Result<JobView
     let created = row.int("created_at")?;
     let started = row.int_opt("started_at")?;
     let finished = row.int_opt("finished_at")?;
+    let keep_ms = row.int_opt("keep_ms")?;
     Ok(JobView {
         id: row.text("id")?,
         name: row.text_opt("name")?,
@@ -165,6 +166,13 @@ pub(crate) fn job_view(row: &impl Columns, progress: Progress) -> Result<JobView
             _ => None,
         },
         wall_ms: finished.map(|f| f.saturating_sub(created).max(0) as u64),
+        keep_ms: keep_ms.map(|k| k.max(0) as u64),
+        // The server's default retention is the server's: it fills in the rest.
+        expires_at: keep_ms
+            .and_then(|k| {
+                brigade_core::retention::expires_at(finished, Some(k.max(0) as u64), None)
+            })
+            .map(from_ms),
         task_ids: None,
     })
 }

@@ -111,6 +111,18 @@ pub struct GetJobParams {
     pub wait_ms: Option<u64>,
 }
 
+/// Fill in when a finished job is deleted under this server's retention (the
+/// store knows only a job's own `keep_ms`).
+fn with_expiry(state: &AppState, mut job: JobView) -> JobView {
+    if job.expires_at.is_none() {
+        let finished = job.finished_at.map(brigade_core::to_ms);
+        job.expires_at =
+            brigade_core::retention::expires_at(finished, job.keep_ms, state.config.retention_ms)
+                .map(brigade_core::from_ms);
+    }
+    job
+}
+
 async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<JobView> {
     let job = state
         .store
@@ -123,7 +135,7 @@ async fn owned_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Job
             return Err(ApiError::not_found("job", id));
         }
     }
-    Ok(job)
+    Ok(with_expiry(state, job))
 }
 
 /// A job with its progress; `?wait_ms=` long-polls until it is finished.
@@ -228,10 +240,15 @@ pub async fn list(
         label,
         owner: caller.owner_filter(),
     };
-    let page = state
+    let mut page = state
         .store
         .jobs(&filter, limit(q.limit)?, cursor(&q.cursor)?)
         .await?;
+    page.items = page
+        .items
+        .into_iter()
+        .map(|j| with_expiry(&state, j))
+        .collect();
     Ok(Json(page))
 }
 

@@ -28,11 +28,12 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Remote, RetryOutcome, Submitted,
+    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, Remote, RetryOutcome,
+    Submitted,
 };
 use crate::sql::{read, write};
 use crate::{Result, Store, StoreError};
-use conn::Pg;
+pub(crate) use conn::Pg;
 
 /// Migrations of the PostgreSQL engine, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -208,6 +209,11 @@ pub(crate) async fn migrate_conn(conn: &mut PgConnection) -> Result<()> {
     result?;
     unlocked?;
     Ok(())
+}
+
+/// A plain connection to the database at `url`, for whole-database work.
+pub(crate) async fn raw_connection(url: &str) -> Result<PgConnection> {
+    Ok(connect_options(url)?.connect().await?)
 }
 
 /// Apply pending migrations to the database at `url`.
@@ -537,6 +543,20 @@ impl Store for PostgresStore {
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
         write_tx!(self, |c| write::reap(c, now, ttl), |v| Some(v))
+    }
+
+    async fn prune(
+        &self,
+        now: i64,
+        default_keep_ms: Option<u64>,
+        max_tasks: u32,
+    ) -> Result<Pruned> {
+        // Dead rows are autovacuum's: PostgreSQL reuses their space by itself.
+        write_tx!(
+            self,
+            |c| write::prune(c, now, default_keep_ms, max_tasks),
+            |_v| None
+        )
     }
 
     fn remote(&self) -> Option<broadcast::Receiver<Remote>> {

@@ -16,7 +16,7 @@ use super::{
     Conn, RUNNING_COLUMNS, Row, Success, Value, args, graph, jlit, lit, lits, read, wlit, wlits,
 };
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, Phase, RetryOutcome, Submitted, Timing,
+    Changes, DeleteOutcome, HandOff, Idempotency, Phase, Pruned, RetryOutcome, Submitted, Timing,
 };
 use crate::rows::{self, Columns};
 use crate::{Result, StoreError, events};
@@ -115,8 +115,8 @@ pub(crate) async fn submit<C: Conn>(
     // winner's job.
     let inserted = c
         .exec(
-            "INSERT INTO jobs (id, name, queue, labels, owner, state, total, created_at, idem_key, idem_hash) \
-             VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO jobs (id, name, queue, labels, owner, state, total, created_at, idem_key, idem_hash, keep_ms) \
+             VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (owner, idem_key) WHERE idem_key IS NOT NULL DO NOTHING",
             args![
                 &job_id,
@@ -129,6 +129,7 @@ pub(crate) async fn submit<C: Conn>(
                 now,
                 idem.map(|i| i.key.as_str()),
                 idem.map(|i| i.hash.as_str()),
+                job.keep_ms.map(|k| k.min(brigade_core::retention::MAX_KEEP_MS) as i64),
             ],
         )
         .await?;
@@ -160,6 +161,8 @@ pub(crate) async fn submit<C: Conn>(
         finished_at: None,
         duration_ms: None,
         wall_ms: None,
+        keep_ms: job.keep_ms,
+        expires_at: None,
         task_ids: Some(ids),
     };
     let changes = Changes {
@@ -1464,4 +1467,99 @@ pub(crate) async fn report_progress<C: Conn>(
         reply.accepted.push(p.task_id.clone());
     }
     Ok(Some((reply, changes)))
+}
+
+/// Expired jobs looked at per pass (each is one small indexed lookup).
+const PRUNE_JOBS: u32 = 100;
+
+/// Delete finished jobs whose retention ran out — their own `keep_ms` after
+/// they finished, or `default_keep_ms` (the server's `--retention`; `None`
+/// keeps them forever) — with their tasks, attempts and logs, at most
+/// `max_tasks` tasks per call, so one call is one short transaction. A job
+/// with more tasks goes over several calls and disappears with its last task;
+/// the job row goes last, so a job is never left without its tasks in view.
+pub(crate) async fn prune<C: Conn>(
+    c: &mut C,
+    now: i64,
+    default_keep_ms: Option<u64>,
+    max_tasks: u32,
+) -> Result<Pruned> {
+    let mut pruned = Pruned::default();
+    // Jobs another server is pruning are its own (SKIP LOCKED); the lock
+    // also keeps a concurrent prune from deleting the same rows twice.
+    let mut expired: Vec<String> = Vec::new();
+    if let Some(keep) = default_keep_ms.and_then(|k| i64::try_from(k).ok()) {
+        let sql = format!(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND keep_ms IS NULL AND finished_at <= ? \
+             ORDER BY finished_at LIMIT ?{}",
+            super::skip_locked::<C>()
+        );
+        for row in c
+            .rows(&sql, args![now.saturating_sub(keep), PRUNE_JOBS])
+            .await?
+        {
+            expired.push(row.text("id")?);
+        }
+    }
+    let sql = format!(
+        "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND keep_ms IS NOT NULL AND finished_at + keep_ms <= ? \
+         ORDER BY finished_at + keep_ms LIMIT ?{}",
+        super::skip_locked::<C>()
+    );
+    for row in c.rows(&sql, args![now, PRUNE_JOBS]).await? {
+        expired.push(row.text("id")?);
+    }
+    pruned.more = expired.len() >= PRUNE_JOBS as usize;
+    let mut budget = i64::from(max_tasks.max(1));
+    for job_id in &expired {
+        if budget <= 0 {
+            pruned.more = true;
+            break;
+        }
+        // The job's first `budget` tasks by seq: a range the three deletes
+        // below agree on.
+        let Some(batch) = c
+            .rows(
+                "SELECT count(*) AS n, max(seq) AS upto FROM \
+                 (SELECT seq FROM tasks WHERE job_id = ? ORDER BY seq LIMIT ?) AS batch",
+                args![job_id, budget],
+            )
+            .await?
+            .pop()
+        else {
+            continue;
+        };
+        let n = batch.int("n")?;
+        if let Some(upto) = batch.int_opt("upto")? {
+            pruned.attempts += c
+                .exec(
+                    "DELETE FROM attempts WHERE task_id IN \
+                     (SELECT id FROM tasks WHERE job_id = ? AND seq <= ?)",
+                    args![job_id, upto],
+                )
+                .await?;
+            pruned.logs += c
+                .exec(
+                    "DELETE FROM task_logs WHERE task_id IN \
+                     (SELECT id FROM tasks WHERE job_id = ? AND seq <= ?)",
+                    args![job_id, upto],
+                )
+                .await?;
+            pruned.tasks += c
+                .exec(
+                    "DELETE FROM tasks WHERE job_id = ? AND seq <= ?",
+                    args![job_id, upto],
+                )
+                .await?;
+        }
+        if n < budget {
+            pruned.jobs += c
+                .exec("DELETE FROM jobs WHERE id = ?", args![job_id])
+                .await?;
+        } else {
+            pruned.more = true;
+        }
+        budget -= n;
+    }
+    Ok(pruned)
 }

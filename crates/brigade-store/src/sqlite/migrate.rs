@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "workflows",
         include_str!("../../migrations/sqlite/0005_workflows.sql"),
     ),
+    (
+        6,
+        "retention",
+        include_str!("../../migrations/sqlite/0006_retention.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.
@@ -71,6 +76,7 @@ pub(crate) fn run(conn: &mut Connection) -> Result<()> {
             known_version()
         )));
     }
+    check_applied(conn)?;
     for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
         let started = std::time::Instant::now();
         let tx = conn.transaction()?;
@@ -90,6 +96,28 @@ pub(crate) fn run(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// Migrations are forward-only: one that shipped is never edited, a change
+/// is a new migration. Refuse a database whose applied migrations differ
+/// from this binary's of the same version (an edited file), rather than run
+/// on a schema neither of them describes.
+fn check_applied(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT version, checksum FROM _sqlx_migrations WHERE success")?;
+    let applied = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (version, checksum) in applied {
+        if let Some((_, description, sql)) = MIGRATIONS.iter().find(|m| m.0 == version)
+            && Sha384::digest(sql.as_bytes()).as_slice() != checksum.as_slice()
+        {
+            return Err(StoreError::Schema(format!(
+                "migration {version} ({description}) applied to this database differs from this \
+                 brigade's: migrations are forward-only and never edited once released"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,10 +128,22 @@ mod tests {
         run(&mut conn)?;
         run(&mut conn)?;
         let n: i64 = conn.query_row("SELECT count(*) FROM _sqlx_migrations", [], |r| r.get(0))?;
-        assert_eq!(n, known_version());
+        assert_eq!(n, MIGRATIONS.len() as i64);
         conn.execute(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (99, 'future', TRUE, x'00', 0)",
+            [],
+        )?;
+        assert!(matches!(run(&mut conn), Err(StoreError::Schema(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn an_edited_migration_is_refused() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        run(&mut conn)?;
+        conn.execute(
+            "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1",
             [],
         )?;
         assert!(matches!(run(&mut conn), Err(StoreError::Schema(_))));

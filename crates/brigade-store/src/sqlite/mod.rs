@@ -6,6 +6,7 @@
 
 mod conn;
 mod migrate;
+mod space;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -21,11 +22,11 @@ use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, RetryOutcome, Submitted,
+    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome, Submitted,
 };
 use crate::sql::{read, write};
 use crate::{Result, Store, StoreError};
-use conn::Lite;
+pub(crate) use conn::Lite;
 use writer::Writer;
 
 /// Most read connections kept open.
@@ -84,6 +85,10 @@ fn connect(t: &Target, read_only: bool) -> Result<Connection> {
     // large cache costs CPU on every commit and buys little; the OS page
     // cache holds the file anyway.
     conn.execute_batch("PRAGMA cache_size = -8192; PRAGMA temp_store = memory;")?;
+    if !read_only {
+        // Before the first table, or never (see `space`).
+        space::prepare_new(&conn)?;
+    }
     if !t.memory && !read_only {
         // A 201 means the fsync happened.
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
@@ -105,6 +110,18 @@ fn create_dir_for(t: &Target) -> Result<()> {
     Ok(())
 }
 
+/// A plain connection to the database file at `url` (not in memory), for
+/// whole-database work such as copying it.
+pub(crate) fn raw_connection(url: &str, read_only: bool) -> Result<Connection> {
+    let t = target(url)?;
+    if t.memory {
+        return Err(StoreError::Url(format!(
+            "{url}: an in-memory database cannot be copied"
+        )));
+    }
+    connect(&t, read_only)
+}
+
 /// Apply pending migrations to the SQLite database at `url` (created if missing).
 pub async fn migrate(url: &str) -> Result<()> {
     let t = target(url)?;
@@ -115,6 +132,71 @@ pub async fn migrate(url: &str) -> Result<()> {
     })
     .await
     .map_err(|e| StoreError::Unavailable(format!("migration thread: {e}")))?
+}
+
+/// Copy the SQLite database at `url` into the new file `out` while servers
+/// keep using it: `VACUUM INTO` reads one snapshot (a WAL read transaction,
+/// which no writer waits for), so the copy holds every transaction committed
+/// before it started and none of those after. The copy is written next to
+/// `out` and renamed into place once synced, so `out` is never half a
+/// database. Returns its size in bytes.
+pub async fn backup(url: &str, out: &std::path::Path) -> Result<u64> {
+    let t = target(url)?;
+    if t.memory {
+        return Err(StoreError::Url(format!(
+            "{url}: an in-memory database has no file to back up"
+        )));
+    }
+    if !std::path::Path::new(&t.path).exists() {
+        return Err(StoreError::Url(format!("{url}: no such database file")));
+    }
+    let out = out.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let io = |what: &str, e: std::io::Error| StoreError::Unavailable(format!("{what}: {e}"));
+        if out.exists() {
+            return Err(StoreError::Refused(format!(
+                "{}: already exists; a backup never overwrites a file",
+                out.display()
+            )));
+        }
+        let mut partial = out.clone().into_os_string();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        let _ = std::fs::remove_file(&partial);
+        let conn = connect(&t, true)?;
+        let dest = partial
+            .to_str()
+            .ok_or_else(|| StoreError::Url(format!("{}: not UTF-8", partial.display())))?;
+        conn.execute("VACUUM INTO ?1", [dest])?;
+        drop(conn);
+        let file = std::fs::File::open(&partial).map_err(|e| io("opening the copy", e))?;
+        file.sync_all().map_err(|e| io("syncing the copy", e))?;
+        let size = file.metadata().map_err(|e| io("the copy", e))?.len();
+        std::fs::rename(&partial, &out).map_err(|e| io("renaming the copy", e))?;
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(size)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("backup thread: {e}")))?
+}
+
+/// Rebuild the SQLite database at `url` so that retention's freed pages can
+/// be given back to the file system (a database made before brigade chose
+/// incremental auto-vacuum only reuses them). One `VACUUM`: run it with the
+/// server stopped. Says whether the file was rebuilt.
+pub async fn vacuum(url: &str) -> Result<bool> {
+    let t = target(url)?;
+    tokio::task::spawn_blocking(move || {
+        let mut conn = connect(&t, false)?;
+        migrate::run(&mut conn)?;
+        space::convert(&conn)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("vacuum thread: {e}")))?
 }
 
 /// Run a shared-layer future that completes at once (every statement of a
@@ -183,6 +265,13 @@ impl SqliteStore {
                 };
                 let mut conn = connect(&t, false)?;
                 migrate::run(&mut conn)?;
+                if !t.memory && !space::incremental(&conn)? {
+                    tracing::info!(
+                        "{}: made before incremental auto-vacuum; pruned space is reused but the \
+                         file will not shrink until `brigade migrate --vacuum` (server stopped)",
+                        t.path
+                    );
+                }
                 Ok((conn, keep))
             })
             .await
@@ -484,5 +573,21 @@ impl Store for SqliteStore {
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
         self.write(move |c| at_once(write::reap(c, now, ttl))).await
+    }
+
+    async fn prune(
+        &self,
+        now: i64,
+        default_keep_ms: Option<u64>,
+        max_tasks: u32,
+    ) -> Result<Pruned> {
+        let pruned = self
+            .write(move |c| at_once(write::prune(c, now, default_keep_ms, max_tasks)))
+            .await?;
+        if !pruned.is_empty() {
+            // Its own small transaction, so the prune itself stays short.
+            self.writer.write(space::give_back).await?;
+        }
+        Ok(pruned)
     }
 }

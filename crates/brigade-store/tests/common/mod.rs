@@ -102,6 +102,11 @@ macro_rules! conformance_tests {
                 large_parents_ride_as_ids_and_page_with_outputs,
                 progress_follows_the_attempt_rule,
             }
+            retention {
+                prune_deletes_expired_jobs_with_everything,
+                prune_works_in_small_batches,
+                job_view_shows_its_expiry,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,
@@ -173,6 +178,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         queue: "default".into(),
         labels: BTreeMap::new(),
         tasks: (0..n).map(|_| task(max_attempts)).collect(),
+        keep_ms: None,
     }
 }
 
@@ -498,6 +504,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         queue: "default".into(),
         labels: BTreeMap::new(),
         tasks,
+        keep_ms: None,
     }
 }
 

@@ -170,6 +170,7 @@ pub async fn values_round_trip(store: Arc<dyn Store>) -> TestResult {
                 queue: "default".into(),
                 labels: labels.clone(),
                 tasks: vec![t, task(1)],
+                keep_ms: None,
             },
             None,
             T0,

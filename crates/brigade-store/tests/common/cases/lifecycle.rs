@@ -268,6 +268,7 @@ pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResul
                 queue: "default".into(),
                 labels: BTreeMap::new(),
                 tasks: vec![python, urgent, elsewhere],
+                keep_ms: None,
             },
             None,
             T0,

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod queues;
 pub mod results;
+pub mod retention;
 pub mod submit;
 pub mod tasks;
 pub mod workers;
