@@ -9,6 +9,7 @@ pub mod clock;
 pub mod dispatch;
 pub mod ids;
 pub mod lifecycle;
+pub mod schedule;
 pub mod transition;
 pub mod validate;
 

@@ -22,15 +22,18 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use brigade_api::ScheduleView;
 use brigade_api::{
     Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
     ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
-use brigade_core::NewJob;
+use brigade_core::schedule::NewSchedule;
+use brigade_core::{Limits, NewJob};
 
 pub use error::StoreError;
 pub use model::{
-    Changes, DeleteOutcome, Idempotency, JobFilter, Phase, Remote, RetryOutcome, Submitted, Timing,
+    Changes, DeleteOutcome, Idempotency, JobFilter, Phase, Remote, RetryOutcome, StoredSchedule,
+    Submitted, Timing, TriggerOutcome,
 };
 
 /// Result of a store operation.
@@ -183,6 +186,38 @@ pub trait Store: Send + Sync + 'static {
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)>;
     /// Mark silent workers lost and requeue (or fail) tasks whose lease expired.
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes>;
+
+    /// Store a validated schedule.
+    async fn create_schedule(
+        &self,
+        owner: &str,
+        schedule: NewSchedule,
+        now: i64,
+    ) -> Result<ScheduleView>;
+    /// One schedule as stored, `None` when unknown.
+    async fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>>;
+    /// Schedules, oldest first (of one owner when given).
+    async fn schedules(
+        &self,
+        owner: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<ScheduleView>>;
+    /// Write a revised schedule over the one read with `next_fire_at ==
+    /// read_next` (ms); `None` when it is gone or a fire moved it meanwhile.
+    async fn replace_schedule(
+        &self,
+        id: &str,
+        schedule: NewSchedule,
+        read_next: Option<i64>,
+    ) -> Result<Option<ScheduleView>>;
+    /// Delete a schedule (its jobs stay); whether it existed.
+    async fn delete_schedule(&self, id: &str) -> Result<bool>;
+    /// Fire a schedule now, under its overlap policy.
+    async fn trigger_schedule(&self, id: &str, limits: Limits, now: i64) -> Result<TriggerOutcome>;
+    /// Fire every due schedule, each fire exactly once however many servers
+    /// call this at once; what changed and when the next schedule is due.
+    async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)>;
 
     /// Changes other servers made to the shared database (PostgreSQL); `None`
     /// for engines with one server. Each call subscribes anew; a receiver that

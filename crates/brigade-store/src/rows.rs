@@ -154,6 +154,8 @@ pub(crate) fn job_view(row: &impl Columns, progress: Progress) -> Result<JobView
         },
         wall_ms: finished.map(|f| f.saturating_sub(created).max(0) as u64),
         task_ids: None,
+        schedule_id: row.text_opt("schedule_id")?,
+        fire_at: ms_opt(row, "fire_at")?,
     })
 }
 

@@ -12,6 +12,7 @@
 //! failure or a result does and writes down the answer.
 
 pub(crate) mod read;
+pub(crate) mod schedules;
 pub(crate) mod write;
 
 use std::future::Future;

@@ -202,6 +202,8 @@ pub(crate) async fn submit<C: Conn>(
         duration_ms: None,
         wall_ms: None,
         task_ids: Some(ids),
+        schedule_id: None,
+        fire_at: None,
     };
     let changes = Changes {
         events: vec![events::job(

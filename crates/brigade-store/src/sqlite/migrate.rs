@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one running index",
         include_str!("../../migrations/sqlite/0004_one_running_index.sql"),
     ),
+    (
+        7,
+        "schedules",
+        include_str!("../../migrations/sqlite/0007_schedules.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -90,6 +90,12 @@ macro_rules! conformance_tests {
                 concurrent_results_for_one_task_apply_once,
                 cancel_racing_the_last_result_ends_the_job_once,
             }
+            schedules {
+                schedule_fires_once_under_concurrent_duty_calls,
+                schedule_catch_up_policies,
+                schedule_overlap_policies,
+                schedule_pause_trigger_and_delete,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod queues;
 pub mod results;
+pub mod schedules;
 pub mod submit;
 pub mod tasks;
 pub mod workers;
