@@ -10,7 +10,7 @@ use crate::{JobState, TaskError, TaskProgress};
 /// One event: `{"type": "task.succeeded", "at": "...", ...ids and changed fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
-    /// `job.created|job.finished|task.started|task.succeeded|task.failed|task.retrying|task.cancelled|task.progress|worker.joined|worker.lost|worker.left`.
+    /// `job.created|job.finished|task.started|task.succeeded|task.failed|task.retrying|task.cancelled|task.progress|worker.joined|worker.lost|worker.left|schedule.fired|schedule.skipped`.
     #[serde(rename = "type")]
     pub kind: String,
     /// When it happened.
@@ -34,12 +34,29 @@ pub struct Event {
     /// Error (failure events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
-    /// Name of the job or worker.
+    /// Name of the job, worker or schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Progress (`task.progress`); boxed, so events stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Box<TaskProgress>>,
+    /// Schedule concerned (schedule events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
+    /// The fire time concerned (schedule events).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub fire_at: Option<OffsetDateTime>,
+    /// Why a fire was skipped (`schedule.skipped`): `overlap` or `missed`;
+    /// `count` says how many fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How many fires a `schedule.skipped` event stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// The kinds of event, as `Event::kind` names them.
@@ -67,6 +84,10 @@ pub enum EventKind {
     WorkerLeft,
     /// A worker went silent and was given up for lost.
     WorkerLost,
+    /// A schedule created a job.
+    ScheduleFired,
+    /// A schedule's fire created nothing (overlap, or missed with `catch_up`).
+    ScheduleSkipped,
 }
 
 impl EventKind {
@@ -84,6 +105,8 @@ impl EventKind {
             EventKind::WorkerJoined => "worker.joined",
             EventKind::WorkerLeft => "worker.left",
             EventKind::WorkerLost => "worker.lost",
+            EventKind::ScheduleFired => "schedule.fired",
+            EventKind::ScheduleSkipped => "schedule.skipped",
         }
     }
 }
@@ -107,6 +130,10 @@ impl Event {
             error: None,
             name: None,
             progress: None,
+            schedule_id: None,
+            fire_at: None,
+            reason: None,
+            count: None,
         }
     }
 }

@@ -319,4 +319,14 @@ pub struct JobView {
     /// Ids of its tasks, in submission order (only in the reply to a submit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_ids: Option<Vec<String>>,
+    /// The schedule that created it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
+    /// The fire time it was created for (a schedule's jobs only).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub fire_at: Option<OffsetDateTime>,
 }

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod page;
 pub mod problem;
 pub mod queues;
+pub mod schedules;
 pub mod tasks;
 pub mod workers;
 
@@ -21,6 +22,7 @@ pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};
 pub use page::Page;
 pub use problem::{FieldError, Problem};
 pub use queues::QueueView;
+pub use schedules::{CatchUp, Overlap, ScheduleCreate, SchedulePatch, ScheduleView};
 pub use tasks::{
     AttemptOutcome, ErrorKind, HistoryEntry, ParentResult, RunIf, TaskError, TaskProgress,
     TaskState, TaskView,

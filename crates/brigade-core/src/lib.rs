@@ -11,6 +11,7 @@ pub mod graph;
 pub mod ids;
 pub mod lifecycle;
 pub mod retention;
+pub mod schedule;
 pub mod transition;
 pub mod validate;
 

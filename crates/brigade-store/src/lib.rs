@@ -23,16 +23,18 @@ mod transfer;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use brigade_api::ScheduleView;
 use brigade_api::{
     Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
     ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
-use brigade_core::NewJob;
+use brigade_core::schedule::NewSchedule;
+use brigade_core::{Limits, NewJob};
 
 pub use error::StoreError;
 pub use model::{
     Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Phase, Pruned, Remote, RetryOutcome,
-    Submitted, Timing,
+    StoredSchedule, Submitted, Timing, TriggerOutcome,
 };
 pub use transfer::{CopyReport, copy_database};
 
@@ -225,6 +227,37 @@ pub trait Store: Send + Sync + 'static {
     /// back to the file system.
     async fn prune(&self, now: i64, default_keep_ms: Option<u64>, max_tasks: u32)
     -> Result<Pruned>;
+    /// Store a validated schedule.
+    async fn create_schedule(
+        &self,
+        owner: &str,
+        schedule: NewSchedule,
+        now: i64,
+    ) -> Result<ScheduleView>;
+    /// One schedule as stored, `None` when unknown.
+    async fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>>;
+    /// Schedules, oldest first (of one owner when given).
+    async fn schedules(
+        &self,
+        owner: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<ScheduleView>>;
+    /// Write a revised schedule over the one read with `next_fire_at ==
+    /// read_next` (ms); `None` when it is gone or a fire moved it meanwhile.
+    async fn replace_schedule(
+        &self,
+        id: &str,
+        schedule: NewSchedule,
+        read_next: Option<i64>,
+    ) -> Result<Option<ScheduleView>>;
+    /// Delete a schedule (its jobs stay); whether it existed.
+    async fn delete_schedule(&self, id: &str) -> Result<bool>;
+    /// Fire a schedule now, under its overlap policy.
+    async fn trigger_schedule(&self, id: &str, limits: Limits, now: i64) -> Result<TriggerOutcome>;
+    /// Fire every due schedule, each fire exactly once however many servers
+    /// call this at once; what changed and when the next schedule is due.
+    async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)>;
 
     /// Changes other servers made to the shared database (PostgreSQL); `None`
     /// for engines with one server. Each call subscribes anew; a receiver that

@@ -104,6 +104,8 @@ pub struct JobFilter {
     pub label: Option<(String, String)>,
     /// Only jobs of this owner (clients see their own).
     pub owner: Option<String>,
+    /// Only jobs this schedule created.
+    pub schedule_id: Option<String>,
 }
 
 /// Outcome of deleting a job.
@@ -240,4 +242,30 @@ impl Pruned {
     pub fn is_empty(&self) -> bool {
         self.jobs + self.tasks + self.attempts + self.logs == 0
     }
+}
+
+/// A schedule as stored: its view, its owner, and what the fire works from.
+#[derive(Debug, Clone)]
+pub struct StoredSchedule {
+    /// What the API shows.
+    pub view: brigade_api::ScheduleView,
+    /// The token name that created it (its jobs belong to it too).
+    pub owner: String,
+    /// Anchor of an `every_ms` schedule (ms since the epoch).
+    pub anchor: i64,
+    /// Its next fire, ms since the epoch (`None` while paused).
+    pub next_fire_at: Option<i64>,
+}
+
+/// Outcome of firing a schedule by hand.
+#[derive(Debug, Clone)]
+pub enum TriggerOutcome {
+    /// The job it created.
+    Fired(Box<JobView>, Changes),
+    /// No such schedule.
+    NotFound,
+    /// `overlap: skip` and this job of the schedule is unfinished.
+    Overlap(String),
+    /// Its job no longer validates (the server's limits changed).
+    Invalid,
 }

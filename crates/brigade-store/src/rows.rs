@@ -174,6 +174,8 @@ pub(crate) fn job_view(row: &impl Columns, progress: Progress) -> Result<JobView
             })
             .map(from_ms),
         task_ids: None,
+        schedule_id: row.text_opt("schedule_id")?,
+        fire_at: ms_opt(row, "fire_at")?,
     })
 }
 

@@ -132,6 +132,14 @@ async fn two_servers_never_lease_a_task_twice() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_fire_a_schedule_once_per_fire() -> TestResult {
+    with_db!(|db| {
+        let stores = vec![db.open().await?, db.open().await?, db.open().await?];
+        common::cases::schedules::fire_once(stores).await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_reapers_requeue_once() -> TestResult {
     with_db!(|db| common::reap_once(db.open().await?, db.open().await?).await)
 }

@@ -239,6 +239,7 @@ pub async fn list(
         name: q.name,
         label,
         owner: caller.owner_filter(),
+        ..JobFilter::default()
     };
     let mut page = state
         .store

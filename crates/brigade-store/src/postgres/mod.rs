@@ -17,11 +17,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use brigade_api::ScheduleView;
 use brigade_api::{
     Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
     ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
-use brigade_core::NewJob;
+use brigade_core::schedule::NewSchedule;
+use brigade_core::{Limits, NewJob};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::broadcast;
@@ -31,7 +33,8 @@ use crate::model::{
     Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, Remote, RetryOutcome,
     Submitted,
 };
-use crate::sql::{read, write};
+use crate::model::{StoredSchedule, TriggerOutcome};
+use crate::sql::{read, schedules, write};
 use crate::{Result, Store, StoreError};
 pub(crate) use conn::Pg;
 
@@ -561,5 +564,71 @@ impl Store for PostgresStore {
 
     fn remote(&self) -> Option<broadcast::Receiver<Remote>> {
         Some(self.remote.subscribe())
+    }
+
+    async fn create_schedule(
+        &self,
+        owner: &str,
+        schedule: NewSchedule,
+        now: i64,
+    ) -> Result<ScheduleView> {
+        write_tx!(
+            self,
+            |c| schedules::create(c, owner, &schedule, now),
+            |_v| None
+        )
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>> {
+        schedules::get(&mut Pg(&mut *self.pool.acquire().await?), id).await
+    }
+
+    async fn schedules(
+        &self,
+        owner: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<ScheduleView>> {
+        schedules::list(
+            &mut Pg(&mut *self.pool.acquire().await?),
+            owner,
+            limit,
+            cursor,
+        )
+        .await
+    }
+
+    async fn replace_schedule(
+        &self,
+        id: &str,
+        schedule: NewSchedule,
+        read_next: Option<i64>,
+    ) -> Result<Option<ScheduleView>> {
+        write_tx!(
+            self,
+            |c| schedules::replace(c, id, &schedule, read_next),
+            |_v| None
+        )
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        write_tx!(self, |c| schedules::delete(c, id), |_v| None)
+    }
+
+    async fn trigger_schedule(&self, id: &str, limits: Limits, now: i64) -> Result<TriggerOutcome> {
+        write_tx!(
+            self,
+            |c| schedules::trigger(c, id, &limits, now),
+            |v| match v {
+                TriggerOutcome::Fired(_, changes) => Some(changes),
+                _ => None,
+            }
+        )
+    }
+
+    async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)> {
+        write_tx!(self, |c| schedules::fire_due(c, &limits, now), |v| Some(
+            &v.0
+        ))
     }
 }

@@ -14,6 +14,7 @@
 pub(crate) mod copy;
 pub(crate) mod graph;
 pub(crate) mod read;
+pub(crate) mod schedules;
 pub(crate) mod write;
 
 use std::future::Future;

@@ -17,7 +17,8 @@ pub(crate) const TASK_COLUMNS: &str = "seq, id, job_id, kind, name, queue, state
      task_key, after_keys, run_if, spawned_by, progress";
 
 /// Columns [`rows::job_view`] reads.
-pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested, keep_ms";
+pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested, \
+     keep_ms, schedule_id, fire_at";
 
 /// Columns [`rows::worker_view`] reads.
 pub(crate) const WORKER_COLUMNS: &str = "id, name, hostname, queues, kinds, labels, capacity, version, state, load, joined_at, last_seen_at";
@@ -106,6 +107,10 @@ pub(crate) async fn jobs<C: Conn>(
     if let Some(owner) = &filter.owner {
         sql.push_str(" AND owner = ?");
         args.push(owner.into());
+    }
+    if let Some(schedule) = &filter.schedule_id {
+        sql.push_str(" AND schedule_id = ?");
+        args.push(schedule.into());
     }
     if let Some((k, v)) = &filter.label {
         sql.push_str(match C::ENGINE {

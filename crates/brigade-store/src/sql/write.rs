@@ -164,6 +164,8 @@ pub(crate) async fn submit<C: Conn>(
         keep_ms: job.keep_ms,
         expires_at: None,
         task_ids: Some(ids),
+        schedule_id: None,
+        fire_at: None,
     };
     let changes = Changes {
         events: vec![events::job(

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../../migrations/sqlite/0006_retention.sql"),
     ),
+    (
+        7,
+        "schedules",
+        include_str!("../../migrations/sqlite/0007_schedules.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -13,18 +13,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use brigade_api::ScheduleView;
 use brigade_api::{
     Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
     ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
 };
-use brigade_core::NewJob;
+use brigade_core::schedule::NewSchedule;
+use brigade_core::{Limits, NewJob};
 use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome, Submitted,
+    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome, StoredSchedule,
+    Submitted, TriggerOutcome,
 };
-use crate::sql::{read, write};
+use crate::sql::{read, schedules, write};
 use crate::{Result, Store, StoreError};
 pub(crate) use conn::Lite;
 use writer::Writer;
@@ -589,5 +592,71 @@ impl Store for SqliteStore {
             self.writer.write(space::give_back).await?;
         }
         Ok(pruned)
+    }
+
+    async fn create_schedule(
+        &self,
+        owner: &str,
+        schedule: NewSchedule,
+        now: i64,
+    ) -> Result<ScheduleView> {
+        let owner = owner.to_owned();
+        self.write(move |c| at_once(schedules::create(c, &owner, &schedule, now)))
+            .await
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |c| at_once(schedules::get(c, &id)))
+            .await
+    }
+
+    async fn schedules(
+        &self,
+        owner: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<ScheduleView>> {
+        let owner = owner.map(str::to_owned);
+        let cursor = cursor.map(str::to_owned);
+        self.readers
+            .read(move |c| {
+                at_once(schedules::list(
+                    c,
+                    owner.as_deref(),
+                    limit,
+                    cursor.as_deref(),
+                ))
+            })
+            .await
+    }
+
+    async fn replace_schedule(
+        &self,
+        id: &str,
+        schedule: NewSchedule,
+        read_next: Option<i64>,
+    ) -> Result<Option<ScheduleView>> {
+        let id = id.to_owned();
+        self.write(move |c| at_once(schedules::replace(c, &id, &schedule, read_next)))
+            .await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| at_once(schedules::delete(c, &id)))
+            .await
+    }
+
+    async fn trigger_schedule(&self, id: &str, limits: Limits, now: i64) -> Result<TriggerOutcome> {
+        let id = id.to_owned();
+        self.write(move |c| at_once(schedules::trigger(c, &id, &limits, now)))
+            .await
+    }
+
+    async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)> {
+        self.write(move |c| at_once(schedules::fire_due(c, &limits, now)))
+            .await
     }
 }

@@ -107,6 +107,12 @@ macro_rules! conformance_tests {
                 prune_works_in_small_batches,
                 job_view_shows_its_expiry,
             }
+            schedules {
+                schedule_fires_once_under_concurrent_duty_calls,
+                schedule_catch_up_policies,
+                schedule_overlap_policies,
+                schedule_pause_trigger_and_delete,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,

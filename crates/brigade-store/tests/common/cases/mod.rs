@@ -17,6 +17,7 @@ pub mod logs;
 pub mod queues;
 pub mod results;
 pub mod retention;
+pub mod schedules;
 pub mod submit;
 pub mod tasks;
 pub mod workers;
