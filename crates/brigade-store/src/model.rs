@@ -133,6 +133,10 @@ pub enum RetryOutcome {
 /// A change another server made to the shared database (PostgreSQL engine),
 /// delivered by [`crate::Store::remote`].
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one at a time through a channel; boxing would cost an allocation per event"
+)]
 pub enum Remote {
     /// An event another server published.
     Event(Event),

@@ -173,8 +173,8 @@ async fn unfinished<C: Conn>(c: &mut C, job_id: Option<&str>) -> Result<bool> {
         args![id],
     )
     .await?
-    .first()
-    .is_some())
+    .is_empty())
+    .map(|none| !none)
 }
 
 fn schedule_event(
