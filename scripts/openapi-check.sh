@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks that /openapi.json is a document generators can use:
 #   1. starts a server (and a worker) on a temp SQLite file,
-#   2. validates /openapi.json with openapi-spec-validator,
+#   2. validates /openapi.json with openapi-spec-validator, and checks that
+#      docs/api.md and it name the same paths and methods (openapi-check/docs.py),
 #   3. generates a Python client with openapi-python-client,
 #   4. submits a job, waits for it and reads its tasks through that client.
 # Both tools come from PyPI into a venv under $CARGO_TARGET_DIR (or target/).
@@ -56,6 +57,9 @@ worker_pid=$!
 say "fetching and validating /openapi.json"
 "$venv/bin/python" -c "import urllib.request; open('$work/openapi.json','wb').write(urllib.request.urlopen('$url/openapi.json').read())"
 "$venv/bin/openapi-spec-validator" "$work/openapi.json"
+
+say "docs/api.md and /openapi.json name the same operations"
+"$venv/bin/python" scripts/openapi-check/docs.py "$url" docs/api.md
 
 say "generating a Python client with openapi-python-client"
 cd "$work"

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use brigade_testkit::{Cluster, DEADLINE, task};
 
-/// Every path and method of the contract (`shared/API.md`).
+/// Every path and method of the API reference (`docs/api.md`).
 const CONTRACT: &[(&str, &[&str])] = &[
     ("/v1/jobs", &["get", "post"]),
     ("/v1/jobs/{id}", &["get", "delete"]),
