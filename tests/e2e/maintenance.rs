@@ -14,22 +14,7 @@ use serde_json::{Value, json};
 use brigade_testkit::pg::TestDatabase;
 use brigade_testkit::{Cluster, bin, task};
 
-/// The value of a Prometheus sample line starting with `prefix`, 0 when absent.
-async fn metric(c: &Cluster, prefix: &str) -> f64 {
-    let text = c
-        .http()
-        .get(format!("{}/metrics", c.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use crate::observability::{scrape, total};
 
 #[tokio::test]
 async fn finished_jobs_are_deleted_after_their_retention() {
@@ -82,11 +67,19 @@ async fn finished_jobs_are_deleted_after_their_retention() {
     assert_eq!(still.state, JobState::Running);
     assert_eq!(still.expires_at, None, "a running job does not expire");
     assert_eq!(
-        metric(&c, "brigade_pruned_rows_total{table=\"jobs\"}").await,
+        total(
+            &scrape(&c).await,
+            "brigade_pruned_rows_total",
+            &[("table", "jobs")]
+        ),
         1.0
     );
     assert_eq!(
-        metric(&c, "brigade_pruned_rows_total{table=\"tasks\"}").await,
+        total(
+            &scrape(&c).await,
+            "brigade_pruned_rows_total",
+            &[("table", "tasks")]
+        ),
         3.0
     );
 }

@@ -191,6 +191,35 @@ pub(crate) struct Sample {
     pub(crate) value: f64,
 }
 
+/// The server's metrics as they are now.
+pub(crate) async fn scrape(c: &Cluster) -> Vec<Sample> {
+    let text = c
+        .http()
+        .get(format!("{}/metrics", c.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    parse_prometheus(&text)
+}
+
+/// The sum of the samples named `name` that carry every one of `labels`
+/// (0 when there are none).
+pub(crate) fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
 /// Parse the Prometheus text format strictly enough to catch a malformed line.
 pub(crate) fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();

@@ -67,23 +67,13 @@ async fn a_drained_worker_finishes_its_task_and_leaves() {
 
 /// Heartbeats the server has answered so far (its request metrics).
 async fn heartbeats_answered(c: &Cluster) -> u64 {
-    let text = c
-        .http()
-        .get(format!("{}/metrics", c.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    crate::observability::parse_prometheus(&text)
-        .iter()
-        .filter(|s| {
-            s.name == "brigade_http_request_duration_seconds_count"
-                && s.labels.get("route").map(String::as_str) == Some("/v1/workers/{id}/heartbeat")
-        })
-        .map(|s| s.value)
-        .sum::<f64>() as u64
+    use crate::observability::{scrape, total};
+    let route = ("route", "/v1/workers/{id}/heartbeat");
+    total(
+        &scrape(c).await,
+        "brigade_http_request_duration_seconds_count",
+        &[route],
+    ) as u64
 }
 
 #[tokio::test]

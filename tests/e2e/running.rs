@@ -325,20 +325,8 @@ async fn results_ride_on_the_lease_and_a_cancel_answers_a_held_long_poll() {
 
 /// `brigade_tasks_handed_off_total` as the server reports it now.
 async fn handed_off(c: &Cluster) -> f64 {
-    let text = c
-        .http()
-        .get(format!("{}/metrics", c.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    crate::observability::parse_prometheus(&text)
-        .iter()
-        .filter(|s| s.name == "brigade_tasks_handed_off_total")
-        .map(|s| s.value)
-        .sum()
+    use crate::observability::{scrape, total};
+    total(&scrape(c).await, "brigade_tasks_handed_off_total", &[])
 }
 
 #[tokio::test]

@@ -40,6 +40,37 @@ fn rejected(task_id: &str, why: &Rejection) -> RejectedResult {
     }
 }
 
+/// Whether `attempt` of `task_id` is the one `worker_id` runs now (the rule
+/// of results, for what else a worker reports of a task: logs, progress):
+/// its job's id, or why not.
+async fn current_attempt<C: Conn>(
+    c: &mut C,
+    task_id: &str,
+    worker_id: &str,
+    attempt: u32,
+) -> Result<std::result::Result<String, Rejection>> {
+    let Some(row) = c
+        .rows(
+            "SELECT job_id, state, attempt, worker_id FROM tasks WHERE id = ?",
+            args![task_id],
+        )
+        .await?
+        .pop()
+    else {
+        return Ok(Err(Rejection::UnknownTask));
+    };
+    let lessee = row.text_opt("worker_id")?;
+    let held = Held {
+        state: rows::task_state(&row.text("state")?)?,
+        attempt: row.int("attempt")? as u32,
+        worker_id: lessee.as_deref(),
+    };
+    Ok(match transition::check_attempt(held, worker_id, attempt) {
+        Ok(()) => Ok(row.text("job_id")?),
+        Err(why) => Err(why),
+    })
+}
+
 fn wake(changes: &mut Changes, w: Wake) {
     match w {
         Wake::Nobody => {}
@@ -1353,27 +1384,7 @@ pub(crate) async fn append_logs<C: Conn>(
     );
     let mut reply = LogsReply::default();
     for b in logs {
-        let Some(row) = c
-            .rows(
-                "SELECT state, attempt, worker_id FROM tasks WHERE id = ?",
-                args![&b.task_id],
-            )
-            .await?
-            .pop()
-        else {
-            reply
-                .rejected
-                .push(rejected(&b.task_id, &Rejection::UnknownTask));
-            continue;
-        };
-        let state = rows::task_state(&row.text("state")?)?;
-        let lessee = row.text_opt("worker_id")?;
-        let held = Held {
-            state,
-            attempt: row.int("attempt")? as u32,
-            worker_id: lessee.as_deref(),
-        };
-        if let Err(why) = transition::check_attempt(held, worker_id, b.attempt) {
+        if let Err(why) = current_attempt(c, &b.task_id, worker_id, b.attempt).await? {
             reply.rejected.push(rejected(&b.task_id, &why));
             continue;
         }
@@ -1420,29 +1431,13 @@ pub(crate) async fn report_progress<C: Conn>(
     let mut reply = ResultsReply::default();
     let mut changes = Changes::default();
     for p in reports {
-        let Some(row) = c
-            .rows(
-                "SELECT job_id, state, attempt, worker_id FROM tasks WHERE id = ?",
-                args![&p.task_id],
-            )
-            .await?
-            .pop()
-        else {
-            reply
-                .rejected
-                .push(rejected(&p.task_id, &Rejection::UnknownTask));
-            continue;
+        let job_id = match current_attempt(c, &p.task_id, worker_id, p.attempt).await? {
+            Ok(job_id) => job_id,
+            Err(why) => {
+                reply.rejected.push(rejected(&p.task_id, &why));
+                continue;
+            }
         };
-        let lessee = row.text_opt("worker_id")?;
-        let held = Held {
-            state: rows::task_state(&row.text("state")?)?,
-            attempt: row.int("attempt")? as u32,
-            worker_id: lessee.as_deref(),
-        };
-        if let Err(why) = transition::check_attempt(held, worker_id, p.attempt) {
-            reply.rejected.push(rejected(&p.task_id, &why));
-            continue;
-        }
         let progress = brigade_api::TaskProgress {
             done: p.done,
             total: p.total,
@@ -1455,7 +1450,6 @@ pub(crate) async fn report_progress<C: Conn>(
             args![json(&progress)?, &p.task_id],
         )
         .await?;
-        let job_id = row.text("job_id")?;
         let mut e = events::task(
             EventKind::TaskProgress,
             now,
