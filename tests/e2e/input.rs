@@ -287,6 +287,34 @@ async fn bad_input_gets_a_problem_naming_the_field_and_loses_nothing() {
     let wid = joined["id"].as_str().unwrap().to_owned();
     for cs in [
         case(
+            M::GET,
+            &format!("/v1/workers/{wid}/tasks/nope/parents?limit=0"),
+            None,
+            422,
+            Some("limit"),
+        ),
+        case(
+            M::GET,
+            &format!("/v1/workers/{wid}/tasks/nope/parents?limit=93915198766"),
+            None,
+            422,
+            Some("limit"),
+        ),
+        case(
+            M::GET,
+            &format!("/v1/workers/{wid}/tasks/nope/parents?cursor=%C3%920X"),
+            None,
+            422,
+            Some("cursor"),
+        ),
+        case(
+            M::GET,
+            &format!("/v1/workers/{wid}/tasks/nope/parents"),
+            None,
+            404,
+            None,
+        ),
+        case(
             M::POST,
             &format!("/v1/workers/{wid}/lease"),
             Some("{\"max\": 1001}"),

@@ -15,7 +15,7 @@ use brigade_core::validate::{is_valid_kind, is_valid_queue};
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::metrics::names;
 use crate::state::AppState;
 
@@ -409,12 +409,13 @@ pub struct ParentsQuery {
     responses(
         (status = 200, body = brigade_api::Page<ParentResult>),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn parents(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, task_id)): Path<(String, String)>,
-    axum::extract::Query(q): axum::extract::Query<ParentsQuery>,
+    ApiQuery(q): ApiQuery<ParentsQuery>,
 ) -> ApiResult<Json<brigade_api::Page<ParentResult>>> {
     caller.require(&[Role::Worker])?;
     state.check_worker_owner(&caller, &id).await?;
