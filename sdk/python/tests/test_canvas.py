@@ -111,3 +111,14 @@ def test_progress_is_visible_from_the_client(worker, tmp_path):
     gate.write_text("go")
     assert r.get(timeout=30) == "done"
     assert r.info == "done"
+
+
+def test_canvas_from_asyncio(worker):
+    import asyncio
+
+    async def go():
+        r = await chord(group(add.s(i, i) for i in range(5)), tsum.s()).delay_async()
+        g = await chain(add.s(1, 1), group(mul.s(2), mul.s(3))).delay_async()
+        return await r.get_async(timeout=30), await g.get_async(timeout=30)
+
+    assert asyncio.run(go()) == (20, [4, 6])

@@ -166,6 +166,23 @@ class _Canvas:
         ref = self._compile(g, None, tuple(args or ()), dict(kwargs or {}), options)
         return g.submit(self._app(), ref, name)
 
+    async def delay_async(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`delay` for asyncio code."""
+        return await self.apply_async_async(args, kwargs)
+
+    async def apply_async_async(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """:meth:`apply_async` for asyncio code; ``await r.get_async()`` waits."""
+        name = options.pop("job_name", None) or getattr(self, "name", None)
+        g = _Graph()
+        ref = self._compile(g, None, tuple(args or ()), dict(kwargs or {}), options)
+        app = self._app()
+        if app is None or app._eager or not g.entries:
+            return g.submit(app, ref, name)
+        job = await app.aio.submit(g.body(name))
+        return g.results(app, ref, job.id, job.task_ids)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """As Celery: calling a canvas sends it."""
         return self.apply_async(args, kwargs)
@@ -220,6 +237,12 @@ class Signature(_Canvas):
     def apply_async(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
         a, k = self._merge(args or (), kwargs)
         return self.task.apply_async(a, k, **{**self.options, **options})
+
+    async def apply_async_async(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> AsyncResult:
+        a, k = self._merge(args or (), kwargs)
+        return await self.task.apply_async_async(a, k, **{**self.options, **options})
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here and now (no server), as Celery does."""
@@ -711,23 +734,29 @@ class _Graph:
         self.entries.append((sig.task, spec))
         return str(spec["key"])
 
+    def body(self, name: str | None) -> dict[str, Any]:
+        """The submit request."""
+        body: dict[str, Any] = {"tasks": [spec for _, spec in self.entries]}
+        if name:
+            body["name"] = name
+        return body
+
     def submit(self, app: Brigade | None, ref: Any, name: str | None) -> Any:
+        """Send the job (or run it eagerly); the result of ``ref``."""
         if not self.entries or app is None:
             return GroupResult(None, None, [])
-        results: list[AsyncResult]
-        job_id: str | None
         if app._eager:
             from .testing import run_eager_graph
 
-            results = list(run_eager_graph(self.entries))
-            job_id, rapp = None, None
-        else:
-            body: dict[str, Any] = {"tasks": [spec for _, spec in self.entries]}
-            if name:
-                body["name"] = name
-            job = app.submit(body)
-            job_id, rapp = job.id, app
-            results = [AsyncResult(t, app=app, job_id=job.id) for t in job.task_ids]
+            return self._build(None, None, list(run_eager_graph(self.entries)), ref)
+        job = app.submit(self.body(name))
+        return self.results(app, ref, job.id, job.task_ids)
+
+    def results(self, app: Brigade, ref: Any, job_id: str, task_ids: list[str]) -> Any:
+        """The result of ``ref`` in the job just submitted."""
+        return self._build(app, job_id, [AsyncResult(t, app=app, job_id=job_id) for t in task_ids], ref)
+
+    def _build(self, rapp: Brigade | None, job_id: str | None, results: list[AsyncResult], ref: Any) -> Any:
         by_key: dict[str, list[AsyncResult]] = {}
         for (_, spec), r in zip(self.entries, results):
             by_key.setdefault(str(spec["key"]), []).append(r)
