@@ -21,6 +21,8 @@ print('partial chain:', g(4).get(timeout=30))
 print('pipe:', (add.s(4, 4) | mul.s(8))().get(timeout=30))
 res = chain(add.s(2, 2), add.s(4), add.s(8))()
 print('three steps:', res.get(timeout=30))
+print('parent:', res.parent.get(timeout=30))
+print('grandparent:', res.parent.parent.get(timeout=30))
 print('immutable:', (add.si(2, 2) | add.si(4, 4) | add.si(8, 8))().get(timeout=30))
 
 # Chords

@@ -19,6 +19,13 @@ def test_chain_passes_each_result_as_the_first_argument(worker):
     # First argument, as in Celery: echo(previous, "b").
     r = chain(add.s(1, 1), echo.s("b", k=1)).delay()
     assert r.get(timeout=30) == {"args": [2, "b"], "kwargs": {"k": 1}}
+    # res.parent walks back the chain, as in Celery.
+    r = chain(add.s(2, 2), add.s(4), add.s(8))()
+    assert r.get(timeout=30) == 16
+    assert r.parent.get(timeout=30) == 8 and r.parent.parent.get(timeout=30) == 4
+    assert r.parent.parent.parent is None
+    c = chord(group(add.s(1, 1), add.s(2, 2)), tsum.s()).delay()
+    assert c.get(timeout=30) == 6 and c.parent.get(timeout=30) == [2, 4]
 
 
 def test_pipe_immutable_and_partial_chain(worker):

@@ -80,6 +80,8 @@ def steps(ctx, n):
 def test_eager_canvas():
     with eager(app):
         assert chain(add.s(2, 2), add.s(4)).delay().get() == 8
+        r = chain(add.s(2, 2), add.s(4), add.s(8)).delay()
+        assert (r.get(), r.parent.get(), r.parent.parent.get()) == (16, 8, 4)
         assert (add.s(4, 4) | async_mul.s(8))().get() == 64
         assert chain(add.s(1, 1), add.si(5, 5)).delay().get() == 10
         assert group(add.s(i, i) for i in range(10)).delay().get() == [2 * i for i in range(10)]

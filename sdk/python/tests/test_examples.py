@@ -47,6 +47,8 @@ def test_celery_examples_run_unchanged(server, tmp_path):
             "partial chain: 64",
             "pipe: 64",
             "three steps: 16",
+            "parent: 8",
+            "grandparent: 4",
             "immutable: 16",
             "chord: 90",
             "group | task: 90",

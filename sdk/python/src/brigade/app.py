@@ -8,6 +8,7 @@ import asyncio
 import datetime as _dt
 import functools
 import inspect
+import json
 import threading
 import time
 import warnings
@@ -462,7 +463,12 @@ class AsyncResult:
     REVOKED; RETRY while a failed attempt waits to run again);
     ``brigade_state`` is brigade's own (waiting, queued, scheduled, running,
     succeeded, failed, cancelled).
+
+    ``parent`` is the result of the step before it in a chain (or a
+    chord's header for its body), as in Celery; None otherwise.
     """
+
+    parent: AsyncResult | GroupResult | None = None
 
     def __init__(self, id: str, app: Brigade, job_id: str | None = None, solo: bool = False):
         self.id = id
@@ -622,6 +628,8 @@ class GroupResult:
     """The results of a :func:`group`: one job, its tasks in order (a member
     that is itself a group is a GroupResult)."""
 
+    parent: AsyncResult | GroupResult | None = None
+
     def __init__(self, app: Brigade | None, job_id: str | None, results: list[AsyncResult | GroupResult]):
         self.app = app
         self.id = job_id
@@ -710,6 +718,12 @@ class _Graph:
     def __init__(self) -> None:
         self.entries: list[tuple[Task, dict[str, Any]]] = []
         self._keys = 0
+        # A step's reference -> the one before it (``AsyncResult.parent``).
+        self.before: dict[str, Any] = {}
+
+    def follows(self, ref: Any, prev: Any) -> None:
+        if prev is not None:
+            self.before[json.dumps(ref, sort_keys=True)] = prev
 
     def key(self) -> str:
         self._keys += 1
@@ -775,6 +789,10 @@ class _Graph:
         out = build(ref)
         if isinstance(out, AsyncResult):
             out._solo = True  # the last step: every other task is upstream of it
+        node, r = out, ref
+        while (prev := self.before.get(json.dumps(r, sort_keys=True))) is not None:
+            node.parent = build(prev)
+            node, r = node.parent, prev
         return out
 
 
@@ -865,7 +883,9 @@ class chain(_Canvas):  # noqa: N801 - Celery's name
     def _compile(self, g: _Graph, upstream: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         ref = upstream
         for i, step in enumerate(self.tasks):
+            prev = ref
             ref = step._compile(g, ref, args if i == 0 else (), kwargs if i == 0 else {}, options)
+            g.follows(ref, prev)
         return ref
 
     def __repr__(self) -> str:
@@ -891,7 +911,9 @@ class chord(_Canvas):  # noqa: N801 - Celery's name
         if self.body is None:
             raise TypeError("a chord needs a body: chord(header, body) or chord(header)(body)")
         ref = self.header._compile(g, upstream, args, kwargs, options)
-        return self.body._compile(g, ref, (), {}, options)
+        out = self.body._compile(g, ref, (), {}, options)
+        g.follows(out, ref)
+        return out
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.body is None and args and isinstance(args[0], _Canvas):
