@@ -118,3 +118,39 @@ def tracked(path, seconds):
     mark(path, f"{time.monotonic():.6f} 1")
     time.sleep(seconds)
     mark(path, f"{time.monotonic():.6f} -1")
+
+
+# The canvas (test_canvas.py).
+@app.task
+def mul(x, y):
+    return x * y
+
+
+@app.task
+def tsum(numbers):
+    return sum(numbers)
+
+
+@app.task
+def echo(*args, **kwargs):
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task
+def big(n):
+    return "x" * n
+
+
+@app.task
+def lengths(strings):
+    return [len(s) for s in strings]
+
+
+@app.task(bind=True, max_attempts=1, timeout=60)
+def report_progress(ctx, path):
+    """Reports progress, then waits for ``path`` to exist."""
+    ctx.progress(3, 10, "three of ten")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not os.path.exists(path):
+        time.sleep(0.02)
+    return "done"

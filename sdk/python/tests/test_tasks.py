@@ -153,10 +153,3 @@ def test_get_timeout(app):
         r.get(timeout=0.5)
     assert r.state == "PENDING" and not r.ready()
     r.revoke()
-
-
-def test_chain_and_chord_say_they_are_missing():
-    with pytest.raises(NotImplementedError, match="workflows"):
-        brigade.chain(add.s(2, 2), add.s(4))
-    with pytest.raises(NotImplementedError, match="workflows"):
-        brigade.chord(group(add.s(1, 1)), add.s())

@@ -86,16 +86,82 @@ def _is_json(v: Any) -> bool:
         return False
 
 
-def decode_input(value: Any) -> tuple[list[Any], dict[str, Any]]:
-    """``(args, kwargs)`` from a task input; a bare value is one argument."""
-    if isinstance(value, dict) and set(value) <= {"args", "kwargs"} and value:
+def decode_input(value: Any, parents: list[dict[str, Any]] | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """``(args, kwargs)`` from a task input; a bare value is one argument.
+
+    An input with a ``prepend`` reference (a step of a chain, a chord's
+    body) gets the value it names, built from the task's ``parents``, as its
+    first argument; ValueError if the parents do not hold it.
+    """
+    if isinstance(value, dict) and set(value) <= {"args", "kwargs", PREPEND} and value:
         args = value.get("args") or []
         kwargs = value.get("kwargs") or {}
         if isinstance(args, list) and isinstance(kwargs, dict):
+            if PREPEND in value:
+                if parents is None:
+                    raise ValueError("the input takes its parents' results but the task came without parents")
+                args = [resolve_ref(value[PREPEND], parents), *args]
             return args, kwargs
     if value is None:
         return [], {}
     return [value], {}
+
+
+# The canvas (chain, group, chord) marks a task's input with
+#   "prepend": REF
+# REF names what its parents returned, by the keys the canvas gave them:
+#   "k"                  the output of the task with key k;
+#   {"all": "k"}         the outputs of every task with key k, in submission order (a list);
+#   {"list": [REF, ...]} a list; an {"all": ...} item is spliced into it (a group's members).
+PREPEND = "prepend"
+
+
+def ref_keys(ref: Any) -> list[str]:
+    """The keys a reference names, in order, once each (the task's ``after``)."""
+    out: list[str] = []
+
+    def walk(r: Any) -> None:
+        if isinstance(r, str):
+            out.append(r)
+        elif isinstance(r, dict) and "all" in r:
+            out.append(str(r["all"]))
+        elif isinstance(r, dict) and "list" in r:
+            for item in r["list"]:
+                walk(item)
+        else:
+            raise ValueError(f"not a parents reference: {r!r}")
+
+    walk(ref)
+    return list(dict.fromkeys(out))
+
+
+def resolve_ref(ref: Any, parents: list[dict[str, Any]]) -> Any:
+    """The value ``ref`` names, from a leased task's ``parents``
+    (``[{"key", "task_id", "state", "output", "error"}]``)."""
+    by_key: dict[str, list[Any]] = {}
+    for p in parents:
+        if p.get("key") is not None:
+            by_key.setdefault(str(p["key"]), []).append(p.get("output"))
+
+    def one(r: Any) -> Any:
+        if isinstance(r, str):
+            outs = by_key.get(r)
+            if not outs:
+                raise ValueError(f"no parent with key {r!r}")
+            return outs[0]
+        if isinstance(r, dict) and "all" in r:
+            return list(by_key.get(str(r["all"]), []))
+        if isinstance(r, dict) and isinstance(r.get("list"), list):
+            items: list[Any] = []
+            for item in r["list"]:
+                if isinstance(item, dict) and "all" in item:
+                    items.extend(one(item))
+                else:
+                    items.append(one(item))
+            return items
+        raise ValueError(f"not a parents reference: {r!r}")
+
+    return one(ref)
 
 
 def encode_exception(exc: BaseException) -> str:

@@ -1,5 +1,6 @@
 """The Celery-shaped surface: :class:`Brigade` (client and task registry),
-:class:`Task`, :class:`Signature`, :class:`AsyncResult`, :func:`group`."""
+:class:`Task`, :class:`Signature`, :class:`AsyncResult`, and the canvas:
+:func:`chain`, :func:`group`, :func:`chord`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import datetime as _dt
 import functools
 import inspect
+import json
 import threading
 import time
 import warnings
@@ -81,6 +83,8 @@ class Context:
         self.task = task
         self.cancel_event = threading.Event()
         self._log = log
+        # Where progress reports go (the worker's batch; None: nowhere).
+        self._progress: Callable[[int, int | None, str | None], None] | None = None
         self.started = time.monotonic()
 
     @property
@@ -109,47 +113,145 @@ class Context:
             for one in line.splitlines() or [""]:
                 self._log(one)
 
-    def progress(self, current: float, total: float | None = None, message: str = "") -> None:
-        """Report progress. The API has no progress field yet, so this is a log
-        line ``[progress] current/total message``."""
-        text = f"{current:g}" if total is None else f"{current:g}/{total:g}"
+    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        """Report how far the task got: ``ctx.progress(30, 100, "page 30")``.
+
+        The worker sends the latest report of each task to the server
+        (``POST /v1/workers/{id}/progress``) a few times a second; clients
+        read it as ``AsyncResult.progress``. It is also a log line
+        ``[progress] 30/100 page 30``."""
+        text = f"{done:g}" if total is None else f"{done:g}/{total:g}"
         self.log(f"[progress] {text} {message}".rstrip())
+        if self._progress is not None:
+            self._progress(
+                max(0, int(done)),
+                None if total is None else max(0, int(total)),
+                message.encode()[:1024].decode(errors="ignore") if message else None,
+            )
 
     def retry(self, exc: BaseException | None = None, countdown: float | None = None, **_: Any) -> Retry:
         """The exception to raise to run the task again: ``raise ctx.retry(exc=e, countdown=5)``."""
         return Retry(exc=exc, countdown=countdown)
 
 
-class Signature:
-    """A task with its arguments and options, not yet sent (``add.s(2, 2)``)."""
+class _Canvas:
+    """What :func:`chain`, :func:`group`, :func:`chord` and signatures share:
+    they compile into the tasks of one job (see :class:`_Graph`)."""
 
-    def __init__(self, task: Task, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any):
+    def _compile(self, g: _Graph, upstream: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+        """Add this canvas's tasks to ``g``; ``upstream`` is the parents
+        reference its first tasks take as their first argument (None: none).
+        Returns the reference to what this canvas produces."""
+        raise NotImplementedError
+
+    def _app(self) -> Brigade | None:
+        raise NotImplementedError
+
+    def __or__(self, other: Any) -> chain:
+        """``a | b`` is ``chain(a, b)`` (a group followed by a task is a chord)."""
+        if not isinstance(other, _Canvas):
+            return NotImplemented
+        left = list(self.tasks) if isinstance(self, chain) else [self]
+        right = list(other.tasks) if isinstance(other, chain) else [other]
+        return chain(*left, *right)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Submit the whole canvas as one job; the result is that of its last
+        step (an :class:`AsyncResult`, or a :class:`GroupResult` when it ends
+        in a group)."""
+        name = options.pop("job_name", None) or getattr(self, "name", None)
+        g = _Graph()
+        ref = self._compile(g, None, tuple(args or ()), dict(kwargs or {}), options)
+        return g.submit(self._app(), ref, name)
+
+    async def delay_async(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`delay` for asyncio code."""
+        return await self.apply_async_async(args, kwargs)
+
+    async def apply_async_async(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """:meth:`apply_async` for asyncio code; ``await r.get_async()`` waits."""
+        name = options.pop("job_name", None) or getattr(self, "name", None)
+        g = _Graph()
+        ref = self._compile(g, None, tuple(args or ()), dict(kwargs or {}), options)
+        app = self._app()
+        if app is None or app._eager or not g.entries:
+            return g.submit(app, ref, name)
+        job = await app.aio.submit(g.body(name))
+        return g.results(app, ref, job.id, job.task_ids)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """As Celery: calling a canvas sends it."""
+        return self.apply_async(args, kwargs)
+
+
+class Signature(_Canvas):
+    """A task with its arguments and options, not yet sent (``add.s(2, 2)``).
+
+    In a :func:`chain` (or as a chord's body) the previous step's result is
+    prepended to its arguments, unless it is immutable (``add.si(2, 2)``).
+    Arguments given when it is sent are prepended too, as in Celery:
+    ``add.s(2).delay(8)`` runs ``add(8, 2)``.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        immutable: bool = False,
+        **options: Any,
+    ):
         self.task = task
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
+        self.immutable = immutable
         self.options = options
 
-    def set(self, **options: Any) -> Signature:
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
         """The same signature with more options (``queue=``, ``priority=``...)."""
-        return Signature(self.task, self.args, self.kwargs, **{**self.options, **options})
+        imm = self.immutable if immutable is None else immutable
+        return Signature(self.task, self.args, self.kwargs, imm, **{**self.options, **options})
+
+    def _merge(self, args: Iterable[Any], kwargs: dict[str, Any] | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.immutable:
+            return self.args, self.kwargs
+        return tuple(args) + self.args, {**self.kwargs, **(kwargs or {})}
 
     def spec(self) -> dict[str, Any]:
         """The task as a job's task dict."""
         return self.task.spec(self.args, self.kwargs, **self.options)
 
+    def _app(self) -> Brigade | None:
+        return self.task.app
+
+    def _compile(self, g: _Graph, upstream: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+        return g.add(self, upstream, args, kwargs, options)
+
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         return self.apply_async(args, kwargs)
 
-    def apply_async(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
-        return self.task.apply_async(
-            self.args + tuple(args), {**self.kwargs, **(kwargs or {})}, **{**self.options, **options}
-        )
+    def apply_async(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+        a, k = self._merge(args or (), kwargs)
+        return self.task.apply_async(a, k, **{**self.options, **options})
+
+    async def apply_async_async(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> AsyncResult:
+        a, k = self._merge(args or (), kwargs)
+        return await self.task.apply_async_async(a, k, **{**self.options, **options})
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.task(*self.args, *args, **{**self.kwargs, **kwargs})
+        """Run the task here and now (no server), as Celery does."""
+        a, k = self._merge(args, kwargs)
+        return self.task(*a, **k)
 
     def __repr__(self) -> str:
-        return f"{self.task.name}.s(*{self.args!r}, **{self.kwargs!r})"
+        return f"{self.task.name}.{'si' if self.immutable else 's'}(*{self.args!r}, **{self.kwargs!r})"
 
 
 class Task:
@@ -212,9 +314,17 @@ class Task:
         return self.fn(*args, **kwargs)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: in a chain, the previous result is prepended to ``args``."""
         return Signature(self, args, kwargs)
 
-    si = s
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a chain it runs after the previous step
+        but does not take its result."""
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> Signature:
+        """Celery's ``task.signature(args, kwargs, **options)``."""
+        return Signature(self, args, kwargs, **options)
 
     def spec(
         self,
@@ -300,11 +410,16 @@ class Task:
         return f"<@task {self.name}>"
 
 
-def _outcome(view: dict[str, Any]) -> Any:
-    """The output of a finished TaskView, or raise its failure."""
+def _outcome(view: dict[str, Any], job: list[dict[str, Any]] | None = None) -> Any:
+    """The output of a finished TaskView, or raise its failure; a task
+    cancelled because a task it waited for failed raises that failure
+    (found in ``job``, the job's task views, when given)."""
     state = view.get("state")
     if state == "succeeded":
         return view.get("output")
+    if job and _by_dependency(view):
+        view = _cause(view, job)
+        state = view.get("state")
     type_, msg, tb, kind = _wire.decode_error(view.get("error"))
     cls = TaskRevoked if state == "cancelled" else TaskFailed
     if state == "cancelled" and not msg:
@@ -312,23 +427,59 @@ def _outcome(view: dict[str, Any]) -> Any:
     raise cls(str(view.get("id")), type_, msg, tb, kind, str(state))
 
 
+def _by_dependency(view: dict[str, Any]) -> bool:
+    """Cancelled by the server because a task it waited for did not succeed."""
+    return view.get("state") == "cancelled" and (view.get("error") or {}).get("kind") == "dependency"
+
+
+def _cause(view: dict[str, Any], job: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first task (in submission order) among those ``view`` waited for,
+    directly or not, that failed or was cancelled on its own."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for v in job:
+        if v.get("key"):
+            by_key.setdefault(str(v["key"]), []).append(v)
+    seen: set[str] = set()
+    todo = [str(k) for k in view.get("after") or []]
+    ancestors: set[str] = set()
+    while todo:
+        k = todo.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        for v in by_key.get(k, []):
+            ancestors.add(str(v.get("id")))
+            todo.extend(str(a) for a in v.get("after") or [])
+    for v in job:
+        if str(v.get("id")) in ancestors and v.get("state") in ("failed", "cancelled") and not _by_dependency(v):
+            return v
+    return view
+
+
 class AsyncResult:
     """The result of a task sent with ``delay``/``apply_async``.
 
     ``state`` uses Celery's names (PENDING, STARTED, SUCCESS, FAILURE,
     REVOKED; RETRY while a failed attempt waits to run again);
-    ``brigade_state`` is brigade's own (queued, scheduled, running,
+    ``brigade_state`` is brigade's own (waiting, queued, scheduled, running,
     succeeded, failed, cancelled).
+
+    ``parent`` is the result of the step before it in a chain (or a
+    chord's header for its body), as in Celery; None otherwise.
     """
+
+    parent: AsyncResult | GroupResult | None = None
 
     def __init__(self, id: str, app: Brigade, job_id: str | None = None, solo: bool = False):
         self.id = id
         self.task_id = id
         self.app = app
         self.job_id = job_id
-        # The only task of its job: waiting for the job is waiting for it.
+        # Waiting for its job is waiting for it: the only task of its job, or
+        # the last step of a canvas (which waits for every other task).
         self._solo = solo
         self._view: dict[str, Any] | None = None
+        self._job: list[dict[str, Any]] | None = None
 
     def _final(self) -> bool:
         return self._view is not None and self._view.get("state") in FINISHED
@@ -339,6 +490,17 @@ class AsyncResult:
             self._view = self.app.get_task(self.id)
         assert self._view is not None
         return self._view
+
+    def _job_views(self) -> list[dict[str, Any]] | None:
+        """The job's tasks, read once, when this task was cancelled for a failure upstream."""
+        if self._job is None and self._view is not None and _by_dependency(self._view) and self.job_id:
+            self._job = self.app.job_tasks(self.job_id)
+        return self._job
+
+    async def _job_views_async(self) -> list[dict[str, Any]] | None:
+        if self._job is None and self._view is not None and _by_dependency(self._view) and self.job_id:
+            self._job = await self.app.aio.job_tasks(self.job_id)
+        return self._job
 
     @property
     def brigade_state(self) -> str:
@@ -368,6 +530,13 @@ class AsyncResult:
         return int(self.view().get("attempt") or 0)
 
     @property
+    def progress(self) -> dict[str, Any] | None:
+        """The last ``ctx.progress(done, total, message)`` the task reported:
+        ``{"done", "total", "message", "at"}``, or None."""
+        p = self.view().get("progress")
+        return p if isinstance(p, dict) else None
+
+    @property
     def traceback(self) -> str | None:
         """The remote traceback of a failed task."""
         v = self.view()
@@ -380,17 +549,26 @@ class AsyncResult:
         if v.get("state") not in FINISHED:
             return None
         try:
-            return _outcome(v)
+            return _outcome(v, self._job_views())
         except TaskFailed as e:
             return e
 
-    info = result
+    @property
+    def info(self) -> Any:
+        """As Celery: the result once finished, the progress (see
+        :attr:`progress`) while it runs."""
+        v = self.view()
+        if v.get("state") in FINISHED:
+            return self.result
+        return self.progress
 
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
         """Wait for the result: the task's return value. Raises
         :class:`brigade.TaskFailed` (remote type, message, traceback) if it
         failed, :class:`brigade.TaskRevoked` if cancelled, and
-        :class:`brigade.TimeoutError` after ``timeout`` seconds."""
+        :class:`brigade.TimeoutError` after ``timeout`` seconds. A canvas
+        step that did not run because an earlier one failed raises that
+        earlier failure."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._final():
             if self._solo and self.job_id:
@@ -409,7 +587,7 @@ class AsyncResult:
         assert self._view is not None
         if not propagate:
             return self.result
-        return _outcome(self._view)
+        return _outcome(self._view, self._job_views())
 
     async def get_async(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
         """:meth:`get` for asyncio code."""
@@ -430,9 +608,10 @@ class AsyncResult:
                     await asyncio.sleep(pause)
                     pause = min(interval, pause * 2)
         assert self._view is not None
+        job = await self._job_views_async()
         if not propagate:
             return self.result
-        return _outcome(self._view)
+        return _outcome(self._view, job)
 
     def revoke(self) -> None:
         """Cancel the task; a running one is told to stop."""
@@ -446,9 +625,12 @@ class AsyncResult:
 
 
 class GroupResult:
-    """The results of a :func:`group`: one job, its tasks in order."""
+    """The results of a :func:`group`: one job, its tasks in order (a member
+    that is itself a group is a GroupResult)."""
 
-    def __init__(self, app: Brigade | None, job_id: str | None, results: list[AsyncResult]):
+    parent: AsyncResult | GroupResult | None = None
+
+    def __init__(self, app: Brigade | None, job_id: str | None, results: list[AsyncResult | GroupResult]):
         self.app = app
         self.id = job_id
         self.job_id = job_id
@@ -457,21 +639,35 @@ class GroupResult:
     def __len__(self) -> int:
         return len(self.results)
 
-    def __iter__(self) -> Iterator[AsyncResult]:
+    def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
         return iter(self.results)
 
-    def __getitem__(self, i: int) -> AsyncResult:
+    def __getitem__(self, i: int) -> AsyncResult | GroupResult:
         return self.results[i]
+
+    def _leaves(self) -> Iterator[AsyncResult]:
+        for r in self.results:
+            if isinstance(r, GroupResult):
+                yield from r._leaves()
+            else:
+                yield r
 
     def _collect(self, views: list[dict[str, Any]], propagate: bool) -> list[Any]:
         by_id = {v["id"]: v for v in views}
-        out = []
-        for r in self.results:
+        for r in self._leaves():
             r._view = by_id.get(r.id, r._view)
+            r._job = views
+        return self._values(views, propagate)
+
+    def _values(self, views: list[dict[str, Any]], propagate: bool) -> list[Any]:
+        out: list[Any] = []
         for r in self.results:
+            if isinstance(r, GroupResult):
+                out.append(r._values(views, propagate))
+                continue
             assert r._view is not None
             if propagate:
-                out.append(_outcome(r._view))
+                out.append(_outcome(r._view, views))
             else:
                 out.append(r.result)
         return out
@@ -502,7 +698,7 @@ class GroupResult:
         return any(r.failed() for r in self.results)
 
     def completed_count(self) -> int:
-        return sum(1 for r in self.results if r.successful())
+        return sum(1 for r in self._leaves() if r.successful())
 
     def revoke(self) -> None:
         if self.app is not None and self.job_id is not None:
@@ -512,67 +708,220 @@ class GroupResult:
         return f"<GroupResult {self.id} ({len(self.results)} tasks)>"
 
 
-class group:  # noqa: N801 - Celery's name
-    """Many tasks run in parallel as one job: ``group(add.s(i, i) for i in
-    range(10)).delay().get()`` is the list of results, in order."""
+class _Graph:
+    """A canvas compiled into one job: tasks with ``key`` and ``after``
+    (brigade's workflows), whose inputs say which parents' outputs to
+    prepend to their arguments (``_wire.PREPEND``). The server runs each
+    task once its parents succeeded, and cancels it (error kind
+    ``dependency``) once one failed: nothing here loops on the client."""
 
-    def __init__(self, *tasks: Signature | Iterable[Signature], name: str | None = None):
-        sigs: list[Signature] = []
+    def __init__(self) -> None:
+        self.entries: list[tuple[Task, dict[str, Any]]] = []
+        self._keys = 0
+        # A step's reference -> the one before it (``AsyncResult.parent``).
+        self.before: dict[str, Any] = {}
+
+    def follows(self, ref: Any, prev: Any) -> None:
+        if prev is not None:
+            self.before[json.dumps(ref, sort_keys=True)] = prev
+
+    def key(self) -> str:
+        self._keys += 1
+        return f"c{self._keys}"
+
+    def add(
+        self,
+        sig: Signature,
+        upstream: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        key: str | None = None,
+    ) -> str:
+        a, k = sig._merge(args, kwargs)
+        spec = sig.task.spec(a, k, **{**sig.options, **options})
+        spec["key"] = key or self.key()
+        if upstream is not None:
+            spec["after"] = _wire.ref_keys(upstream)
+            if not sig.immutable:
+                spec["input"][_wire.PREPEND] = upstream
+        self.entries.append((sig.task, spec))
+        return str(spec["key"])
+
+    def body(self, name: str | None) -> dict[str, Any]:
+        """The submit request."""
+        body: dict[str, Any] = {"tasks": [spec for _, spec in self.entries]}
+        if name:
+            body["name"] = name
+        return body
+
+    def submit(self, app: Brigade | None, ref: Any, name: str | None) -> Any:
+        """Send the job (or run it eagerly); the result of ``ref``."""
+        if not self.entries or app is None:
+            return GroupResult(None, None, [])
+        if app._eager:
+            from .testing import run_eager_graph
+
+            return self._build(None, None, list(run_eager_graph(self.entries)), ref)
+        job = app.submit(self.body(name))
+        return self.results(app, ref, job.id, job.task_ids)
+
+    def results(self, app: Brigade, ref: Any, job_id: str, task_ids: list[str]) -> Any:
+        """The result of ``ref`` in the job just submitted."""
+        return self._build(app, job_id, [AsyncResult(t, app=app, job_id=job_id) for t in task_ids], ref)
+
+    def _build(self, rapp: Brigade | None, job_id: str | None, results: list[AsyncResult], ref: Any) -> Any:
+        by_key: dict[str, list[AsyncResult]] = {}
+        for (_, spec), r in zip(self.entries, results):
+            by_key.setdefault(str(spec["key"]), []).append(r)
+
+        def build(r: Any) -> AsyncResult | GroupResult:
+            if isinstance(r, str):
+                return by_key[r][0]
+            items: list[AsyncResult | GroupResult] = []
+            for item in r["list"]:
+                if isinstance(item, dict) and "all" in item:
+                    items.extend(by_key[str(item["all"])])
+                else:
+                    items.append(build(item))
+            return GroupResult(rapp, job_id, items)
+
+        out = build(ref)
+        if isinstance(out, AsyncResult):
+            out._solo = True  # the last step: every other task is upstream of it
+        node, r = out, ref
+        while (prev := self.before.get(json.dumps(r, sort_keys=True))) is not None:
+            node.parent = build(prev)
+            node, r = node.parent, prev
+        return out
+
+
+def _canvas(x: Any, what: str) -> _Canvas:
+    if isinstance(x, _Canvas):
+        return x
+    raise TypeError(f"{what} takes signatures (task.s(...)) or canvases, not {type(x).__name__}")
+
+
+class group(_Canvas):  # noqa: N801 - Celery's name
+    """Many tasks run in parallel as one job: ``group(add.s(i, i) for i in
+    range(10)).delay().get()`` is the list of results, in order. Members may
+    be chains (or chords); a group inside a group is flattened. In a chain,
+    every member takes the previous step's result, and the next step takes
+    the list of the members' results."""
+
+    def __init__(self, *tasks: _Canvas | Iterable[_Canvas], name: str | None = None):
+        sigs: list[_Canvas] = []
         for t in tasks:
-            if isinstance(t, Signature):
+            if isinstance(t, _Canvas):
                 sigs.append(t)
             else:
-                sigs.extend(t)
-        for s in sigs:
-            if not isinstance(s, Signature):
-                raise TypeError(f"a group takes signatures (task.s(...)), not {type(s).__name__}")
+                sigs.extend(_canvas(x, "a group") for x in t)
         self.tasks = sigs
         self.name = name
+
+    def _app(self) -> Brigade | None:
+        return next((a for a in (t._app() for t in self.tasks) if a is not None), None)
+
+    def _compile(self, g: _Graph, upstream: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+        items: list[Any] = []
+        shared: str | None = None
+        for m in self.tasks:
+            if isinstance(m, Signature):
+                # Plain members share one key: their parents are read in
+                # submission order, and `after` names one key, not thousands.
+                if shared is None:
+                    shared = g.key()
+                    items.append({"all": shared})
+                g.add(m, upstream, args, kwargs, options, key=shared)
+                continue
+            shared = None
+            r = m._compile(g, upstream, args, kwargs, options)
+            if isinstance(m, group):
+                items.extend(r["list"])
+            else:
+                items.append(r)
+        return {"list": items}
 
     def delay(self, *args: Any, **kwargs: Any) -> GroupResult:
         return self.apply_async(args, kwargs)
 
-    def apply_async(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> GroupResult:
+    def apply_async(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any) -> GroupResult:
         """Submit every task in one job (up to 10 000)."""
-        if not self.tasks:
-            return GroupResult(None, None, [])
-        app = self.tasks[0].task.app
-        specs = [
-            s.task.spec(s.args + tuple(args), {**s.kwargs, **(kwargs or {})}, **{**s.options, **options})
-            for s in self.tasks
-        ]
-        if app._eager:
-            from .testing import run_eager
-
-            return GroupResult(None, None, [run_eager(s.task, spec) for s, spec in zip(self.tasks, specs)])
-        body: dict[str, Any] = {"tasks": specs}
-        if self.name:
-            body["name"] = self.name
-        job = app.submit(body)
-        return GroupResult(app, job.id, [AsyncResult(t, app=app, job_id=job.id) for t in job.task_ids])
+        out = super().apply_async(args, kwargs, **options)
+        assert isinstance(out, GroupResult)
+        return out
 
     def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
-        """As Celery: calling a group sends it."""
         return self.apply_async(args, kwargs)
 
     def __len__(self) -> int:
         return len(self.tasks)
 
-
-def _needs_workflows(name: str) -> Callable[..., Any]:
-    def missing(*_: Any, **__: Any) -> Any:
-        raise NotImplementedError(
-            f"{name} needs brigade's server-side workflows (a task that runs after others, with "
-            "their results): the server does not have them yet. A client-side loop would not "
-            "survive the client dying, so this SDK does not pretend. Use group() and chain by hand."
-        )
-
-    missing.__name__ = name
-    return missing
+    def __repr__(self) -> str:
+        return f"group({', '.join(map(repr, self.tasks))})"
 
 
-chain = _needs_workflows("chain")
-chord = _needs_workflows("chord")
+class chain(_Canvas):  # noqa: N801 - Celery's name
+    """Steps run one after the other, each result the next step's first
+    argument: ``chain(add.s(2, 2), add.s(4)).delay().get()`` is 8. Also
+    ``add.s(2, 2) | add.s(4)``. A group followed by a step is a chord.
+    Arguments given when it is sent go to the first step."""
+
+    def __init__(self, *tasks: _Canvas | Iterable[_Canvas], name: str | None = None):
+        steps: list[_Canvas] = []
+        for t in tasks:
+            if isinstance(t, _Canvas):
+                steps.append(t)
+            else:
+                steps.extend(_canvas(x, "a chain") for x in t)
+        self.tasks = steps
+        self.name = name
+
+    def _app(self) -> Brigade | None:
+        return next((a for a in (t._app() for t in self.tasks) if a is not None), None)
+
+    def _compile(self, g: _Graph, upstream: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+        ref = upstream
+        for i, step in enumerate(self.tasks):
+            prev = ref
+            ref = step._compile(g, ref, args if i == 0 else (), kwargs if i == 0 else {}, options)
+            g.follows(ref, prev)
+        return ref
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.tasks))
+
+
+class chord(_Canvas):  # noqa: N801 - Celery's name
+    """A group, then a body that takes the list of its results (in order):
+    ``chord(group(add.s(i, i) for i in range(10)), tsum.s()).delay().get()``
+    is the body's result. The body runs once, when the server has every
+    member's result; if one fails, the server cancels the body and ``get()``
+    raises that failure. Also ``chord(header)(body)``."""
+
+    def __init__(self, header: _Canvas | Iterable[_Canvas], body: _Canvas | None = None, name: str | None = None):
+        self.header: _Canvas = header if isinstance(header, _Canvas) else group(header)
+        self.body = _canvas(body, "a chord's body") if body is not None else None
+        self.name = name
+
+    def _app(self) -> Brigade | None:
+        return self.header._app() or (self.body._app() if self.body is not None else None)
+
+    def _compile(self, g: _Graph, upstream: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+        if self.body is None:
+            raise TypeError("a chord needs a body: chord(header, body) or chord(header)(body)")
+        ref = self.header._compile(g, upstream, args, kwargs, options)
+        out = self.body._compile(g, ref, (), {}, options)
+        g.follows(out, ref)
+        return out
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.body is None and args and isinstance(args[0], _Canvas):
+            return chord(self.header, args[0], name=self.name).apply_async(args[1:], kwargs)
+        return self.apply_async(args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"chord({self.header!r}, {self.body!r})"
 
 
 class AsyncBrigade(AsyncClient):

@@ -15,6 +15,12 @@ TypeError at ``delay()``, as for real), ``raise ctx.retry(...)`` and failures
 run the task again up to ``max_attempts`` (default 3, as on the server), and
 failures raise :class:`brigade.TaskFailed` with the type, message and
 traceback from ``get()``.
+
+The canvas (``chain``, ``group``, ``chord``) runs too, in submission order,
+with the server's rules: a step runs once every task it waits for succeeded,
+takes their results as its first argument, and is cancelled (error kind
+``dependency``) when one of them failed, so ``get()`` raises that failure.
+Nothing runs in parallel.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class EagerResult(AsyncResult):
         self._eview = view
         self._view = view
         self._solo = True
+        self._job: list[dict[str, Any]] | None = None
         self.app = None  # type: ignore[assignment]  # no server behind it
         self.logs = logs
 
@@ -60,7 +67,7 @@ class EagerResult(AsyncResult):
 
     @property
     def state(self) -> str:
-        return {"succeeded": "SUCCESS", "failed": "FAILURE"}[self._eview["state"]]
+        return {"succeeded": "SUCCESS", "failed": "FAILURE", "cancelled": "REVOKED"}[self._eview["state"]]
 
     status = state
 
@@ -84,14 +91,21 @@ class EagerResult(AsyncResult):
     @property
     def result(self) -> Any:
         try:
-            return _outcome(self._eview)
+            return _outcome(self._eview, self._job)
         except TaskFailed as e:
             return e
 
-    info = result
+    @property
+    def info(self) -> Any:
+        return self.result
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        p = self._eview.get("progress")
+        return p if isinstance(p, dict) else None
 
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
-        return _outcome(self._eview) if propagate else self.result
+        return _outcome(self._eview, self._job) if propagate else self.result
 
     async def get_async(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
         return self.get(timeout, propagate)
@@ -103,19 +117,30 @@ class EagerResult(AsyncResult):
         pass
 
 
-def run_eager(task: Task, spec: dict[str, Any]) -> EagerResult:
-    """Run one task dict (as it would be submitted) here and now."""
-    task_id, job_id = f"eager-{uuid.uuid4()}", f"eager-{uuid.uuid4()}"
+def run_eager(
+    task: Task, spec: dict[str, Any], job_id: str | None = None, parents: list[dict[str, Any]] | None = None
+) -> EagerResult:
+    """Run one task dict (as it would be submitted) here and now;
+    ``parents`` as a lease would carry them."""
+    task_id, job_id = f"eager-{uuid.uuid4()}", job_id or f"eager-{uuid.uuid4()}"
     payload = json.loads(json.dumps(spec["input"]))
-    args, kwargs = _wire.decode_input(payload)
     max_attempts = int(spec.get("max_attempts") or DEFAULT_MAX_ATTEMPTS)
     lines: list[str] = []
     error: dict[str, Any] | None = None
     output: Any = None
     state = "failed"
     attempt = 0
+    last_progress: dict[str, Any] = {}
+    try:
+        args, kwargs = _wire.decode_input(payload, parents if parents is not None else [])
+    except ValueError as e:
+        args, kwargs = [], {}
+        error, max_attempts = {"kind": "bad_input", "message": f"ValueError: {e}"}, 0
     for attempt in range(1, max_attempts + 1):
         ctx = Context(task_id, job_id, task.name, attempt, task.timeout, log=lines.append, task=task)
+        ctx._progress = lambda done, total, message: last_progress.update(
+            {"done": done, "total": total, "message": message}
+        )
         call_args = [ctx, *args] if task.bind else list(args)
         try:
             inspect.signature(task.fn).bind(*call_args, **kwargs)
@@ -145,8 +170,51 @@ def run_eager(task: Task, spec: dict[str, Any]) -> EagerResult:
         "input": payload,
         "output": output,
         "error": error,
+        "key": spec.get("key"),
+        "after": list(spec.get("after") or []),
+        "progress": last_progress or None,
     }
     return EagerResult(task_id, view, lines)
+
+
+def run_eager_graph(entries: list[tuple[Task, dict[str, Any]]]) -> list[EagerResult]:
+    """Run a canvas's tasks (one job's, with ``key``/``after``) in submission
+    order, as the server would: a task waits for every task of the keys it
+    names (they come earlier), takes their results as ``parents``, and is
+    cancelled with error kind ``dependency`` when one did not succeed."""
+    job_id = f"eager-{uuid.uuid4()}"
+    views: list[dict[str, Any]] = []
+    results: list[EagerResult] = []
+    for task, spec in entries:
+        after = [str(k) for k in spec.get("after") or []]
+        parents = [
+            {"key": v["key"], "task_id": v["id"], "state": v["state"], "output": v["output"], "error": v["error"]}
+            for v in views
+            if v.get("key") in after
+        ]
+        if any(p["state"] != "succeeded" for p in parents):
+            task_id = f"eager-{uuid.uuid4()}"
+            view = {
+                "id": task_id,
+                "job_id": job_id,
+                "kind": task.name,
+                "state": "cancelled",
+                "attempt": 0,
+                "max_attempts": int(spec.get("max_attempts") or DEFAULT_MAX_ATTEMPTS),
+                "input": spec["input"],
+                "output": None,
+                "error": {"kind": "dependency", "message": "a task it waits for did not succeed"},
+                "key": spec.get("key"),
+                "after": after,
+            }
+            r = EagerResult(task_id, view, [])
+        else:
+            r = run_eager(task, spec, job_id=job_id, parents=parents)
+        views.append(r._eview)
+        results.append(r)
+    for r in results:
+        r._job = views
+    return results
 
 
 async def _await(v: Any) -> Any:

@@ -1,7 +1,7 @@
 """The worker: joins, leases for its free slots (long-poll), runs tasks —
 plain functions on threads, ``async def`` on an event loop of their own —
 heartbeats with its load, reports results in batches (kept while the server
-is away), ships log lines, and on SIGTERM finishes what runs within the grace
+is away), ships log lines and progress, and on SIGTERM finishes what runs within the grace
 period, hands the rest back and leaves.
 
 The protocol it speaks is described in ``docs/protocol.md``.
@@ -185,6 +185,10 @@ class Worker:
         self.results_ready = asyncio.Event()
         self.unreported: set[str] = set()
         self.logs: deque[tuple[str, int, str]] = deque()
+        # The latest progress report of each task (task threads write it).
+        self.progress: dict[str, dict[str, Any]] = {}
+        self.progress_lock = threading.Lock()
+        self.reading: set[asyncio.Future[None]] = set()
         self.log_lock = asyncio.Lock()
         self.rejoin_lock = asyncio.Lock()
         self.idle_polling = False
@@ -412,6 +416,17 @@ class Worker:
             self.logs.append((task_id, _run.attempt, line[:4096]))
 
         ctx._log = write
+
+        def progress(done: int, total: int | None, message: str | None, _run: _Run = run) -> None:
+            report: dict[str, Any] = {"task_id": task_id, "attempt": _run.attempt, "done": done}
+            if total is not None:
+                report["total"] = total
+            if message:
+                report["message"] = message
+            with self.progress_lock:
+                self.progress[task_id] = report
+
+        ctx._progress = progress
         old = self.running.get(task_id)
         if old is not None:
             # A new attempt of a task we still hold (its old one was lost): the old one is not wanted.
@@ -424,6 +439,43 @@ class Worker:
         ctx.task = task
         if ctx.timeout:
             run.timer = self._loop.call_later(ctx.timeout, self._timed_out, run)  # type: ignore[union-attr]
+        inp = t.get("input")
+        if t.get("parents_truncated") and isinstance(inp, dict) and _wire.PREPEND in inp:
+            # The lease carried the parents' ids only: read their outputs first.
+            reading = asyncio.ensure_future(self._read_parents(task, run))
+            self.reading.add(reading)  # a reference, so the task is not collected
+            reading.add_done_callback(self.reading.discard)
+            return
+        self._dispatch(task, run)
+
+    async def _read_parents(self, task: Task, run: _Run) -> None:
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        try:
+            while True:
+                params: dict[str, Any] = {"limit": 1000}
+                if cursor:
+                    params["cursor"] = cursor
+                page = await self.conn.call(
+                    "GET", f"/v1/workers/{self.id}/tasks/{run.ctx.task_id}/parents", params=params
+                )
+                items.extend(page.get("items") or [])
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
+        except (ApiError, Unreachable) as e:
+            if run.done:
+                self._release()
+            else:
+                self._finish(run, self._failure("other", f"cannot read the task's parents: {e}", True))
+            return
+        if run.done:
+            self._release()  # cancelled or timed out meanwhile: the slot was never used
+            return
+        run.task["parents"] = items
+        self._dispatch(task, run)
+
+    def _dispatch(self, task: Task, run: _Run) -> None:
         if task.is_async:
             run.future = asyncio.run_coroutine_threadsafe(self._run_async(task, run), self.task_loop)
             run.future.add_done_callback(functools.partial(self._async_finished, run))
@@ -458,7 +510,10 @@ class Worker:
                 return  # the worker is gone
 
     def _args(self, task: Task, run: _Run) -> tuple[list[Any], dict[str, Any]] | dict[str, Any]:
-        args, kwargs = _wire.decode_input(run.task.get("input"))
+        try:
+            args, kwargs = _wire.decode_input(run.task.get("input"), run.task.get("parents") or [])
+        except ValueError as e:
+            return self._failure("bad_input", f"ValueError: {e}", False)
         if task.bind:
             args = [run.ctx, *args]
         try:
@@ -712,6 +767,27 @@ class Worker:
             await asyncio.sleep(0.2)
             if self.logs:
                 await self._ship_logs()
+            if self.progress:
+                await self._ship_progress()
+
+    async def _ship_progress(self) -> None:
+        """The latest report of each task still running, in one request."""
+        with self.progress_lock:
+            reports, self.progress = self.progress, {}
+        batch = [
+            r for r in reports.values()
+            if (run := self.running.get(r["task_id"])) is not None and not run.done and run.attempt == r["attempt"]
+        ]
+        if not batch:
+            return
+        try:
+            reply = await self.conn.call("POST", f"/v1/workers/{self.id}/progress", json={"progress": batch}, retry=False)
+        except (ApiError, Unreachable) as e:
+            # Progress is for people: a newer report will follow, this one is not kept.
+            log.info("progress not reported: %s", e)
+            return
+        for r in reply.get("rejected") or []:
+            log.debug("progress of %s not recorded: %s", r.get("task_id"), r.get("reason"))
 
     async def _ship_logs(self) -> None:
         async with self.log_lock:
