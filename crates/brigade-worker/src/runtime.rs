@@ -2,7 +2,7 @@
 //! heartbeat with load, and leave cleanly.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -99,8 +99,9 @@ struct Shared {
     outbox_filled: Notify,
     /// Whether a lease request is in flight, and whether it carries results
     /// (one of the `LEASE_*` values): results that finish while one without
-    /// results is in flight (a long-poll, likely) go by the reporter.
-    lease_in_flight: AtomicU8,
+    /// results is in flight (a long-poll, likely) go by the reporter, which
+    /// waits on this for the moment that happens rather than polling.
+    lease_in_flight: watch::Sender<u8>,
     /// Shutting down: the reporter sends everything, then says so.
     finishing: AtomicBool,
     /// Log lines of running tasks, to the log shipper.
@@ -176,7 +177,7 @@ impl Shared {
             (true, false) => LEASE_BARE,
             (true, true) => LEASE_CARRYING,
         };
-        self.lease_in_flight.store(state, Ordering::Relaxed);
+        self.lease_in_flight.send_replace(state);
     }
 
     /// Whether a lease request that carries no results is in flight: it left
@@ -185,7 +186,7 @@ impl Shared {
     /// lease is served; the next one will carry what finishes meanwhile, so
     /// a busy worker keeps one transaction in flight, not two.)
     fn bare_lease_in_flight(&self) -> bool {
-        self.lease_in_flight.load(Ordering::Relaxed) == LEASE_BARE
+        *self.lease_in_flight.borrow() == LEASE_BARE
     }
 
     fn outbox_len(&self) -> usize {
@@ -274,7 +275,7 @@ impl Worker {
             unreported: Mutex::new(Default::default()),
             outbox: Mutex::new(Vec::new()),
             outbox_filled: Notify::new(),
-            lease_in_flight: AtomicU8::new(NO_LEASE),
+            lease_in_flight: watch::Sender::new(NO_LEASE),
             finishing: AtomicBool::new(false),
             logs: logs_tx,
             stop_leasing: CancellationToken::new(),
@@ -331,6 +332,8 @@ impl Worker {
 async fn wait_reported(shared: &Shared, mut done: watch::Receiver<bool>) {
     shared.finishing.store(true, Ordering::Relaxed);
     shared.outbox_filled.notify_one();
+    // Wake a reporter waiting for the lease loop.
+    shared.lease_in_flight.send_modify(|_| {});
     let _ = tokio::time::timeout(Duration::from_secs(30), done.wait_for(|d| *d)).await;
 }
 
@@ -701,16 +704,24 @@ async fn report_loop(shared: Arc<Shared>, done: watch::Sender<bool>) {
         // (one carrying results). Send them now when a request without
         // results is in flight (it may be a long-poll holding for seconds),
         // or when they waited too long.
-        let waiting_since = Instant::now();
+        let deadline = tokio::time::Instant::now() + RIDE_WAIT;
+        let mut lease = shared.lease_in_flight.subscribe();
         loop {
+            lease.mark_unchanged();
             if shared.finishing.load(Ordering::Relaxed)
                 || shared.outbox_len() == 0
-                || waiting_since.elapsed() >= RIDE_WAIT
                 || shared.bare_lease_in_flight()
             {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Woken the moment the lease loop sends (carrying them or not)
+            // or its request returns.
+            if !matches!(
+                tokio::time::timeout_at(deadline, lease.changed()).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
         }
         let batch = shared.take_results(shared.config.max_batch);
         if batch.is_empty() {

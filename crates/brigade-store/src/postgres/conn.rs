@@ -9,7 +9,8 @@ use sqlx::types::Json;
 use sqlx::{Column, Encode, PgConnection, Postgres, Row as _, Type, TypeInfo};
 
 use crate::sql::{
-    Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, jlit, lit, numbered, wlit,
+    ATTEMPT_UPSERT, Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, jlit, lit, numbered,
+    wlit,
 };
 use crate::{Result, StoreError};
 
@@ -150,7 +151,8 @@ impl Conn for Pg<'_> {
 
     async fn pick(&mut self, p: &Pick<'_>) -> Result<Vec<Row>> {
         // One round trip: pick (skipping rows another server is leasing right
-        // now), mark running, open the attempts, start the jobs.
+        // now), mark running, start the jobs. (The attempt's row is written
+        // when it ends.)
         let sql = format!(
             "WITH picked AS ( \
                  SELECT seq FROM tasks \
@@ -170,12 +172,6 @@ impl Conn for Pg<'_> {
                            tasks.input::text AS input, tasks.attempt, tasks.timeout_ms, \
                            coalesce(tasks.ready_at, tasks.created_at) AS ready_at, \
                            tasks.after_keys::text AS after_keys \
-             ), opened AS ( \
-                 INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) \
-                 SELECT id, attempt, $5, $6, '{open}' FROM leased \
-                 ON CONFLICT (task_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, \
-                     started_at = excluded.started_at, finished_at = NULL, outcome = excluded.outcome, \
-                     error = NULL \
              ), started AS ( \
                  UPDATE jobs SET started_at = $6, state = {job_running} \
                  WHERE id IN (SELECT job_id FROM leased) AND started_at IS NULL \
@@ -184,7 +180,6 @@ impl Conn for Pg<'_> {
              ORDER BY priority DESC, seq",
             queued = lit(TaskState::Queued),
             running = lit(TaskState::Running),
-            open = AttemptOutcome::Running.as_str(),
             job_running = jlit(JobState::Running),
         );
         let found = sqlx::query(&sql)
@@ -212,18 +207,17 @@ impl Conn for Pg<'_> {
     async fn succeed(&mut self, now: i64, batch: &[Success]) -> Result<()> {
         let seqs: Vec<i64> = batch.iter().map(|s| s.seq).collect();
         let outputs: Vec<&str> = batch.iter().map(|s| s.output.as_str()).collect();
-        let ids: Vec<&str> = batch.iter().map(|s| s.task_id.as_str()).collect();
-        let attempts: Vec<i64> = batch.iter().map(|s| i64::from(s.attempt)).collect();
-        // One statement for the tasks and their attempts.
+        // One statement for the tasks and their attempts' rows.
         let sql = format!(
             "WITH done AS ( \
                  UPDATE tasks SET state = {succeeded}, output = u.output::json, error = NULL, \
                  finished_at = $1, lease_expires_at = NULL \
                  FROM unnest($2::bigint[], $3::text[]) AS u(seq, output) WHERE tasks.seq = u.seq \
+                 RETURNING tasks.id, tasks.attempt, tasks.worker_id, tasks.started_at \
              ) \
-             UPDATE attempts SET finished_at = $1, outcome = '{ok}', error = NULL \
-             FROM unnest($4::text[], $5::bigint[]) AS a(task_id, attempt) \
-             WHERE attempts.task_id = a.task_id AND attempts.attempt = a.attempt",
+             INSERT INTO attempts (task_id, attempt, worker_id, started_at, finished_at, outcome, error) \
+             SELECT id, attempt, worker_id, started_at, $1, '{ok}', NULL FROM done \
+             {ATTEMPT_UPSERT}",
             succeeded = lit(TaskState::Succeeded),
             ok = AttemptOutcome::Succeeded.as_str(),
         );
@@ -231,8 +225,6 @@ impl Conn for Pg<'_> {
             .bind(now)
             .bind(&seqs)
             .bind(&outputs)
-            .bind(&ids)
-            .bind(&attempts)
             .execute(&mut *self.0)
             .await?;
         Ok(())

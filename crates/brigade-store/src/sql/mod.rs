@@ -157,14 +157,11 @@ pub(crate) struct Pick<'a> {
     pub(crate) expires: i64,
 }
 
-/// A success to write: the task's row number, its output as JSON text, its
-/// id and the attempt.
+/// A success to write: the task's row number and its output as JSON text.
 #[derive(Debug, Clone)]
 pub(crate) struct Success {
     pub(crate) seq: i64,
     pub(crate) output: String,
-    pub(crate) task_id: String,
-    pub(crate) attempt: u32,
 }
 
 /// A connection inside the engine's transaction.
@@ -258,6 +255,11 @@ pub(crate) fn wlits(states: &[WorkerState]) -> String {
 pub(crate) fn jlit(state: JobState) -> String {
     format!("'{}'", state.as_str())
 }
+
+/// The conflict clause of every statement that records an ended attempt.
+pub(crate) const ATTEMPT_UPSERT: &str = "ON CONFLICT (task_id, attempt) DO UPDATE SET \
+     worker_id = excluded.worker_id, started_at = excluded.started_at, \
+     finished_at = excluded.finished_at, outcome = excluded.outcome, error = excluded.error";
 
 /// Columns of a task row that results, the reaper and cancels work from.
 pub(crate) const RUNNING_COLUMNS: &str = "seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, \

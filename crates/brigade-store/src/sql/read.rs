@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use brigade_api::{
-    JobView, LogLine, Page, Progress, QueueView, TaskState, TaskView, WorkerState, WorkerView,
+    AttemptOutcome, HistoryEntry, JobView, LogLine, Page, Progress, QueueView, TaskState, TaskView,
+    WorkerState, WorkerView,
 };
 
 use super::{Conn, Engine, Value, args, lit};
@@ -209,12 +210,23 @@ pub(crate) async fn task<C: Conn>(c: &mut C, id: &str) -> Result<Option<TaskView
             args![id],
         )
         .await?;
-    view.history = Some(
-        history
-            .iter()
-            .map(rows::history_entry)
-            .collect::<Result<Vec<_>>>()?,
-    );
+    let mut history = history
+        .iter()
+        .map(rows::history_entry)
+        .collect::<Result<Vec<_>>>()?;
+    // A running attempt has no row yet (it is written when the attempt
+    // ends): the task row describes it.
+    if view.state == TaskState::Running && history.last().is_none_or(|h| h.attempt < view.attempt) {
+        history.push(HistoryEntry {
+            attempt: view.attempt,
+            worker_id: view.worker_id.clone(),
+            started_at: view.started_at,
+            finished_at: None,
+            outcome: AttemptOutcome::Running.as_str().to_owned(),
+            error: None,
+        });
+    }
+    view.history = Some(history);
     view.children = Some(
         c.rows(
             "SELECT id FROM tasks WHERE spawned_by = ? ORDER BY seq",

@@ -13,7 +13,8 @@ use brigade_core::transition::{self, Budget, Held, Rejection, Wake};
 use brigade_core::{NewJob, NewTask, from_ms, ids::new_id};
 
 use super::{
-    Conn, RUNNING_COLUMNS, Row, Success, Value, args, graph, jlit, lit, lits, read, wlit, wlits,
+    ATTEMPT_UPSERT, Conn, RUNNING_COLUMNS, Row, Success, Value, args, graph, jlit, lit, lits, read,
+    wlit, wlits,
 };
 use crate::model::{
     Changes, DeleteOutcome, HandOff, Idempotency, Phase, Pruned, RetryOutcome, Submitted, Timing,
@@ -688,7 +689,13 @@ impl Running {
     }
 }
 
-/// End attempt `attempt` of a task with `outcome`.
+/// Record attempt `attempt` of a task as ended with `outcome`.
+///
+/// An attempt's row is written once, when it ends: while it runs, the task
+/// row (attempt, worker, start) describes it, so a lease writes no attempt
+/// row. The worker and start come from the task row, which still holds them.
+/// A row already there (an open one written by an older brigade, or one
+/// handed back and leased again under the same number) is overwritten.
 async fn end_attempt<C: Conn>(
     c: &mut C,
     id: &str,
@@ -698,8 +705,12 @@ async fn end_attempt<C: Conn>(
     now: i64,
 ) -> Result<()> {
     c.exec(
-        "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?::jsonb WHERE task_id = ? AND attempt = ?",
-        args![now, outcome.as_str(), error, id, attempt],
+        &format!(
+            "INSERT INTO attempts (task_id, attempt, worker_id, started_at, finished_at, outcome, error) \
+             SELECT id, ?, worker_id, started_at, ?, ?, ?::jsonb FROM tasks WHERE id = ? \
+             {ATTEMPT_UPSERT}"
+        ),
+        args![attempt, now, outcome.as_str(), error, id],
     )
     .await?;
     Ok(())
@@ -852,8 +863,6 @@ pub(crate) async fn report<C: Conn>(
                     succeeded.push(Success {
                         seq: task.seq,
                         output: json(&r.output)?,
-                        task_id: r.task_id.clone(),
-                        attempt: task.attempt,
                     });
                     finals.extend(graph::Final::of(
                         &task.job_id,
@@ -879,8 +888,6 @@ pub(crate) async fn report<C: Conn>(
                 succeeded.push(Success {
                     seq: task.seq,
                     output: json(&r.output)?,
-                    task_id: r.task_id.clone(),
-                    attempt: task.attempt,
                 });
             }
             Outcome::Failed => {

@@ -12,7 +12,8 @@ use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use crate::Result;
 use crate::sql::{
-    Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, jlit, lit, uncast, wlit,
+    ATTEMPT_UPSERT, Conn, Engine, Pick, RUNNING_COLUMNS, Row, Success, Value, jlit, lit, uncast,
+    wlit,
 };
 
 impl ToSql for Value {
@@ -105,11 +106,6 @@ impl Lite<'_> {
             (-r.int("priority").unwrap_or(0), r.int("seq").unwrap_or(0))
         };
         rows.sort_by_cached_key(key);
-        let mut open = conn.prepare_cached(
-            "INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (task_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, \
-             started_at = excluded.started_at, finished_at = NULL, outcome = excluded.outcome, error = NULL",
-        )?;
         let mut start = conn.prepare_cached(&format!(
             "UPDATE jobs SET started_at = ?1, state = {} WHERE id = ?2 AND started_at IS NULL",
             jlit(JobState::Running)
@@ -117,14 +113,6 @@ impl Lite<'_> {
         let mut last_job = String::new();
         for r in &rows {
             use crate::rows::Columns;
-            let id = r.text("id")?;
-            open.execute(params![
-                id,
-                r.int("attempt")?,
-                p.worker_id,
-                p.now,
-                AttemptOutcome::Running.as_str()
-            ])?;
             let job = r.text("job_id")?;
             if job != last_job {
                 start.execute(params![p.now, job])?;
@@ -151,17 +139,15 @@ impl Lite<'_> {
              lease_expires_at = NULL WHERE seq = ?3",
             lit(TaskState::Succeeded)
         ))?;
-        let mut attempt = conn.prepare_cached(
-            "UPDATE attempts SET outcome = ?1, error = NULL, finished_at = ?2 WHERE task_id = ?3 AND attempt = ?4",
-        )?;
+        // The attempt's row is written when it ends (see `end_attempt`).
+        let mut attempt = conn.prepare_cached(&format!(
+            "INSERT INTO attempts (task_id, attempt, worker_id, started_at, finished_at, outcome, error) \
+             SELECT id, attempt, worker_id, started_at, ?1, ?2, NULL FROM tasks WHERE seq = ?3 \
+             {ATTEMPT_UPSERT}"
+        ))?;
         for s in batch {
             task.execute(params![s.output, now, s.seq])?;
-            attempt.execute(params![
-                AttemptOutcome::Succeeded.as_str(),
-                now,
-                s.task_id,
-                s.attempt
-            ])?;
+            attempt.execute(params![now, AttemptOutcome::Succeeded.as_str(), s.seq])?;
         }
         Ok(())
     }
