@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use brigade_api::{JobView, Page, Problem, ScheduleCreate, SchedulePatch, ScheduleView};
-use brigade_core::schedule::validate_schedule;
+use brigade_core::schedule::{revise_schedule, validate_schedule};
 use brigade_store::{JobFilter, StoredSchedule, TriggerOutcome};
 
 use super::{PageParams, cursor, limit};
@@ -83,39 +83,6 @@ pub async fn get(
     Ok(Json(owned(&state, &caller, &id).await?.view))
 }
 
-/// The stored schedule with `patch` applied, as a create would give it.
-fn merged(s: &StoredSchedule, patch: &SchedulePatch) -> ScheduleCreate {
-    let v = &s.view;
-    // Giving one of cron and every_ms replaces the other.
-    let (cron, every_ms) = match (&patch.cron, patch.every_ms) {
-        (None, None) => (v.cron.clone(), v.every_ms),
-        (c, e) => (c.clone(), e),
-    };
-    ScheduleCreate {
-        name: patch.name.clone().or_else(|| v.name.clone()),
-        cron,
-        every_ms,
-        timezone: Some(patch.timezone.clone().unwrap_or_else(|| v.timezone.clone())),
-        job: patch.job.clone().unwrap_or_else(|| v.job.clone()),
-        overlap: Some(patch.overlap.unwrap_or(v.overlap)),
-        catch_up: Some(patch.catch_up.unwrap_or(v.catch_up)),
-        paused: patch.paused.unwrap_or(v.paused),
-    }
-}
-
-/// Whether `patch` changes when the schedule fires (else its next fire and
-/// `every_ms` anchor stay as they are).
-fn changes_timing(s: &StoredSchedule, patch: &SchedulePatch) -> bool {
-    let v = &s.view;
-    patch
-        .cron
-        .as_ref()
-        .is_some_and(|c| Some(c.trim()) != v.cron.as_deref())
-        || patch.every_ms.is_some_and(|e| Some(e) != v.every_ms)
-        || patch.timezone.as_ref().is_some_and(|t| *t != v.timezone)
-        || patch.paused.is_some_and(|p| p != v.paused)
-}
-
 /// Apply `patch`, conditional on the schedule not having fired meanwhile
 /// (retried on a fresh read when it has).
 async fn revise(
@@ -127,12 +94,8 @@ async fn revise(
     for _ in 0..REVISE_ATTEMPTS {
         let s = owned(state, caller, id).await?;
         let now = state.now();
-        let mut new =
-            validate_schedule(merged(&s, patch), &state.limits, now).map_err(ApiError::invalid)?;
-        if !changes_timing(&s, patch) {
-            new.anchor = s.anchor;
-            new.next_fire_at = s.next_fire_at;
-        }
+        let new = revise_schedule(&s.view, s.anchor, s.next_fire_at, patch, &state.limits, now)
+            .map_err(ApiError::invalid)?;
         if let Some(view) = state
             .store
             .replace_schedule(id, new, s.next_fire_at)
