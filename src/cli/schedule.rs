@@ -150,6 +150,28 @@ fn create(args: &AddArgs) -> anyhow::Result<ScheduleCreate> {
     })
 }
 
+/// Client errors with advice; an unknown id is a schedule's here.
+fn advise(e: brigade_client::ClientError) -> anyhow::Error {
+    if e.status().map(|s| s.as_u16()) == Some(404) {
+        return anyhow::anyhow!("{e}\n  Check the id; `brigade schedule list` shows them.");
+    }
+    explain(e)
+}
+
+/// A time as RFC 3339 (UTC), as the API writes it.
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn next_fire(s: &ScheduleView) -> String {
+    match s.next_fire_at {
+        Some(t) => rfc3339(t),
+        None if s.paused => "paused".to_owned(),
+        None => "never".to_owned(),
+    }
+}
+
 fn when(s: &ScheduleView) -> String {
     match (&s.cron, s.every_ms) {
         (Some(c), _) if s.timezone != "UTC" => format!("{c} ({})", s.timezone),
@@ -165,21 +187,14 @@ fn print_schedule(s: &ScheduleView) {
         println!("name      {n}");
     }
     println!("when      {}", when(s));
-    println!(
-        "next      {}",
-        match s.next_fire_at {
-            Some(t) => t.to_string(),
-            None if s.paused => "paused".to_owned(),
-            None => "never".to_owned(),
-        }
-    );
+    println!("next      {}", next_fire(s));
     println!(
         "policy    overlap {}, catch_up {}",
         s.overlap.as_str(),
         s.catch_up.as_str()
     );
-    if let Some(j) = &s.last_job_id {
-        println!("last job  {j}");
+    if let (Some(j), Some(at)) = (&s.last_job_id, s.last_fire_at) {
+        println!("last job  {j} (fire of {})", rfc3339(at));
     }
 }
 
@@ -191,7 +206,7 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> anyhow::Result<ExitCo
         ScheduleCommand::Pause { id } => c.pause_schedule(&id).await,
         ScheduleCommand::Resume { id } => c.resume_schedule(&id).await,
         ScheduleCommand::Trigger { id } => {
-            let job = c.trigger_schedule(&id).await.map_err(explain)?;
+            let job = c.trigger_schedule(&id).await.map_err(advise)?;
             match global.output {
                 Output::Json => print_json(&job)?,
                 Output::Text => print_job(&job),
@@ -199,14 +214,14 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> anyhow::Result<ExitCo
             return Ok(ExitCode::SUCCESS);
         }
         ScheduleCommand::Rm { id } => {
-            c.delete_schedule(&id).await.map_err(explain)?;
+            c.delete_schedule(&id).await.map_err(advise)?;
             if global.output == Output::Text {
                 println!("deleted schedule {id}");
             }
             return Ok(ExitCode::SUCCESS);
         }
         ScheduleCommand::List => {
-            let all = c.schedules().await.map_err(explain)?;
+            let all = c.schedules().await.map_err(advise)?;
             if global.output == Output::Json {
                 print_json(&all)?;
                 return Ok(ExitCode::SUCCESS);
@@ -217,11 +232,7 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> anyhow::Result<ExitCo
                     s.id.clone(),
                     s.name.clone().unwrap_or_default(),
                     when(s),
-                    match s.next_fire_at {
-                        Some(at) => at.to_string(),
-                        None if s.paused => "paused".to_owned(),
-                        None => "never".to_owned(),
-                    },
+                    next_fire(s),
                     s.last_job_id.clone().unwrap_or_default(),
                 ]);
             }
@@ -229,7 +240,7 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> anyhow::Result<ExitCo
             return Ok(ExitCode::SUCCESS);
         }
     }
-    .map_err(explain)?;
+    .map_err(advise)?;
     match global.output {
         Output::Json => print_json(&view)?,
         Output::Text => print_schedule(&view),
