@@ -473,6 +473,11 @@ pub fn validate_schedule(
 /// missed while paused are not caught up). Any other patch keeps `anchor`
 /// and `next_fire_at` as they are, so renaming a schedule or changing its
 /// job never moves or drops a fire.
+///
+/// The stored job is judged against `limits` only when the patch replaces
+/// it: a server whose limits shrank since must still let its owner pause,
+/// resume or re-time a schedule (its fires are skipped as `invalid` until
+/// the job is fixed).
 pub fn revise_schedule(
     current: &ScheduleView,
     anchor: i64,
@@ -499,6 +504,15 @@ pub fn revise_schedule(
         overlap: Some(patch.overlap.unwrap_or(current.overlap)),
         catch_up: Some(patch.catch_up.unwrap_or(current.catch_up)),
         paused: patch.paused.unwrap_or(current.paused),
+    };
+    let unbounded = crate::Limits {
+        max_tasks_per_job: usize::MAX,
+        max_input_bytes: usize::MAX,
+    };
+    let limits = if patch.job.is_some() {
+        limits
+    } else {
+        &unbounded
     };
     let mut new = validate_schedule(merged, limits, now)?;
     let retimed = patch

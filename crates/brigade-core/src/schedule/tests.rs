@@ -503,3 +503,32 @@ fn a_bad_patch_names_its_field() {
         "every_ms"
     );
 }
+
+#[test]
+fn the_stored_job_is_judged_only_when_a_patch_replaces_it() {
+    let t = utc("2026-03-01T00:00:00Z");
+    let (view, anchor, next) = stored_every(t);
+    let tight = crate::Limits {
+        max_tasks_per_job: 1,
+        max_input_bytes: 1,
+    };
+    let pause = SchedulePatch {
+        paused: Some(true),
+        ..SchedulePatch::default()
+    };
+    // The stored job's input (`null`, 4 bytes) is over the shrunk limit, yet
+    // the owner may pause it.
+    let paused = revise_schedule(&view, anchor, next, &pause, &tight, t + 10);
+    assert!(paused.is_ok_and(|p| p.paused));
+    let replace = SchedulePatch {
+        job: Some(view.job.clone()),
+        ..SchedulePatch::default()
+    };
+    let errors = revise_schedule(&view, anchor, next, &replace, &tight, t + 10)
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
+    assert!(
+        errors.iter().all(|e| e.field.starts_with("job.")),
+        "{errors:?}"
+    );
+}
