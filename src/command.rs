@@ -72,6 +72,9 @@ pub enum Command {
         /// Job id.
         job: String,
     },
+    /// Jobs on a clock: add, list, pause, resume, trigger, rm.
+    #[command(subcommand)]
+    Schedule(crate::cli::schedule::ScheduleCommand),
     /// Demonstrations.
     #[command(subcommand)]
     Demo(Demo),

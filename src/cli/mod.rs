@@ -5,6 +5,7 @@
 pub mod logs;
 pub mod ops;
 pub mod run;
+pub mod schedule;
 pub mod server;
 pub mod status;
 pub mod submit;

@@ -9,7 +9,7 @@ use comfy_table::{Cell, CellAlignment, Color, Table};
 
 use crate::cli::{Global, Output, client, explain, print_json};
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY);
     t.set_header(header.to_vec());

@@ -25,7 +25,8 @@ mkdir -p "$SCREENSHOT_DIR"
 
 if [ -n "${BRIGADE_URL:-}" ]; then
   node "$here/dashboard.mjs"
-  exec node "$here/run-page.mjs"
+  node "$here/run-page.mjs"
+  exec node "$here/schedules-page.mjs"
 fi
 
 bin="${BRIGADE_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/brigade}"
@@ -72,6 +73,9 @@ status=0
 BRIGADE_URL="$url" node "$here/dashboard.mjs" || status=$?
 if [ "$status" -eq 0 ]; then
   BRIGADE_URL="$url" node "$here/run-page.mjs" || status=$?
+fi
+if [ "$status" -eq 0 ]; then
+  BRIGADE_URL="$url" node "$here/schedules-page.mjs" || status=$?
 fi
 if [ "$status" -ne 0 ]; then
   for f in "$tmp"/*.log; do echo "== $f" >&2; tail -n 40 "$f" >&2; done

@@ -11,6 +11,7 @@ mod maintenance;
 mod observability;
 mod operations;
 mod running;
+mod schedules;
 mod security;
 mod servers;
 mod upgrade;

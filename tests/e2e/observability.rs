@@ -33,6 +33,12 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
     ("/v1/languages", &["get"]),
+    ("/v1/schedules", &["get", "post"]),
+    ("/v1/schedules/{id}", &["get", "patch", "delete"]),
+    ("/v1/schedules/{id}/pause", &["post"]),
+    ("/v1/schedules/{id}/resume", &["post"]),
+    ("/v1/schedules/{id}/trigger", &["post"]),
+    ("/v1/schedules/{id}/jobs", &["get"]),
     // Added by this server beyond the contract.
     ("/v1/tasks/{id}/logs", &["get"]),
     ("/v1/workers/{id}/logs", &["post"]),

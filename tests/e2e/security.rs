@@ -114,9 +114,50 @@ fn private_routes(
     job: &str,
     task: &str,
     worker: &str,
+    schedule: &str,
 ) -> Vec<(Method, String, Option<Value>, &'static str)> {
     let submit = json!({"tasks": [{"kind": "noop"}]});
+    let every = json!({"every_ms": 3_600_000, "job": {"tasks": [{"kind": "noop"}]}});
     vec![
+        (Method::POST, "/v1/schedules".into(), Some(every), W1),
+        (Method::GET, "/v1/schedules".into(), None, W1),
+        (Method::GET, format!("/v1/schedules/{schedule}"), None, W1),
+        (
+            Method::PATCH,
+            format!("/v1/schedules/{schedule}"),
+            Some(json!({"name": "x"})),
+            W1,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/schedules/{schedule}"),
+            None,
+            W1,
+        ),
+        (
+            Method::POST,
+            format!("/v1/schedules/{schedule}/pause"),
+            None,
+            W1,
+        ),
+        (
+            Method::POST,
+            format!("/v1/schedules/{schedule}/resume"),
+            None,
+            W1,
+        ),
+        (
+            Method::POST,
+            format!("/v1/schedules/{schedule}/trigger"),
+            None,
+            W1,
+        ),
+        (
+            Method::GET,
+            format!("/v1/schedules/{schedule}/jobs"),
+            None,
+            W1,
+        ),
         (Method::POST, "/v1/jobs".into(), Some(submit), W1),
         (Method::GET, "/v1/jobs".into(), None, W1),
         (Method::GET, format!("/v1/jobs/{job}"), None, W1),
@@ -188,6 +229,14 @@ async fn every_private_route_refuses_missing_bad_expired_and_wrong_role_tokens()
             .unwrap()
     };
     let task_id = job.task_ids.as_ref().unwrap()[0].clone();
+    let schedule = brigade_client::Client::new(&c.url, Some(ALICE.into()))
+        .unwrap()
+        .create_schedule(&brigade_api::ScheduleCreate::every(
+            3_600_000,
+            brigade_api::JobSubmit::new(vec![task("noop", Value::Null)]),
+        ))
+        .await
+        .unwrap();
     let (s, _, body) = call(
         &c,
         Method::POST,
@@ -208,7 +257,7 @@ async fn every_private_route_refuses_missing_bad_expired_and_wrong_role_tokens()
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
     let mut checked = 0;
-    for (method, path, body, wrong) in private_routes(&job.id, &task_id, &worker) {
+    for (method, path, body, wrong) in private_routes(&job.id, &task_id, &worker, &schedule.id) {
         for (what, token) in [
             ("no token", None),
             ("bad token", Some("not-a-token-of-this-server")),
@@ -282,6 +331,67 @@ async fn every_private_route_refuses_missing_bad_expired_and_wrong_role_tokens()
     for secret in [ADMIN, ALICE, BOB, W1, W2, fresh.as_str(), expired.as_str()] {
         assert!(!log.contains(secret), "a secret reached the log");
     }
+}
+
+#[tokio::test]
+async fn clients_see_only_their_own_schedules_and_the_jobs_they_make() {
+    let (c, _dir) = secured(&[]).await;
+    let alice = brigade_client::Client::new(&c.url, Some(ALICE.into())).unwrap();
+    let bob = brigade_client::Client::new(&c.url, Some(BOB.into())).unwrap();
+    let mut every = brigade_api::ScheduleCreate::every(
+        3_600_000,
+        brigade_api::JobSubmit::new(vec![task("noop", Value::Null)]).named("alices"),
+    );
+    every.overlap = Some(brigade_api::Overlap::Allow);
+    let s = alice.create_schedule(&every).await.unwrap();
+    bob.create_schedule(&every).await.unwrap();
+    // A schedule of another client does not exist for bob: 404 everywhere.
+    let status = |e: brigade_client::ClientError| e.status().map(|s| s.as_u16());
+    assert_eq!(status(bob.schedule(&s.id).await.unwrap_err()), Some(404));
+    assert_eq!(
+        status(bob.pause_schedule(&s.id).await.unwrap_err()),
+        Some(404)
+    );
+    assert_eq!(
+        status(bob.trigger_schedule(&s.id).await.unwrap_err()),
+        Some(404)
+    );
+    assert_eq!(
+        status(bob.schedule_jobs(&s.id).await.unwrap_err()),
+        Some(404)
+    );
+    assert_eq!(
+        status(bob.delete_schedule(&s.id).await.unwrap_err()),
+        Some(404)
+    );
+    let patch = brigade_api::SchedulePatch {
+        name: Some("taken".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        status(bob.update_schedule(&s.id, &patch).await.unwrap_err()),
+        Some(404)
+    );
+    // Lists: each client its own, the admin all.
+    let mine = alice.schedules().await.unwrap();
+    assert_eq!(
+        mine.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        [s.id.as_str()]
+    );
+    assert_eq!(bob.schedules().await.unwrap().len(), 1);
+    assert_eq!(c.client.schedules().await.unwrap().len(), 2);
+    // The jobs a schedule makes belong to its owner.
+    let job = alice.trigger_schedule(&s.id).await.unwrap();
+    assert_eq!(
+        alice.job(&job.id).await.unwrap().schedule_id.as_deref(),
+        Some(s.id.as_str())
+    );
+    assert_eq!(status(bob.job(&job.id).await.unwrap_err()), Some(404));
+    assert_eq!(c.client.schedule_jobs(&s.id).await.unwrap().len(), 1);
+    // The admin may act on anyone's.
+    assert!(c.client.pause_schedule(&s.id).await.unwrap().paused);
+    c.client.delete_schedule(&s.id).await.unwrap();
+    assert_eq!(status(alice.schedule(&s.id).await.unwrap_err()), Some(404));
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use brigade_api::{
     Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, LogBatch, LogLine,
-    LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply, ResultsRequest, TaskResult,
-    TaskView, WorkerJoin, WorkerJoined, WorkerView,
+    LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply, ResultsRequest, ScheduleCreate,
+    SchedulePatch, ScheduleView, TaskResult, TaskView, WorkerJoin, WorkerJoined, WorkerView,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -416,6 +416,139 @@ impl Client {
             )
             .await?;
         Self::no_content(res).await
+    }
+
+    // ---- schedules ----
+
+    /// Create a schedule.
+    pub async fn create_schedule(&self, schedule: &ScheduleCreate) -> Result<ScheduleView> {
+        self.post("/v1/schedules", Some(schedule)).await
+    }
+
+    /// A schedule.
+    pub async fn schedule(&self, id: &str) -> Result<ScheduleView> {
+        self.get(&format!("/v1/schedules/{}", enc(id))).await
+    }
+
+    /// One page of schedules, oldest first.
+    pub async fn schedules_page(
+        &self,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<ScheduleView>> {
+        let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_owned()));
+        }
+        let res = self
+            .send::<()>(
+                Method::GET,
+                "/v1/schedules",
+                Some(&q),
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Every schedule the caller may see, following pages.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .schedules_page(brigade_api::page::MAX_LIMIT, cursor.as_deref())
+                .await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Change a schedule.
+    pub async fn update_schedule(&self, id: &str, patch: &SchedulePatch) -> Result<ScheduleView> {
+        let res = self
+            .send(
+                Method::PATCH,
+                &format!("/v1/schedules/{}", enc(id)),
+                None,
+                Some(patch),
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Delete a schedule (its jobs stay).
+    pub async fn delete_schedule(&self, id: &str) -> Result<()> {
+        let res = self
+            .send::<()>(
+                Method::DELETE,
+                &format!("/v1/schedules/{}", enc(id)),
+                None,
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::no_content(res).await
+    }
+
+    /// Pause a schedule.
+    pub async fn pause_schedule(&self, id: &str) -> Result<ScheduleView> {
+        self.post::<(), _>(&format!("/v1/schedules/{}/pause", enc(id)), None)
+            .await
+    }
+
+    /// Resume a schedule.
+    pub async fn resume_schedule(&self, id: &str) -> Result<ScheduleView> {
+        self.post::<(), _>(&format!("/v1/schedules/{}/resume", enc(id)), None)
+            .await
+    }
+
+    /// Fire a schedule now; the job it created.
+    pub async fn trigger_schedule(&self, id: &str) -> Result<JobView> {
+        self.post::<(), _>(&format!("/v1/schedules/{}/trigger", enc(id)), None)
+            .await
+    }
+
+    /// One page of the jobs a schedule created, newest first.
+    pub async fn schedule_jobs_page(
+        &self,
+        id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<JobView>> {
+        let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_owned()));
+        }
+        let path = format!("/v1/schedules/{}/jobs", enc(id));
+        let res = self
+            .send::<()>(Method::GET, &path, Some(&q), None, DEFAULT_TIMEOUT, &[])
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Every job a schedule created, newest first, following pages.
+    pub async fn schedule_jobs(&self, id: &str) -> Result<Vec<JobView>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .schedule_jobs_page(id, brigade_api::page::MAX_LIMIT, cursor.as_deref())
+                .await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
     }
 
     // ---- tasks ----

@@ -17,6 +17,7 @@ const S = {
   queues: null,
   jobs: null,
   jobFilter: '',
+  schedules: null, // the Schedules page's list
   job: null, // the job shown on the job page
   tasks: null, // its tasks
   task: null, // the task open in the drawer
@@ -47,6 +48,18 @@ function ago(t) {
   if (d < 3600) return `${Math.floor(d / 60)}m ago`;
   if (d < 86400) return `${Math.floor(d / 3600)}h ago`;
   return `${Math.floor(d / 86400)}d ago`;
+}
+
+// "in 3s" for a time ahead, "3s ago" for one behind.
+function until(t) {
+  const d = (ms(t) - Date.now()) / 1000;
+  if (!isFinite(d)) return '—';
+  if (d < 0) return ago(t);
+  if (d < 1) return 'now';
+  if (d < 60) return `in ${Math.ceil(d)}s`;
+  if (d < 3600) return `in ${Math.floor(d / 60)}m`;
+  if (d < 86400) return `in ${Math.floor(d / 3600)}h`;
+  return `in ${Math.floor(d / 86400)}d`;
 }
 
 function dur(v) {
@@ -271,6 +284,20 @@ async function loadJobs() {
   renderJobs();
 }
 
+async function loadSchedules() {
+  if (S.route.name !== 'schedules') return;
+  const page = await api('/v1/schedules?limit=1000');
+  // The state of each schedule's last job, for its row (a deleted job shows none).
+  const last = await Promise.all(
+    page.items.slice(0, 100).map((s) => (s.last_job_id ? api(`/v1/jobs/${encodeURIComponent(s.last_job_id)}`).catch(() => null) : null)),
+  );
+  if (S.route.name !== 'schedules') return;
+  S.schedules = page.items;
+  S.schedulesMore = !!page.next_cursor;
+  S.lastJobs = new Map(last.filter(Boolean).map((j) => [j.id, j]));
+  renderSchedules();
+}
+
 async function loadJob() {
   if (S.route.name !== 'job') return;
   const id = S.route.id;
@@ -303,6 +330,7 @@ function refreshAll() {
   soon('queues', loadQueues);
   if (S.route.name === 'overview') soon('jobs', loadJobs);
   if (S.route.name === 'job') soon('job', loadJob);
+  if (S.route.name === 'schedules') soon('schedules', loadSchedules);
   if (S.taskId) soon('task', loadTask);
 }
 
@@ -393,6 +421,7 @@ function onEvent(ev) {
     return;
   }
   if (t.startsWith('worker.')) soon('workers', loadWorkers);
+  if ((t.startsWith('schedule.') || t === 'job.finished') && S.route.name === 'schedules') soon('schedules', loadSchedules);
   if (t.startsWith('task.') || t.startsWith('job.')) {
     soon('queues', loadQueues);
     if (t.startsWith('task.')) soon('workers', loadWorkers);
@@ -850,6 +879,68 @@ function renderDrawer() {
     }</section>`;
 }
 
+// ---------------------------------------------------------------- schedules
+
+function renderSchedulesShell() {
+  $('#view').innerHTML = `
+  <div class="grid">
+    <section class="card" data-testid="schedules-page">
+      <div class="card-head"><h2>Schedules</h2><span class="count" id="schedules-count"></span>
+        <div class="tools"><span class="faint">jobs on a clock · <code>brigade schedule add</code> or <code>POST /v1/schedules</code></span></div></div>
+      <div class="table-wrap" id="schedules" data-testid="schedules"></div>
+    </section>
+  </div>`;
+  renderSchedules();
+}
+
+function scheduleWhen(s) {
+  if (s.cron) return `<span class="mono">${esc(s.cron)}</span>${s.timezone && s.timezone !== 'UTC' ? ` <span class="faint">${esc(s.timezone)}</span>` : ''}`;
+  if (s.every_ms != null) return `every ${esc(dur(s.every_ms))}`;
+  return '—';
+}
+
+function renderSchedules() {
+  const el = $('#schedules');
+  if (!el) return;
+  const ss = S.schedules;
+  if (!ss) {
+    el.innerHTML = '<div class="empty">Loading…</div>';
+    return;
+  }
+  $('#schedules-count').textContent = ss.length ? String(ss.length) + (S.schedulesMore ? '+' : '') : '';
+  if (!ss.length) {
+    el.innerHTML = '<div class="empty">No schedules yet.</div>';
+    return;
+  }
+  el.innerHTML = `<table data-testid="schedules-table"><thead><tr>
+      <th>Schedule</th><th>When</th><th>Next fire</th><th>Last job</th><th>Overlap</th><th>Catch-up</th><th></th>
+    </tr></thead><tbody>${ss
+      .map(
+        (s) => `<tr data-testid="schedule-row" data-schedule-id="${esc(s.id)}" data-paused="${s.paused}">
+      <td><b>${esc(s.name || '(unnamed)')}</b> ${s.paused ? badge('paused', 'schedule-paused') : ''}<div class="sub mono">${esc(s.id)}</div></td>
+      <td>${scheduleWhen(s)}</td>
+      <td data-testid="schedule-next">${
+        s.next_fire_at
+          ? `<span data-until="${esc(s.next_fire_at)}" title="${esc(s.next_fire_at)}">${until(s.next_fire_at)}</span>`
+          : `<span class="faint">${s.paused ? 'paused' : 'never'}</span>`
+      }</td>
+      <td data-testid="schedule-last">${
+        s.last_job_id
+          ? `<a href="#/jobs/${esc(s.last_job_id)}" class="mono" data-testid="schedule-last-job">${esc(shortId(s.last_job_id))}</a> ${
+              S.lastJobs?.get(s.last_job_id) ? badge(S.lastJobs.get(s.last_job_id).state, 'schedule-last-state') : ''
+            } <span class="muted" data-ago="${esc(s.last_fire_at)}" title="${esc(s.last_fire_at)}">${ago(s.last_fire_at)}</span>`
+          : '<span class="faint">none yet</span>'
+      }</td>
+      <td>${esc(s.overlap)}</td><td>${esc(s.catch_up)}</td>
+      <td class="num">${
+        s.paused
+          ? `<button class="btn sm" data-act="resume-schedule" data-id="${esc(s.id)}" data-testid="resume-schedule">Resume</button>`
+          : `<button class="btn sm" data-act="pause-schedule" data-id="${esc(s.id)}" data-testid="pause-schedule">Pause</button>`
+      } <button class="btn sm" data-act="trigger-schedule" data-id="${esc(s.id)}" data-testid="trigger-schedule">Fire now</button></td></tr>`,
+      )
+      .join('')}</tbody></table>`;
+}
+
 // ---------------------------------------------------------------- routing and events
 
 function parseRoute() {
@@ -857,6 +948,7 @@ function parseRoute() {
   let m = h.match(/^\/jobs\/([^/]+)(?:\/tasks\/([^/]+))?$/);
   if (m) return { name: 'job', id: decodeURIComponent(m[1]), task: m[2] ? decodeURIComponent(m[2]) : null };
   if (h === '/run') return { name: 'run' };
+  if (h === '/schedules') return { name: 'schedules' };
   m = h.match(/^\/judge\/([^/]+)$/);
   if (m) return { name: 'judge', id: decodeURIComponent(m[1]) };
   return { name: 'overview' };
@@ -879,6 +971,11 @@ function route() {
       renderRun();
       document.title = 'run · brigade';
       soon('workers', loadWorkers);
+    } else if (r.name === 'schedules') {
+      S.schedules = null;
+      renderSchedulesShell();
+      document.title = 'schedules · brigade';
+      soon('schedules', loadSchedules);
     } else if (r.name === 'judge') {
       renderJudge();
       document.title = 'judge · brigade';
@@ -925,6 +1022,15 @@ async function onClick(e) {
         case 'resume':
           if (await act(`/v1/queues/${enc}/resume`, `Queue ${id} resumed`, `resume queue ${id}`)) soon('queues', loadQueues);
           break;
+        case 'pause-schedule':
+          if (await act(`/v1/schedules/${enc}/pause`, 'Schedule paused', 'pause the schedule')) soon('schedules', loadSchedules);
+          break;
+        case 'resume-schedule':
+          if (await act(`/v1/schedules/${enc}/resume`, 'Schedule resumed', 'resume the schedule')) soon('schedules', loadSchedules);
+          break;
+        case 'trigger-schedule':
+          if (await act(`/v1/schedules/${enc}/trigger`, 'Schedule fired', 'fire the schedule')) soon('schedules', loadSchedules);
+          break;
         case 'drain':
           if (confirm(`Drain worker ${btn.dataset.name}? It finishes what it runs and leases nothing more.`)) {
             if (await act(`/v1/workers/${enc}/drain`, `Worker ${btn.dataset.name} draining`, `drain worker ${btn.dataset.name}`)) soon('workers', loadWorkers);
@@ -953,6 +1059,7 @@ async function onClick(e) {
 function tick() {
   // "3s ago" labels, running bars and the chart move with the clock.
   for (const el of document.querySelectorAll('[data-ago]')) el.textContent = ago(el.dataset.ago);
+  for (const el of document.querySelectorAll('[data-until]')) el.textContent = until(el.dataset.until);
   renderThroughput();
   renderStats();
   if (S.route.name === 'job' && S.job && (S.job.state === 'running' || S.job.state === 'queued')) renderGantt();
@@ -1015,6 +1122,8 @@ function init() {
     soon('queues', loadQueues);
     // Log lines do not come as events: follow a running task's by polling.
     if (S.taskId && S.task && S.task.state === 'running') soon('task', loadTask);
+    // A schedule's next fire moves with each fire; other servers' fires come as events too.
+    if (S.route.name === 'schedules') soon('schedules', loadSchedules);
   }, POLL_MS);
 }
 

@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p brigade-server --example dash_dev` then open <http://127.0.0.1:7077/>.
 //! Environment: `DASH_ADDR` (default `127.0.0.1:7077`), `DASH_WORKERS` (default 3),
-//! `DASH_DEMO=0` to submit no demo jobs (a browser test submits its own).
+//! `DASH_DEMO=0` to submit no demo jobs or schedules (a browser test submits its own).
 //! The workers speak the HTTP worker protocol like `brigade worker` does: join,
 //! long-poll leases, heartbeats with a made-up load, results. They run `sleep`
 //! (`{"ms": N}`), `noop`, `echo`, `fail` and `flaky`.
@@ -166,7 +166,22 @@ async fn run(task: &Value) -> Value {
     }
 }
 
+/// Schedules for the Schedules page: one firing often, one on a cron in a
+/// zone, one paused.
+async fn demo_schedules(http: &reqwest::Client, base: &str) {
+    let sleep =
+        |ms: u64| json!({"name": "tick", "tasks": [{"kind": "sleep", "input": {"ms": ms}}]});
+    for body in [
+        json!({"name": "heartbeat-check", "every_ms": 15000, "job": sleep(800)}),
+        json!({"name": "nightly-report", "cron": "0 3 * * *", "timezone": "Europe/Paris", "job": sleep(2000)}),
+        json!({"name": "weekly-cleanup", "cron": "0 4 * * 0", "paused": true, "job": sleep(500)}),
+    ] {
+        post(http, format!("{base}/v1/schedules"), body).await;
+    }
+}
+
 async fn demo_jobs(http: reqwest::Client, base: String) {
+    demo_schedules(&http, &base).await;
     let mut n = 0u64;
     loop {
         n += 1;

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::heartbeats::Heartbeats;
 use crate::metrics::{Metrics, track_http};
 use crate::openapi::ApiDoc;
-use crate::routes::{events, jobs, languages, ops, queues, tasks, token, workers};
+use crate::routes::{events, jobs, languages, ops, queues, schedules, tasks, token, workers};
 use crate::state::{AppState, Publisher};
 
 /// Errors starting a server.
@@ -88,6 +88,16 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(queues::list))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::trigger))
+        .routes(routes!(schedules::jobs))
         .routes(routes!(events::sse))
         .routes(routes!(events::ws))
         .routes(routes!(ops::healthz))
@@ -212,6 +222,7 @@ pub async fn start_with(
         bus: Bus::new(),
         dispatcher,
         scheduled: scheduled.clone(),
+        schedules: Arc::new(Notify::new()),
         metrics: Metrics::install(),
         worker_owners: Default::default(),
     };

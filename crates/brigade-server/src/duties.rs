@@ -1,5 +1,5 @@
-//! Periodic duties: scheduled tasks coming due, silent workers and expired
-//! leases, finished jobs past their retention.
+//! Periodic duties: scheduled tasks coming due, schedules firing, silent
+//! workers and expired leases, finished jobs past their retention.
 //!
 //! Each duty is one store transaction that is safe to run from any number of
 //! servers at once: it changes only rows still in the state it looks for, so
@@ -15,9 +15,14 @@ use crate::state::AppState;
 /// Longest sleep of the promoter between looks.
 const PROMOTER_MAX_SLEEP_MS: i64 = 1000;
 
-/// Start the promoter and the reaper.
+/// Longest sleep of the scheduler between looks: how soon a schedule created
+/// or changed through another server (which cannot wake this one) is seen.
+const SCHEDULER_MAX_SLEEP_MS: i64 = 1000;
+
+/// Start the promoter, the scheduler, the reaper and the pruner.
 pub fn spawn(state: AppState, scheduled: Arc<Notify>) {
     tokio::spawn(promoter(state.clone(), scheduled));
+    tokio::spawn(scheduler(state.clone()));
     tokio::spawn(reaper(state.clone()));
     tokio::spawn(pruner(state));
 }
@@ -89,6 +94,41 @@ async fn promoter(state: AppState, scheduled: Arc<Notify>) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
             _ = scheduled.notified() => {}
+        }
+    }
+}
+
+/// Fires due schedules, sleeping until the next is due (or a schedule is
+/// created or changed here). Every server runs it: the store's fire is
+/// conditional on the `next_fire_at` it read, so of several servers waking for
+/// one fire exactly one creates the job, and the others see it moved.
+async fn scheduler(state: AppState) {
+    let wake = state.publisher.schedules.clone();
+    loop {
+        let now = state.now();
+        let sleep_ms = match state.store.fire_schedules(state.limits, now).await {
+            Ok((changes, next)) => {
+                let fired = changes
+                    .events
+                    .iter()
+                    .filter(|e| e.kind == "schedule.fired")
+                    .count();
+                if fired > 0 {
+                    tracing::debug!(fired, "schedules fired");
+                }
+                state.publish(changes);
+                next.map_or(SCHEDULER_MAX_SLEEP_MS, |at| {
+                    (at - now).clamp(1, SCHEDULER_MAX_SLEEP_MS)
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "firing schedules failed");
+                SCHEDULER_MAX_SLEEP_MS
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
+            _ = wake.notified() => {}
         }
     }
 }

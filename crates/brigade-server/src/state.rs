@@ -25,6 +25,8 @@ pub struct Publisher {
     pub dispatcher: Dispatcher,
     /// The promoter of scheduled tasks.
     pub scheduled: Arc<Notify>,
+    /// The scheduler duty: a schedule was created or changed here.
+    pub schedules: Arc<Notify>,
     /// Counters.
     pub metrics: Metrics,
     /// Owners of workers seen so far (a worker's owner never changes).

@@ -24,7 +24,7 @@
 
 pub mod cron;
 
-use brigade_api::{CatchUp, FieldError, Overlap, ScheduleCreate};
+use brigade_api::{CatchUp, FieldError, Overlap, ScheduleCreate, SchedulePatch, ScheduleView};
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
@@ -463,6 +463,73 @@ pub fn validate_schedule(
         anchor: now,
         next_fire_at: if s.paused { None } else { next },
     })
+}
+
+/// A stored schedule with `patch` applied, validated as a create at `now`.
+///
+/// Giving one of `cron` and `every_ms` replaces the other. A patch that
+/// changes when it fires (`cron`, `every_ms`, `timezone` or `paused`)
+/// restarts it from `now`: a new anchor, the next fire after `now` (fires
+/// missed while paused are not caught up). Any other patch keeps `anchor`
+/// and `next_fire_at` as they are, so renaming a schedule or changing its
+/// job never moves or drops a fire.
+///
+/// The stored job is judged against `limits` only when the patch replaces
+/// it: a server whose limits shrank since must still let its owner pause,
+/// resume or re-time a schedule (its fires are skipped as `invalid` until
+/// the job is fixed).
+pub fn revise_schedule(
+    current: &ScheduleView,
+    anchor: i64,
+    next_fire_at: Option<i64>,
+    patch: &SchedulePatch,
+    limits: &crate::Limits,
+    now: i64,
+) -> Result<NewSchedule, Vec<FieldError>> {
+    let (cron, every_ms) = match (&patch.cron, patch.every_ms) {
+        (None, None) => (current.cron.clone(), current.every_ms),
+        (c, e) => (c.clone(), e),
+    };
+    let merged = ScheduleCreate {
+        name: patch.name.clone().or_else(|| current.name.clone()),
+        cron,
+        every_ms,
+        timezone: Some(
+            patch
+                .timezone
+                .clone()
+                .unwrap_or_else(|| current.timezone.clone()),
+        ),
+        job: patch.job.clone().unwrap_or_else(|| current.job.clone()),
+        overlap: Some(patch.overlap.unwrap_or(current.overlap)),
+        catch_up: Some(patch.catch_up.unwrap_or(current.catch_up)),
+        paused: patch.paused.unwrap_or(current.paused),
+    };
+    let unbounded = crate::Limits {
+        max_tasks_per_job: usize::MAX,
+        max_input_bytes: usize::MAX,
+    };
+    let limits = if patch.job.is_some() {
+        limits
+    } else {
+        &unbounded
+    };
+    let mut new = validate_schedule(merged, limits, now)?;
+    let retimed = patch
+        .cron
+        .as_ref()
+        .is_some_and(|c| Some(c.trim()) != current.cron.as_deref())
+        || patch.every_ms.is_some_and(|e| Some(e) != current.every_ms)
+        || patch
+            .timezone
+            .as_ref()
+            .is_some_and(|t| *t != current.timezone)
+        || patch.paused.is_some_and(|p| p != current.paused);
+    if !retimed {
+        new.anchor = anchor;
+        new.next_fire_at = next_fire_at;
+    }
+    Ok(new)
 }
 
 #[cfg(test)]

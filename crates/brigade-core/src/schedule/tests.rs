@@ -350,3 +350,185 @@ fn validation_names_the_fields() {
     let p = validate_schedule(paused, &limits, now).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(p.next_fire_at, None);
 }
+
+/// A stored every-1000 ms schedule created at `T`, as the store gives it back.
+fn stored_every(t: i64) -> (ScheduleView, i64, Option<i64>) {
+    let mut s = ScheduleCreate::every(
+        1000,
+        JobSubmit::new(vec![TaskSpec::new("noop", serde_json::Value::Null)]),
+    );
+    s.name = Some("tick".into());
+    let new =
+        validate_schedule(s, &crate::Limits::default(), t).unwrap_or_else(|e| panic!("{e:?}"));
+    let view = ScheduleView {
+        id: "s1".into(),
+        name: new.name.clone(),
+        cron: new.cron.clone(),
+        every_ms: new.every_ms,
+        timezone: new.timezone.clone(),
+        next_fire_at: new.next_fire_at.map(crate::from_ms),
+        last_fire_at: None,
+        last_job_id: None,
+        paused: new.paused,
+        job: serde_json::from_str(&new.job).unwrap_or_else(|e| panic!("{e:?}")),
+        overlap: new.overlap,
+        catch_up: new.catch_up,
+        created_at: crate::from_ms(t),
+    };
+    (view, new.anchor, new.next_fire_at)
+}
+
+fn revise(patch: SchedulePatch, now: i64) -> Result<NewSchedule, Vec<FieldError>> {
+    let t = utc("2026-03-01T00:00:00Z");
+    let (view, anchor, next) = stored_every(t);
+    revise_schedule(&view, anchor, next, &patch, &crate::Limits::default(), now)
+}
+
+#[test]
+fn a_patch_that_does_not_retime_keeps_the_next_fire_and_anchor() {
+    let t = utc("2026-03-01T00:00:00Z");
+    let now = t + 2500;
+    for patch in [
+        SchedulePatch {
+            name: Some("renamed".into()),
+            ..SchedulePatch::default()
+        },
+        SchedulePatch {
+            overlap: Some(Overlap::Allow),
+            catch_up: Some(CatchUp::All),
+            ..SchedulePatch::default()
+        },
+        // The same values as stored change nothing either.
+        SchedulePatch {
+            every_ms: Some(1000),
+            timezone: Some("UTC".into()),
+            paused: Some(false),
+            ..SchedulePatch::default()
+        },
+    ] {
+        let new = revise(patch.clone(), now).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            (new.anchor, new.next_fire_at),
+            (t, Some(t + 1000)),
+            "{patch:?}"
+        );
+    }
+    let renamed = revise(
+        SchedulePatch {
+            name: Some("renamed".into()),
+            ..SchedulePatch::default()
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(renamed.name.as_deref(), Some("renamed"));
+    assert_eq!(renamed.every_ms, Some(1000));
+}
+
+#[test]
+fn a_patch_that_retimes_restarts_from_now() {
+    let t = utc("2026-03-01T00:00:00Z");
+    let now = t + 2500;
+    let faster = revise(
+        SchedulePatch {
+            every_ms: Some(200),
+            ..SchedulePatch::default()
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!((faster.anchor, faster.next_fire_at), (now, Some(now + 200)));
+    // Giving cron drops every_ms.
+    let cron = revise(
+        SchedulePatch {
+            cron: Some("0 3 * * *".into()),
+            timezone: Some("Europe/Paris".into()),
+            ..SchedulePatch::default()
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(cron.every_ms, None);
+    assert_eq!(cron.next_fire_at, Some(utc("2026-03-01T02:00:00Z")));
+    // Pause clears the next fire; resume fires from now, not from before.
+    let paused = revise(
+        SchedulePatch {
+            paused: Some(true),
+            ..SchedulePatch::default()
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(paused.paused);
+    assert_eq!(paused.next_fire_at, None);
+}
+
+#[test]
+fn a_bad_patch_names_its_field() {
+    let now = utc("2026-03-01T00:00:01Z");
+    let field = |patch: SchedulePatch| -> String {
+        revise(patch, now)
+            .err()
+            .unwrap_or_else(|| panic!("accepted"))
+            .remove(0)
+            .field
+    };
+    assert_eq!(
+        field(SchedulePatch {
+            timezone: Some("Nowhere/Town".into()),
+            ..SchedulePatch::default()
+        }),
+        "timezone"
+    );
+    assert_eq!(
+        field(SchedulePatch {
+            cron: Some("* *".into()),
+            ..SchedulePatch::default()
+        }),
+        "cron"
+    );
+    assert_eq!(
+        field(SchedulePatch {
+            cron: Some("* * * * *".into()),
+            every_ms: Some(1000),
+            ..SchedulePatch::default()
+        }),
+        "every_ms"
+    );
+    assert_eq!(
+        field(SchedulePatch {
+            every_ms: Some(1),
+            ..SchedulePatch::default()
+        }),
+        "every_ms"
+    );
+}
+
+#[test]
+fn the_stored_job_is_judged_only_when_a_patch_replaces_it() {
+    let t = utc("2026-03-01T00:00:00Z");
+    let (view, anchor, next) = stored_every(t);
+    let tight = crate::Limits {
+        max_tasks_per_job: 1,
+        max_input_bytes: 1,
+    };
+    let pause = SchedulePatch {
+        paused: Some(true),
+        ..SchedulePatch::default()
+    };
+    // The stored job's input (`null`, 4 bytes) is over the shrunk limit, yet
+    // the owner may pause it.
+    let paused = revise_schedule(&view, anchor, next, &pause, &tight, t + 10);
+    assert!(paused.is_ok_and(|p| p.paused));
+    let replace = SchedulePatch {
+        job: Some(view.job.clone()),
+        ..SchedulePatch::default()
+    };
+    let errors = revise_schedule(&view, anchor, next, &replace, &tight, t + 10)
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
+    assert!(
+        errors.iter().all(|e| e.field.starts_with("job.")),
+        "{errors:?}"
+    );
+}

@@ -113,7 +113,7 @@ pub struct GetJobParams {
 
 /// Fill in when a finished job is deleted under this server's retention (the
 /// store knows only a job's own `keep_ms`).
-fn with_expiry(state: &AppState, mut job: JobView) -> JobView {
+pub(crate) fn with_expiry(state: &AppState, mut job: JobView) -> JobView {
     if job.expires_at.is_none() {
         let finished = job.finished_at.map(brigade_core::to_ms);
         job.expires_at =

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod languages;
 pub mod ops;
 pub mod queues;
+pub mod schedules;
 pub mod tasks;
 pub mod token;
 pub mod workers;
