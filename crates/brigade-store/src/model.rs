@@ -49,6 +49,11 @@ pub struct Changes {
     /// Running tasks this change cancelled, as `(worker id, task id)`: their
     /// workers should hear of it now, not at their next heartbeat.
     pub cancelled: Vec<(String, String)>,
+    /// Jobs this change ended tasks of while others looked unfinished, so it
+    /// did not lock the job to record its end. On PostgreSQL another
+    /// transaction may have ended those others at the same moment, unseen:
+    /// the engine looks again once this change is committed.
+    pub(crate) unsettled: Vec<String>,
 }
 
 /// Which latency of a task a [`Timing`] measures.

@@ -239,3 +239,49 @@ async fn listener_reconnects_and_wakes_waiters() -> TestResult {
         .await
     })
 }
+
+/// A job whose tasks all ended but whose end was never recorded (its server
+/// died between committing the last result and looking again) is found and
+/// recorded by a reaper, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reaper_records_the_end_of_a_stranded_job() -> TestResult {
+    use common::{T0, TTL, ids_of, job, join, lease_ids, ok};
+    with_db!(|db| {
+        let store = db.open().await?;
+        let sub = store.submit("owner", job(1, 1), None, T0).await?;
+        let id = ids_of(&sub)?.remove(0);
+        let w = join(&*store, "w", T0).await?;
+        ensure(lease_ids(&*store, &w, 1, T0).await?.len() == 1, "leased")?;
+        store
+            .report(&w, vec![ok(&id, 1)], T0 + 1)
+            .await?
+            .ok_or("w")?;
+        // Undo the job's recorded end, as if its server died before it.
+        let mut conn = PgConnectOptions::from_str(&db.url)?.connect().await?;
+        sqlx::query("UPDATE jobs SET finished_at = NULL, state = 'running' WHERE id = $1")
+            .bind(&sub.job.id)
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        // A fresh server's first reap looks for such jobs.
+        let other = db.open().await?;
+        let reaped = other.reap(T0 + 2, TTL).await?;
+        let finished: Vec<_> = reaped
+            .events
+            .iter()
+            .filter(|e| e.kind == "job.finished")
+            .collect();
+        ensure(finished.len() == 1, format!("events {:?}", reaped.events))?;
+        let view = store.job(&sub.job.id).await?.ok_or("job")?;
+        ensure(
+            view.finished_at.is_some(),
+            format!("job {:?} finished {:?}", view.state, view.finished_at),
+        )?;
+        let again = other.reap(T0 + 70_000, TTL).await?;
+        ensure(
+            !again.events.iter().any(|e| e.kind == "job.finished"),
+            "recorded once",
+        )?;
+        Ok(())
+    })
+}

@@ -14,6 +14,7 @@ mod conn;
 mod notify;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,6 +46,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/post
 /// ("brigade" in ASCII), so servers starting together take turns.
 const MIGRATION_LOCK: i64 = 0x0062_7269_6761_6465;
 
+/// How often the reaper looks for stranded jobs (see `reap`).
+const STRANDED_SWEEP_MS: i64 = 60_000;
+
 /// How many times a write is retried after a deadlock or serialization failure.
 const MAX_RETRIES: u32 = 5;
 
@@ -74,6 +78,8 @@ pub struct PostgresStore {
     origin: String,
     remote: broadcast::Sender<Remote>,
     listener: JoinHandle<()>,
+    /// When the reaper last looked for stranded jobs (ms; see `reap`).
+    last_sweep: AtomicI64,
 }
 
 impl Drop for PostgresStore {
@@ -264,7 +270,40 @@ impl PostgresStore {
             origin,
             remote,
             listener,
+            last_sweep: AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// The second look at the jobs a committed change left unsettled (see
+    /// `write::finish_jobs`): those whose tasks have all ended now are
+    /// recorded as over, and their events join `changes`. The change itself
+    /// is committed, so a failure here is only logged; the reaper's sweep
+    /// finds what it leaves.
+    async fn settle(&self, changes: &mut Changes, now: i64) {
+        if changes.unsettled.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut changes.unsettled);
+        let settled: Result<Changes> = async {
+            let ended = {
+                let mut conn = self.pool.acquire().await?;
+                write::ended_jobs(&mut Pg(&mut conn), &jobs).await?
+            };
+            if ended.is_empty() {
+                return Ok(Changes::default());
+            }
+            write_tx!(self, |c| write::settle_jobs(c, &ended, now), |v| Some(v))
+        }
+        .await;
+        match settled {
+            Ok(more) => {
+                changes.events.extend(more.events);
+                changes.timings.extend(more.timings);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the end of jobs failed; the reaper will")
+            }
+        }
     }
 
     /// The connection pool.
@@ -356,7 +395,11 @@ impl Store for PostgresStore {
     }
 
     async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
-        write_tx!(self, |c| write::cancel_job(c, id, now), |v| v.as_ref())
+        let mut out = write_tx!(self, |c| write::cancel_job(c, id, now), |v| v.as_ref())?;
+        if let Some(changes) = &mut out {
+            self.settle(changes, now).await;
+        }
+        Ok(out)
     }
 
     async fn delete_job(&self, id: &str) -> Result<DeleteOutcome> {
@@ -368,7 +411,11 @@ impl Store for PostgresStore {
     }
 
     async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
-        write_tx!(self, |c| write::cancel_task(c, id, now), |v| v.as_ref())
+        let mut out = write_tx!(self, |c| write::cancel_task(c, id, now), |v| v.as_ref())?;
+        if let Some(changes) = &mut out {
+            self.settle(changes, now).await;
+        }
+        Ok(out)
     }
 
     async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
@@ -434,9 +481,13 @@ impl Store for PostgresStore {
         results: Vec<TaskResult>,
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>> {
-        write_tx!(self, |c| write::report(c, worker_id, &results, now), |v| v
+        let mut out = write_tx!(self, |c| write::report(c, worker_id, &results, now), |v| v
             .as_ref()
-            .map(|(_, changes)| changes))
+            .map(|(_, changes)| changes))?;
+        if let Some((_, changes)) = &mut out {
+            self.settle(changes, now).await;
+        }
+        Ok(out)
     }
 
     async fn report_and_lease(
@@ -447,11 +498,15 @@ impl Store for PostgresStore {
         now: i64,
         ttl: i64,
     ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
-        write_tx!(
+        let mut out = write_tx!(
             self,
             |c| write::report_and_lease(c, worker_id, &results, max, now, ttl),
             |v| v.as_ref().map(|(_, _, changes)| changes)
-        )
+        )?;
+        if let Some((_, _, changes)) = &mut out {
+            self.settle(changes, now).await;
+        }
+        Ok(out)
     }
 
     async fn append_logs(
@@ -545,7 +600,21 @@ impl Store for PostgresStore {
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        write_tx!(self, |c| write::reap(c, now, ttl), |v| Some(v))
+        let mut changes = write_tx!(self, |c| write::reap(c, now, ttl), |v| Some(v))?;
+        self.settle(&mut changes, now).await;
+        // A server that died between a change and its second look left jobs
+        // whose tasks all ended unrecorded: look for them now and then.
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= STRANDED_SWEEP_MS {
+            self.last_sweep.store(now, Ordering::Relaxed);
+            let stranded = {
+                let mut conn = self.pool.acquire().await?;
+                write::stranded_jobs(&mut Pg(&mut conn), 1000).await?
+            };
+            changes.unsettled = stranded;
+            self.settle(&mut changes, now).await;
+        }
+        Ok(changes)
     }
 
     async fn prune(

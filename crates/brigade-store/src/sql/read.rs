@@ -45,17 +45,27 @@ pub(crate) async fn has_queued<C: Conn>(c: &mut C) -> Result<bool> {
 
 /// Task counts of a job by state.
 pub(crate) async fn progress<C: Conn>(c: &mut C, job_id: &str) -> Result<Progress> {
+    Ok(progress_and_last_end(c, job_id).await?.0)
+}
+
+/// Task counts of a job by state, and when its last task finished.
+pub(crate) async fn progress_and_last_end<C: Conn>(
+    c: &mut C,
+    job_id: &str,
+) -> Result<(Progress, Option<i64>)> {
     let counts = c
         .rows(
-            "SELECT state, count(*) AS n FROM tasks WHERE job_id = ? GROUP BY state",
+            "SELECT state, count(*) AS n, max(finished_at) AS t FROM tasks WHERE job_id = ? GROUP BY state",
             args![job_id],
         )
         .await?;
     let mut p = Progress::default();
+    let mut last_end = None;
     for row in counts {
         rows::add_count(&mut p, &row.text("state")?, row.int("n")?)?;
+        last_end = last_end.max(row.int_opt("t")?);
     }
-    Ok(p)
+    Ok((p, last_end))
 }
 
 pub(crate) async fn job<C: Conn>(c: &mut C, id: &str) -> Result<Option<JobView>> {

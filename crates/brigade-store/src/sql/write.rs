@@ -476,10 +476,18 @@ pub(crate) async fn finish_jobs<C: Conn>(
     now: i64,
     changes: &mut Changes,
 ) -> Result<()> {
-    // The job row is locked first (PostgreSQL; SQLite's writer is alone), in
-    // BTreeSet order in every transaction: of two transactions finishing a
-    // job's last tasks at once, the second waits for the first and then sees
-    // its tasks finished, so the job is recorded as over exactly once.
+    // A job with tasks left is not over: on PostgreSQL, say so without
+    // locking its row, so result batches of one job do not queue behind each
+    // other's commits. Two transactions may then each end a job's last tasks
+    // and each see the other's as unfinished; each leaves the job in
+    // `unsettled`, and the engine looks again after committing
+    // (`settle_jobs`), when the later one sees them all ended.
+    //
+    // A job that looks over is locked (in BTreeSet order in every
+    // transaction) and looked at again: of two transactions that both see it
+    // over, the second waits for the first and then sees it recorded, so the
+    // job is recorded as over exactly once.
+    let lock_first = matches!(C::ENGINE, super::Engine::Sqlite);
     let lock_sql = format!(
         "SELECT name, cancel_requested, finished_at FROM jobs WHERE id = ?{}",
         super::for_update::<C>()
@@ -489,6 +497,10 @@ pub(crate) async fn finish_jobs<C: Conn>(
         unfinished()
     );
     for job_id in jobs {
+        if !lock_first && !c.rows(&open_sql, args![job_id]).await?.is_empty() {
+            changes.unsettled.push(job_id.clone());
+            continue;
+        }
         let Some(row) = c.rows(&lock_sql, args![job_id]).await?.pop() else {
             continue;
         };
@@ -498,7 +510,7 @@ pub(crate) async fn finish_jobs<C: Conn>(
         if !c.rows(&open_sql, args![job_id]).await?.is_empty() {
             continue;
         }
-        let progress = read::progress(c, job_id).await?;
+        let (progress, last_end) = read::progress_and_last_end(c, job_id).await?;
         let skipped = if progress.cancelled > 0 {
             graph::skipped(c, job_id).await?
         } else {
@@ -506,16 +518,6 @@ pub(crate) async fn finish_jobs<C: Conn>(
         };
         let state =
             brigade_core::job_state_skipping(&progress, row.flag("cancel_requested")?, skipped);
-        let last_end = c
-            .rows(
-                "SELECT max(finished_at) AS t FROM tasks WHERE job_id = ?",
-                args![job_id],
-            )
-            .await?
-            .pop()
-            .map(|r| r.int_opt("t"))
-            .transpose()?
-            .flatten();
         c.exec(
             "UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?",
             args![state.as_str(), last_end.unwrap_or(now).max(0), job_id],
@@ -530,6 +532,48 @@ pub(crate) async fn finish_jobs<C: Conn>(
         ));
     }
     Ok(())
+}
+
+/// Of `jobs`, those whose tasks have all ended, found without locking.
+pub(crate) async fn ended_jobs<C: Conn>(c: &mut C, jobs: &[String]) -> Result<BTreeSet<String>> {
+    let open_sql = format!(
+        "SELECT 1 AS one FROM tasks WHERE job_id = ? AND state IN {} LIMIT 1",
+        unfinished()
+    );
+    let mut ended = BTreeSet::new();
+    for job_id in jobs {
+        if c.rows(&open_sql, args![job_id]).await?.is_empty() {
+            ended.insert(job_id.clone());
+        }
+    }
+    Ok(ended)
+}
+
+/// Record the end of `jobs` (from [`ended_jobs`]) that no transaction has
+/// recorded yet: the second look after a change left them `unsettled`.
+pub(crate) async fn settle_jobs<C: Conn>(
+    c: &mut C,
+    jobs: &BTreeSet<String>,
+    now: i64,
+) -> Result<Changes> {
+    let mut changes = Changes::default();
+    finish_jobs(c, jobs, now, &mut changes).await?;
+    Ok(changes)
+}
+
+/// Jobs not recorded as over whose tasks have all ended: what a server that
+/// died between a change and its second look leaves behind (at most `limit`).
+pub(crate) async fn stranded_jobs<C: Conn>(c: &mut C, limit: u32) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT id FROM jobs WHERE finished_at IS NULL AND NOT EXISTS \
+         (SELECT 1 FROM tasks WHERE tasks.job_id = jobs.id AND tasks.state IN {}) LIMIT ?",
+        unfinished()
+    );
+    c.rows(&sql, args![limit])
+        .await?
+        .iter()
+        .map(|r| r.text("id"))
+        .collect()
 }
 
 pub(crate) async fn lease<C: Conn>(

@@ -90,6 +90,7 @@ macro_rules! conformance_tests {
                 concurrent_submits_with_one_key_make_one_job,
                 concurrent_results_for_one_task_apply_once,
                 cancel_racing_the_last_result_ends_the_job_once,
+                racing_last_results_end_the_job_once,
             }
             graphs {
                 a_diamond_runs_each_task_after_its_parents,

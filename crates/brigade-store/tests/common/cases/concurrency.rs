@@ -179,3 +179,54 @@ pub async fn cancel_racing_the_last_result_ends_the_job_once(store: Arc<dyn Stor
     }
     Ok(())
 }
+
+/// The last tasks of a job ending in results that race (two workers'
+/// batches, each seeing the other's task unfinished) still record the job
+/// as over, exactly once.
+pub async fn racing_last_results_end_the_job_once(store: Arc<dyn Store>) -> TestResult {
+    let (w1, w2) = (
+        join(&*store, "w1", T0).await?,
+        join(&*store, "w2", T0).await?,
+    );
+    for round in 0..ROUNDS * 4 {
+        let sub = store.submit("owner", job(2, 1), None, T0).await?;
+        let ids = ids_of(&sub)?;
+        let mut leased = lease_ids(&*store, &w1, 1, T0).await?;
+        leased.extend(lease_ids(&*store, &w2, 1, T0).await?);
+        ensure(
+            leased.len() == 2,
+            format!("round {round}: leased {leased:?}"),
+        )?;
+        let reports = [(&w1, &leased[0].0), (&w2, &leased[1].0)].map(|(w, id)| {
+            let (store, w, id) = (store.clone(), w.clone(), id.clone());
+            tokio::spawn(async move { store.report(&w, vec![ok(&id, 1)], T0 + 1).await })
+        });
+        let mut finished = 0;
+        for r in join_all(reports).await {
+            let (reply, changes) = r??.ok_or("worker")?;
+            ensure(
+                reply.accepted.len() == 1,
+                format!("round {round}: {reply:?}"),
+            )?;
+            finished += changes
+                .events
+                .iter()
+                .filter(|e| e.kind == "job.finished")
+                .count();
+        }
+        ensure(
+            finished == 1,
+            format!("round {round}: job.finished {finished} times"),
+        )?;
+        let view = job_view(&*store, &sub.job.id).await?;
+        ensure(
+            view.state == JobState::Succeeded && view.finished_at.is_some(),
+            format!(
+                "round {round}: job {:?}, finished {:?}",
+                view.state, view.finished_at
+            ),
+        )?;
+        ensure(ids.len() == 2, "two tasks")?;
+    }
+    Ok(())
+}
