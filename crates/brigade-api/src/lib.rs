@@ -17,7 +17,7 @@ pub mod workers;
 
 pub use code::{CodeInput, CodeOutput, LanguageView, MAX_RESULT_BYTES};
 pub use events::{Event, EventKind};
-pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec};
+pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec, Unique, UniqueWhile};
 pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};
 pub use page::Page;
 pub use problem::{FieldError, Problem};

@@ -142,6 +142,10 @@ pub enum ErrorKind {
     /// The result's output was larger than the server takes
     /// ([`crate::MAX_RESULT_BYTES`] by default); recorded instead of it.
     ResultTooLarge,
+    /// Its attempts ended `lost` or `crash` (the worker died, the handler
+    /// panicked) `--poison-after` times in a row: failed for good, whatever
+    /// `max_attempts` says, before it takes down more workers.
+    Poison,
     /// Anything else.
     #[serde(other)]
     Other,

@@ -100,6 +100,17 @@ pub struct JobQuery {
     pub cursor: Option<String>,
 }
 
+/// What [`Client::submit_outcome`] answers.
+#[derive(Debug, Clone)]
+pub struct SubmitOutcome {
+    /// The new job, or the earlier one answered instead.
+    pub job: JobView,
+    /// Whether this submit created it (201).
+    pub created: bool,
+    /// The earlier job holding the `unique` key, from `Brigade-Duplicate-Of`.
+    pub duplicate_of: Option<String>,
+}
+
 /// A brigade API client. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -305,6 +316,16 @@ impl Client {
 
     /// Submit a job; with `idempotency_key`, a repeat returns the first job.
     pub async fn submit(&self, job: &JobSubmit, idempotency_key: Option<&str>) -> Result<JobView> {
+        Ok(self.submit_outcome(job, idempotency_key).await?.job)
+    }
+
+    /// Submit a job and learn whether it was created: `duplicate_of` names
+    /// the earlier job that holds its `unique` key (then that job is returned).
+    pub async fn submit_outcome(
+        &self,
+        job: &JobSubmit,
+        idempotency_key: Option<&str>,
+    ) -> Result<SubmitOutcome> {
         let headers: Vec<(&str, &str)> = idempotency_key
             .map(|k| ("Idempotency-Key", k))
             .into_iter()
@@ -319,7 +340,18 @@ impl Client {
                 &headers,
             )
             .await?;
-        Self::decode(res).await
+        let created = res.status() == StatusCode::CREATED;
+        let duplicate_of = res
+            .headers()
+            .get("brigade-duplicate-of")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let job = Self::decode(res).await?;
+        Ok(SubmitOutcome {
+            job,
+            created,
+            duplicate_of,
+        })
     }
 
     /// A job.

@@ -48,6 +48,8 @@ pub struct NewJob {
     pub tasks: Vec<NewTask>,
     /// How long to keep the job once finished; `None`: the server's retention.
     pub keep_ms: Option<u64>,
+    /// At most one job per key (see [`crate::unique`]).
+    pub unique: Option<crate::unique::UniqueKey>,
 }
 
 /// A task that passed validation.
@@ -317,6 +319,9 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             format!("at most {} (100 years)", crate::retention::MAX_KEEP_MS),
         ));
     }
+    let unique = job
+        .unique
+        .and_then(|u| crate::unique::validate(u, &mut errors));
     if job.tasks.is_empty() {
         errors.push(FieldError::new("tasks", "a job needs at least one task"));
     } else if job.tasks.len() > limits.max_tasks_per_job {
@@ -354,6 +359,7 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             labels: job.labels,
             tasks,
             keep_ms: job.keep_ms,
+            unique,
         })
     } else {
         Err(errors)

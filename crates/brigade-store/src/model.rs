@@ -18,6 +18,9 @@ pub struct Submitted {
     pub job: JobView,
     /// `false` when an earlier submit with the same idempotency key is returned.
     pub created: bool,
+    /// The earlier job returned instead of a new one because it holds the
+    /// submit's `unique` key (then `created` is `false`).
+    pub duplicate_of: Option<String>,
     /// What happened.
     pub changes: Changes,
     /// The leases handed to waiting workers in the same transaction, one

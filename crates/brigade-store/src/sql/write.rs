@@ -10,6 +10,7 @@ use brigade_api::{
     TaskState, TaskView, WorkerJoin, WorkerState, WorkerView,
 };
 use brigade_core::transition::{self, Budget, Held, Rejection, Wake};
+use brigade_core::unique::{Hold, Holder, UniqueKey};
 use brigade_core::{NewJob, NewTask, from_ms, ids::new_id};
 
 use super::{
@@ -95,25 +96,100 @@ async fn replay<C: Conn>(c: &mut C, owner: &str, idem: &Idempotency) -> Result<O
         return Err(StoreError::IdempotencyConflict);
     }
     let id = row.text("id")?;
-    let mut view = read::job(c, &id)
+    Ok(Some(earlier_job(c, &id, None).await?))
+}
+
+/// An earlier job, as a submit that created nothing answers with it.
+async fn earlier_job<C: Conn>(
+    c: &mut C,
+    id: &str,
+    duplicate_of: Option<String>,
+) -> Result<Submitted> {
+    let mut view = read::job(c, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt("job vanished".into()))?;
     let ids = c
         .rows(
             "SELECT id FROM tasks WHERE job_id = ? ORDER BY seq",
-            args![&id],
+            args![id],
         )
         .await?
         .iter()
         .map(|r| r.text("id"))
         .collect::<Result<Vec<_>>>()?;
     view.task_ids = Some(ids);
-    Ok(Some(Submitted {
+    Ok(Submitted {
         job: view,
         created: false,
+        duplicate_of,
         changes: Changes::default(),
         handed: Vec::new(),
-    }))
+    })
+}
+
+/// Take `unique`'s key of `owner` for the new job `job_id`, or name the
+/// earlier job that still holds it. Race-free on both engines: the insert
+/// of a key another transaction just took waits for it (PostgreSQL's unique
+/// index; SQLite's one writer), and a takeover locks the row first.
+async fn take_key<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    unique: &UniqueKey,
+    job_id: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    let for_ms = match unique.hold {
+        Hold::For(ms) => Some(ms as i64),
+        Hold::Unfinished => None,
+    };
+    // Twice: a row pruned between the insert and the read is inserted anew.
+    for _ in 0..2 {
+        let inserted = c
+            .exec(
+                "INSERT INTO job_keys (owner, ukey, job_id, created_at, for_ms) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (owner, ukey) DO NOTHING",
+                args![owner, &unique.key, job_id, now, for_ms],
+            )
+            .await?;
+        if inserted > 0 {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT job_id, created_at, for_ms FROM job_keys WHERE owner = ? AND ukey = ?{}",
+            super::for_update::<C>()
+        );
+        let Some(row) = c.rows(&sql, args![owner, &unique.key]).await?.pop() else {
+            continue;
+        };
+        let earlier = row.text("job_id")?;
+        let hold = match row.int_opt("for_ms")? {
+            Some(ms) => Hold::For(ms.max(0) as u64),
+            None => Hold::Unfinished,
+        };
+        let created_at = row.int("created_at")?;
+        let holder = c
+            .rows("SELECT finished_at FROM jobs WHERE id = ?", args![&earlier])
+            .await?
+            .pop()
+            .map(|j| -> Result<Holder> {
+                Ok(Holder {
+                    created_at,
+                    finished: j.int_opt("finished_at")?.is_some(),
+                    hold,
+                })
+            })
+            .transpose()?;
+        if brigade_core::unique::holds(holder, now) {
+            return Ok(Some(earlier));
+        }
+        c.exec(
+            "UPDATE job_keys SET job_id = ?, created_at = ?, for_ms = ? WHERE owner = ? AND ukey = ?",
+            args![job_id, now, for_ms, owner, &unique.key],
+        )
+        .await?;
+        return Ok(None);
+    }
+    Err(StoreError::Corrupt("unique key vanished twice".into()))
 }
 
 async fn ensure_queues<C: Conn>(c: &mut C, names: BTreeSet<&str>) -> Result<()> {
@@ -140,6 +216,11 @@ pub(crate) async fn submit<C: Conn>(
         return Ok(earlier);
     }
     let job_id = new_id();
+    if let Some(unique) = &job.unique
+        && let Some(earlier) = take_key(c, owner, unique, &job_id, now).await?
+    {
+        return earlier_job(c, &earlier, Some(earlier.clone())).await;
+    }
     let total = job.tasks.len();
     // Two servers may take the same new key at once (PostgreSQL): the loser
     // waits for the winner's commit, inserts nothing, and answers with the
@@ -168,6 +249,14 @@ pub(crate) async fn submit<C: Conn>(
         if let Some(idem) = idem
             && let Some(earlier) = replay(c, owner, idem).await?
         {
+            // The key this submit took is for a job never created.
+            if let Some(unique) = &job.unique {
+                c.exec(
+                    "DELETE FROM job_keys WHERE owner = ? AND ukey = ? AND job_id = ?",
+                    args![owner, &unique.key, &job_id],
+                )
+                .await?;
+            }
             return Ok(earlier);
         }
         return Err(StoreError::Corrupt("job insert did nothing".into()));
@@ -213,6 +302,7 @@ pub(crate) async fn submit<C: Conn>(
     Ok(Submitted {
         job: view,
         created: true,
+        duplicate_of: None,
         changes,
         handed: Vec::new(),
     })
@@ -1340,6 +1430,7 @@ pub(crate) async fn delete_job<C: Conn>(c: &mut C, id: &str) -> Result<DeleteOut
         "DELETE FROM job_groups WHERE job_id = ?",
         "DELETE FROM group_members WHERE job_id = ?",
         "DELETE FROM group_waiters WHERE job_id = ?",
+        "DELETE FROM job_keys WHERE job_id = ?",
         "DELETE FROM jobs WHERE id = ?",
     ] {
         c.exec(sql, args![id]).await?;
@@ -1549,6 +1640,8 @@ pub(crate) async fn prune<C: Conn>(
                 .await?;
         }
         if n < budget {
+            c.exec("DELETE FROM job_keys WHERE job_id = ?", args![job_id])
+                .await?;
             pruned.jobs += c
                 .exec("DELETE FROM jobs WHERE id = ?", args![job_id])
                 .await?;

@@ -113,6 +113,11 @@ macro_rules! conformance_tests {
                 schedule_overlap_policies,
                 schedule_pause_trigger_and_delete,
             }
+            flow {
+                unique_jobs_answer_with_the_holder,
+                unique_and_idempotency_keys_agree,
+                concurrent_unique_submits_make_one_job,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,
@@ -185,6 +190,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         labels: BTreeMap::new(),
         tasks: (0..n).map(|_| task(max_attempts)).collect(),
         keep_ms: None,
+        unique: None,
     }
 }
 
@@ -511,6 +517,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         labels: BTreeMap::new(),
         tasks,
         keep_ms: None,
+        unique: None,
     }
 }
 
