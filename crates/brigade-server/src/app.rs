@@ -192,6 +192,7 @@ pub async fn start_with(
     if config.auth.is_open() && !config.listen.ip().is_loopback() && !config.insecure {
         return Err(StartError::Insecure(config.listen));
     }
+    store.set_poison_after(config.poison_after);
     let tls = match &config.tls {
         Some(files) => Some(crate::serve::tls_acceptor(&files.cert, &files.key)?),
         None => None,

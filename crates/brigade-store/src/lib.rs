@@ -45,6 +45,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// by the caller (one clock, owned by the server).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// After this many attempts in a row that ended `lost` or `crash`, a
+    /// task fails as poison (the server's `--poison-after`; 0: never;
+    /// [`brigade_core::transition::DEFAULT_POISON_AFTER`] until set).
+    fn set_poison_after(&self, after: u32);
+
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
 

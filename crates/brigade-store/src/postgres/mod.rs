@@ -74,6 +74,8 @@ pub struct PostgresStore {
     origin: String,
     remote: broadcast::Sender<Remote>,
     listener: JoinHandle<()>,
+    /// `--poison-after` (see [`Store::set_poison_after`]).
+    poison_after: std::sync::atomic::AtomicU32,
 }
 
 impl Drop for PostgresStore {
@@ -264,6 +266,9 @@ impl PostgresStore {
             origin,
             remote,
             listener,
+            poison_after: std::sync::atomic::AtomicU32::new(
+                brigade_core::transition::DEFAULT_POISON_AFTER,
+            ),
         })
     }
 
@@ -271,10 +276,19 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    fn poison_after(&self) -> u32 {
+        self.poison_after.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn set_poison_after(&self, after: u32) {
+        self.poison_after
+            .store(after, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn ping(&self) -> Result<()> {
         let mut c = self.pool.acquire().await?;
         c.ping().await?;
@@ -434,9 +448,12 @@ impl Store for PostgresStore {
         results: Vec<TaskResult>,
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>> {
-        write_tx!(self, |c| write::report(c, worker_id, &results, now), |v| v
-            .as_ref()
-            .map(|(_, changes)| changes))
+        let poison = self.poison_after();
+        write_tx!(
+            self,
+            |c| write::report(c, worker_id, &results, now, poison),
+            |v| v.as_ref().map(|(_, changes)| changes)
+        )
     }
 
     async fn report_and_lease(
@@ -447,9 +464,10 @@ impl Store for PostgresStore {
         now: i64,
         ttl: i64,
     ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
+        let poison = self.poison_after();
         write_tx!(
             self,
-            |c| write::report_and_lease(c, worker_id, &results, max, now, ttl),
+            |c| write::report_and_lease(c, worker_id, &results, max, now, ttl, poison),
             |v| v.as_ref().map(|(_, _, changes)| changes)
         )
     }
@@ -545,7 +563,8 @@ impl Store for PostgresStore {
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        write_tx!(self, |c| write::reap(c, now, ttl), |v| Some(v))
+        let poison = self.poison_after();
+        write_tx!(self, |c| write::reap(c, now, ttl, poison), |v| Some(v))
     }
 
     async fn prune(

@@ -717,11 +717,12 @@ pub(crate) async fn report_and_lease<C: Conn>(
     max: u32,
     now: i64,
     ttl: i64,
+    poison_after: u32,
 ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
     let (reply, mut changes) = if results.is_empty() {
         (ResultsReply::default(), Changes::default())
     } else {
-        match report(c, worker_id, results, now).await? {
+        match report(c, worker_id, results, now, poison_after).await? {
             Some(done) => done,
             None => return Ok(None),
         }
@@ -749,6 +750,8 @@ pub(crate) struct Running {
     pub(crate) started_at: Option<i64>,
     /// The groups it belongs to, JSON (`None`: none).
     pub(crate) member_of: Option<String>,
+    /// Attempts in a row that ended lost or crash.
+    pub(crate) deaths: u32,
 }
 
 impl Running {
@@ -766,6 +769,7 @@ impl Running {
             kind: row.text("kind")?,
             started_at: row.int_opt("started_at")?,
             member_of: row.text_opt("member_of")?,
+            deaths: row.int("deaths")?.max(0) as u32,
         })
     }
 
@@ -795,20 +799,22 @@ async fn end_attempt<C: Conn>(
     Ok(())
 }
 
-/// End the running attempt of `task` with a failure, as core decides:
-/// retry after the backoff, requeue, or fail.
 /// How an attempt failed.
 struct Failed<'a> {
     error: &'a TaskError,
     retryable: bool,
-    /// The worker went silent (requeue at once rather than back off).
-    lost: bool,
     /// The worker's own retry delay.
     retry_in_ms: Option<u64>,
+    /// How the attempt ended (`lost`: requeue at once rather than back off;
+    /// `lost` and `crash` count toward poison).
     outcome: AttemptOutcome,
+    /// The server's `--poison-after`.
+    poison_after: u32,
 }
 
-/// Whether the task is now final (failed for good), with its graph final.
+/// End the running attempt of `task` with a failure, as core decides:
+/// retry after the backoff, requeue, or fail (as poison, too). Whether the
+/// task is now final (failed for good), with its graph final.
 async fn fail_attempt<C: Conn>(
     c: &mut C,
     task: &Running,
@@ -819,9 +825,9 @@ async fn fail_attempt<C: Conn>(
     let Failed {
         error,
         retryable,
-        lost,
         retry_in_ms,
         outcome,
+        poison_after,
     } = how;
     let t = transition::fail(
         Budget {
@@ -829,28 +835,48 @@ async fn fail_attempt<C: Conn>(
             attempt_base: task.attempt_base,
             max_attempts: task.max_attempts,
             backoff: &task.backoff,
+            deaths: task.deaths,
+            poison_after,
         },
+        outcome,
         retryable,
-        lost,
         retry_in_ms,
         now,
         rand::random::<f64>(),
     );
-    let error_json = json(error)?;
+    // The attempt keeps its own error; the task shows why it was given up.
+    let attempt_error = json(error)?;
+    let poison;
+    let task_error = if t.poison {
+        poison = transition::poison_error(t.deaths, error);
+        &poison
+    } else {
+        error
+    };
+    let task_error_json = json(task_error)?;
     c.exec(
         "UPDATE tasks SET state = ?, run_at = ?, finished_at = ?, error = ?::jsonb, \
-         lease_expires_at = NULL, ready_at = coalesce(?, ready_at) WHERE seq = ?",
+         lease_expires_at = NULL, ready_at = coalesce(?, ready_at), deaths = ? WHERE seq = ?",
         args![
             t.state,
             t.run_at,
             t.finished_at,
-            error_json.as_str(),
+            task_error_json.as_str(),
             t.ready_at,
+            i64::from(t.deaths),
             task.seq
         ],
     )
     .await?;
-    end_attempt(c, &task.id, task.attempt, outcome, Some(&error_json), now).await?;
+    end_attempt(
+        c,
+        &task.id,
+        task.attempt,
+        outcome,
+        Some(&attempt_error),
+        now,
+    )
+    .await?;
     changes.events.push(events::task_error(
         t.event,
         now,
@@ -858,7 +884,7 @@ async fn fail_attempt<C: Conn>(
         &task.id,
         task.worker_id.as_deref(),
         task.attempt,
-        error,
+        task_error,
     ));
     wake(changes, t.wake);
     if t.state.is_finished() {
@@ -873,6 +899,7 @@ pub(crate) async fn report<C: Conn>(
     worker_id: &str,
     results: &[TaskResult],
     now: i64,
+    poison_after: u32,
 ) -> Result<Option<(ResultsReply, Changes)>> {
     if !read::worker_exists(c, worker_id).await? {
         return Ok(None);
@@ -925,9 +952,9 @@ pub(crate) async fn report<C: Conn>(
                     let how = Failed {
                         error: &error,
                         retryable: false,
-                        lost: false,
                         retry_in_ms: None,
                         outcome: AttemptOutcome::Failed,
+                        poison_after,
                     };
                     finals.extend(fail_attempt(c, task, how, now, &mut changes).await?);
                 } else {
@@ -979,9 +1006,9 @@ pub(crate) async fn report<C: Conn>(
                 let how = Failed {
                     error: &error,
                     retryable: r.retryable.unwrap_or(true),
-                    lost: false,
                     retry_in_ms: r.retry_in_ms,
                     outcome,
+                    poison_after,
                 };
                 finals.extend(fail_attempt(c, task, how, now, &mut changes).await?);
             }
@@ -1173,7 +1200,12 @@ pub(crate) async fn drain_worker<C: Conn>(
     read::worker(c, worker_id).await
 }
 
-pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Changes> {
+pub(crate) async fn reap<C: Conn>(
+    c: &mut C,
+    now: i64,
+    ttl: i64,
+    poison_after: u32,
+) -> Result<Changes> {
     let mut changes = Changes::default();
     // The conditional update re-checks the state of rows another reaper just
     // changed, so each worker is reported lost once.
@@ -1210,9 +1242,9 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
         let how = Failed {
             error: &error,
             retryable: true,
-            lost: true,
             retry_in_ms: None,
             outcome: AttemptOutcome::Lost,
+            poison_after,
         };
         finals.extend(fail_attempt(c, &task, how, now, &mut changes).await?);
         jobs.insert(task.job_id);
@@ -1391,7 +1423,7 @@ pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result
         .unwrap_or(TaskState::Queued);
     c.exec(
         "UPDATE tasks SET state = ?, attempt_base = attempt, finished_at = NULL, run_at = NULL, \
-         lease_expires_at = NULL, ready_at = ? WHERE id = ?",
+         lease_expires_at = NULL, ready_at = ?, deaths = 0 WHERE id = ?",
         args![state, now, id],
     )
     .await?;

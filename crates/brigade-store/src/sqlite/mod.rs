@@ -251,6 +251,8 @@ pub struct SqliteStore {
     /// Holds an in-memory database open while the store lives (in a Mutex
     /// only so the store is Sync; nobody locks it).
     _keep: Option<Mutex<Connection>>,
+    /// `--poison-after` (see [`Store::set_poison_after`]).
+    poison_after: std::sync::atomic::AtomicU32,
 }
 
 impl SqliteStore {
@@ -287,6 +289,9 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             _keep: keep.map(Mutex::new),
+            poison_after: std::sync::atomic::AtomicU32::new(
+                brigade_core::transition::DEFAULT_POISON_AFTER,
+            ),
         })
     }
 
@@ -301,6 +306,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn set_poison_after(&self, after: u32) {
+        self.poison_after
+            .store(after, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn ping(&self) -> Result<()> {
         self.readers
             .read(|c| {
@@ -478,7 +488,8 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>> {
         let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::report(c, &id, &results, now)))
+        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| at_once(write::report(c, &id, &results, now, poison)))
             .await
     }
 
@@ -491,8 +502,13 @@ impl Store for SqliteStore {
         ttl: i64,
     ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
         let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::report_and_lease(c, &id, &results, max, now, ttl)))
-            .await
+        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| {
+            at_once(write::report_and_lease(
+                c, &id, &results, max, now, ttl, poison,
+            ))
+        })
+        .await
     }
 
     async fn append_logs(
@@ -575,7 +591,9 @@ impl Store for SqliteStore {
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        self.write(move |c| at_once(write::reap(c, now, ttl))).await
+        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| at_once(write::reap(c, now, ttl, poison)))
+            .await
     }
 
     async fn prune(

@@ -117,6 +117,7 @@ macro_rules! conformance_tests {
                 unique_jobs_answer_with_the_holder,
                 unique_and_idempotency_keys_agree,
                 concurrent_unique_submits_make_one_job,
+                deaths_in_a_row_make_a_task_poison,
             }
             tasks {
                 cancel_task,

@@ -2,12 +2,16 @@
 
 use std::sync::Arc;
 
+use brigade_api::{ErrorKind, JobState, TaskError, TaskState};
 use brigade_core::NewJob;
 use brigade_core::unique::{Hold, UniqueKey};
 use brigade_store::{Idempotency, JobFilter, Store};
 use futures::future::join_all;
 
-use crate::common::{T0, TestResult, ensure, ids_of, job, join, lease_ids, ok, report};
+use crate::common::{
+    T0, TTL, TestResult, ensure, failed, ids_of, job, job_view, join, lease_ids, ok, report,
+    task_view,
+};
 
 /// A job of one task with `unique` key `key` held as `hold`.
 pub fn unique_job(key: &str, hold: Hold) -> NewJob {
@@ -184,6 +188,115 @@ pub async fn unique_race(stores: Vec<Arc<dyn Store>>) -> TestResult {
     ensure(
         all.items.len() == 5,
         format!("{} jobs for 5 keys", all.items.len()),
+    )?;
+    Ok(())
+}
+
+/// How a test attempt ends.
+#[derive(Clone, Copy)]
+enum End {
+    /// The handler panicked (a `crash` result).
+    Crash,
+    /// The handler failed.
+    Handler,
+    /// The worker went silent: the reaper finds the lease expired.
+    Lost,
+}
+
+/// Lease the only task of the store for a new worker at `*now` and end the
+/// attempt as `end`; the clock moves past any retry delay.
+async fn attempt(store: &dyn Store, task_id: &str, end: End, now: &mut i64) -> TestResult {
+    *now += 10 * TTL;
+    store.promote_due(*now).await?;
+    let w = join(store, &format!("w{now}"), *now).await?;
+    let leased = lease_ids(store, &w, 1, *now).await?;
+    ensure(
+        leased.len() == 1 && leased[0].0 == task_id,
+        format!("leased {leased:?}"),
+    )?;
+    match end {
+        End::Crash | End::Handler => {
+            let mut r = failed(task_id, leased[0].1, true);
+            if matches!(end, End::Crash) {
+                r.error = Some(TaskError::new(ErrorKind::Crash, "the handler panicked"));
+            }
+            report(store, &w, vec![r], *now + 1).await?;
+        }
+        End::Lost => {
+            store.reap(*now + TTL + 1, TTL).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Attempts that end `lost` or `crash` count apart from handler failures:
+/// the `poison_after`-th in a row fails the task as `poison` though its
+/// budget has attempts left; a handler failure starts the count over; 0
+/// turns it off.
+pub async fn deaths_in_a_row_make_a_task_poison(store: Arc<dyn Store>) -> TestResult {
+    store.set_poison_after(3);
+    let sub = store.submit("owner", job(1, 10), None, T0).await?;
+    let id = ids_of(&sub)?.remove(0);
+    let mut now = T0;
+    for end in [End::Crash, End::Handler, End::Crash, End::Lost] {
+        attempt(&*store, &id, end, &mut now).await?;
+        let t = task_view(&*store, &id).await?;
+        ensure(
+            !t.state.is_finished(),
+            format!("not poison yet: {:?}", t.state),
+        )?;
+    }
+    attempt(&*store, &id, End::Lost, &mut now).await?;
+    let t = task_view(&*store, &id).await?;
+    ensure(
+        t.state == TaskState::Failed && t.attempt == 5,
+        format!(
+            "failed on the third death in a row: {:?} {}",
+            t.state, t.attempt
+        ),
+    )?;
+    let error = t.error.ok_or("an error")?;
+    ensure(
+        error.kind == ErrorKind::Poison,
+        format!("as poison: {error:?}"),
+    )?;
+    let history = t.history.ok_or("history")?;
+    let seen: Vec<&str> = history.iter().map(|h| h.outcome.as_str()).collect();
+    ensure(
+        seen == ["crash", "failed", "crash", "lost", "lost"],
+        format!("history {seen:?}"),
+    )?;
+    ensure(
+        history[4].error.as_ref().map(|e| e.kind) == Some(ErrorKind::Lost),
+        "the attempt keeps its own error",
+    )?;
+    ensure(
+        job_view(&*store, &sub.job.id).await?.state == JobState::Failed,
+        "the job failed",
+    )?;
+
+    // A retry by hand starts the count over.
+    ensure(
+        matches!(
+            store.retry_task(&id, now).await?,
+            brigade_store::RetryOutcome::Retried(..)
+        ),
+        "retried",
+    )?;
+    attempt(&*store, &id, End::Lost, &mut now).await?;
+    ensure(
+        task_view(&*store, &id).await?.state == TaskState::Queued,
+        "one death after a retry is not poison",
+    )?;
+
+    // Off: deaths only spend the budget.
+    store.set_poison_after(0);
+    for _ in 0..3 {
+        attempt(&*store, &id, End::Lost, &mut now).await?;
+    }
+    ensure(
+        task_view(&*store, &id).await?.state == TaskState::Queued,
+        "--poison-after 0 never makes a task poison",
     )?;
     Ok(())
 }
