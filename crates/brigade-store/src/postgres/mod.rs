@@ -30,8 +30,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, Remote, RetryOutcome,
-    Submitted,
+    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, Remote, RetryOutcome,
+    Submitted, TaskFilter,
 };
 use crate::model::{StoredSchedule, TriggerOutcome};
 use crate::sql::{read, schedules, write};
@@ -390,6 +390,49 @@ impl Store for PostgresStore {
             RetryOutcome::Retried(_, changes) => Some(changes),
             _ => None,
         })
+    }
+
+    async fn tasks(
+        &self,
+        filter: &TaskFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<TaskView>> {
+        read::tasks(
+            &mut Pg(&mut *self.pool.acquire().await?),
+            filter,
+            limit,
+            cursor,
+        )
+        .await
+    }
+
+    async fn retry_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        write_tx!(
+            self,
+            |c| write::retry_tasks(c, filter, after, max, now),
+            |v| Some(&v.changes)
+        )
+    }
+
+    async fn cancel_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        write_tx!(
+            self,
+            |c| write::cancel_tasks(c, filter, after, max, now),
+            |v| Some(&v.changes)
+        )
     }
 
     async fn join_worker(

@@ -17,7 +17,8 @@ use super::{
     Conn, RUNNING_COLUMNS, Row, Success, Value, args, graph, jlit, lit, lits, read, wlit, wlits,
 };
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, Phase, Pruned, RetryOutcome, Submitted, Timing,
+    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, Phase, Pruned, RetryOutcome, Submitted,
+    TaskFilter, Timing,
 };
 use crate::rows::{self, Columns};
 use crate::{Result, StoreError, events};
@@ -1403,22 +1404,32 @@ pub(crate) async fn cancel_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Resul
     Ok(Some(changes))
 }
 
-pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<RetryOutcome> {
-    let Some(task) = read::task(c, id).await? else {
-        return Ok(RetryOutcome::NotFound);
-    };
-    if !transition::retryable_by_hand(task.state) {
-        return Ok(RetryOutcome::NotRetryable(task.state));
-    }
-    let member_of = c
-        .rows("SELECT member_of FROM tasks WHERE id = ?", args![id])
+/// Put one failed or cancelled task back with a fresh budget: `None` when
+/// unknown, `Some(Err(state))` when it is in another state, else its job.
+async fn retry_one<C: Conn>(
+    c: &mut C,
+    id: &str,
+    now: i64,
+) -> Result<Option<std::result::Result<String, TaskState>>> {
+    let Some(row) = c
+        .rows(
+            "SELECT state, job_id, member_of, after_keys FROM tasks WHERE id = ?",
+            args![id],
+        )
         .await?
         .pop()
-        .map(|r| r.text_opt("member_of"))
-        .transpose()?
-        .flatten();
+    else {
+        return Ok(None);
+    };
+    let state = rows::task_state(&row.text("state")?)?;
+    if !transition::retryable_by_hand(state) {
+        return Ok(Some(Err(state)));
+    }
+    let job_id = row.text("job_id")?;
+    let member_of = row.text_opt("member_of")?;
+    let after: Vec<String> = rows::json_or(row.text_opt("after_keys")?)?;
     // Its groups reopen; with `after` it waits again for those still open.
-    let state = graph::reopen(c, id, &task.job_id, member_of.as_deref(), &task.after)
+    let state = graph::reopen(c, id, &job_id, member_of.as_deref(), &after)
         .await?
         .unwrap_or(TaskState::Queued);
     c.exec(
@@ -1433,15 +1444,113 @@ pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result
         jlit(JobState::Queued),
         jlit(JobState::Running)
     );
-    c.exec(&sql, args![&task.job_id]).await?;
-    let view: TaskView = read::task(c, id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;
-    let changes = Changes {
-        ready: true,
-        ..Changes::default()
+    c.exec(&sql, args![&job_id]).await?;
+    Ok(Some(Ok(job_id)))
+}
+
+pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<RetryOutcome> {
+    match retry_one(c, id, now).await? {
+        None => Ok(RetryOutcome::NotFound),
+        Some(Err(state)) => Ok(RetryOutcome::NotRetryable(state)),
+        Some(Ok(_)) => {
+            let view: TaskView = read::task(c, id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;
+            let changes = Changes {
+                ready: true,
+                ..Changes::default()
+            };
+            Ok(RetryOutcome::Retried(Box::new(view), changes))
+        }
+    }
+}
+
+/// Up to `max` tasks in `states` matching `filter` after position `after`,
+/// oldest first, locked (in id order, as a results batch locks them); the
+/// position of the last when there may be more.
+async fn bulk_matches<C: Conn>(
+    c: &mut C,
+    filter: &TaskFilter,
+    states: &[TaskState],
+    after: Option<i64>,
+    max: u32,
+) -> Result<(Vec<String>, Option<i64>)> {
+    let mut sql = format!(
+        "SELECT seq, id FROM tasks WHERE seq > ? AND state IN {}",
+        lits(states)
+    );
+    let mut args = args![after.unwrap_or(0)];
+    read::task_filter::<C>(filter, &mut sql, &mut args);
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push(i64::from(max.max(1)).into());
+    let found = c.rows(&sql, args).await?;
+    let next = if found.len() >= max.max(1) as usize {
+        found.last().map(|r| r.int("seq")).transpose()?
+    } else {
+        None
     };
-    Ok(RetryOutcome::Retried(Box::new(view), changes))
+    let mut ids = found
+        .iter()
+        .map(|r| r.text("id"))
+        .collect::<Result<Vec<_>>>()?;
+    ids.sort_unstable();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    if !refs.is_empty() {
+        c.lock_tasks(&refs).await?;
+    }
+    Ok((ids, next))
+}
+
+pub(crate) async fn retry_tasks<C: Conn>(
+    c: &mut C,
+    filter: &TaskFilter,
+    after: Option<i64>,
+    max: u32,
+    now: i64,
+) -> Result<Bulk> {
+    let states = [TaskState::Failed, TaskState::Cancelled];
+    let (ids, next) = bulk_matches(c, filter, &states, after, max).await?;
+    let mut bulk = Bulk {
+        next,
+        ..Bulk::default()
+    };
+    for id in &ids {
+        // Re-checked under the lock: a task retried meanwhile is skipped.
+        if let Some(Ok(_)) = retry_one(c, id, now).await? {
+            bulk.changed += 1;
+        }
+    }
+    bulk.changes.ready = bulk.changed > 0;
+    Ok(bulk)
+}
+
+pub(crate) async fn cancel_tasks<C: Conn>(
+    c: &mut C,
+    filter: &TaskFilter,
+    after: Option<i64>,
+    max: u32,
+    now: i64,
+) -> Result<Bulk> {
+    let (ids, next) = bulk_matches(c, filter, &TaskState::UNFINISHED, after, max).await?;
+    let mut bulk = Bulk {
+        next,
+        ..Bulk::default()
+    };
+    let mut jobs = BTreeSet::new();
+    for id in &ids {
+        let before = bulk.changes.events.len();
+        jobs.extend(cancel_where(c, Scope::Task(id), now, &mut bulk.changes).await?);
+        // One task.cancelled event per task this cancel ended.
+        bulk.changed += bulk.changes.events[before..]
+            .iter()
+            .filter(|e| {
+                e.kind == EventKind::TaskCancelled.as_str()
+                    && e.task_id.as_deref() == Some(id.as_str())
+            })
+            .count() as u64;
+    }
+    finish_jobs(c, &jobs, now, &mut bulk.changes).await?;
+    Ok(bulk)
 }
 
 pub(crate) async fn delete_job<C: Conn>(c: &mut C, id: &str) -> Result<DeleteOutcome> {

@@ -24,8 +24,8 @@ use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome, StoredSchedule,
-    Submitted, TriggerOutcome,
+    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome,
+    StoredSchedule, Submitted, TaskFilter, TriggerOutcome,
 };
 use crate::sql::{read, schedules, write};
 use crate::{Result, Store, StoreError};
@@ -427,6 +427,43 @@ impl Store for SqliteStore {
     async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
         let id = id.to_owned();
         self.write(move |c| at_once(write::retry_task(c, &id, now)))
+            .await
+    }
+
+    async fn tasks(
+        &self,
+        filter: &TaskFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<TaskView>> {
+        let filter = filter.clone();
+        let cursor = cursor.map(str::to_owned);
+        self.readers
+            .read(move |c| at_once(read::tasks(c, &filter, limit, cursor.as_deref())))
+            .await
+    }
+
+    async fn retry_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        let filter = filter.clone();
+        self.write(move |c| at_once(write::retry_tasks(c, &filter, after, max, now)))
+            .await
+    }
+
+    async fn cancel_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        let filter = filter.clone();
+        self.write(move |c| at_once(write::cancel_tasks(c, &filter, after, max, now)))
             .await
     }
 

@@ -118,6 +118,8 @@ macro_rules! conformance_tests {
                 unique_and_idempotency_keys_agree,
                 concurrent_unique_submits_make_one_job,
                 deaths_in_a_row_make_a_task_poison,
+                tasks_are_found_across_jobs,
+                bulk_retry_and_cancel_follow_the_filters,
             }
             tasks {
                 cancel_task,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use brigade_api::{ErrorKind, JobState, TaskError, TaskState};
 use brigade_core::NewJob;
 use brigade_core::unique::{Hold, UniqueKey};
-use brigade_store::{Idempotency, JobFilter, Store};
+use brigade_store::{Idempotency, JobFilter, Store, TaskFilter};
 use futures::future::join_all;
 
 use crate::common::{
@@ -297,6 +297,219 @@ pub async fn deaths_in_a_row_make_a_task_poison(store: Arc<dyn Store>) -> TestRe
     ensure(
         task_view(&*store, &id).await?.state == TaskState::Queued,
         "--poison-after 0 never makes a task poison",
+    )?;
+    Ok(())
+}
+
+/// `tasks` finds tasks across jobs by state, kind, queue, error kind, job,
+/// creation time and owner, newest first, a page at a time.
+pub async fn tasks_are_found_across_jobs(store: Arc<dyn Store>) -> TestResult {
+    let (a, b) = seed(&*store).await?;
+    let all = |f: TaskFilter| {
+        let store = store.clone();
+        async move {
+            let page = store.tasks(&f, 100, None).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                page.items.into_iter().map(|t| t.id).collect::<Vec<_>>(),
+            )
+        }
+    };
+    let failed = all(TaskFilter {
+        state: Some(TaskState::Failed),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(
+        failed == [a[1].clone(), a[0].clone()],
+        format!("the two failed, newest first: {failed:?}"),
+    )?;
+    let by_error = all(TaskFilter {
+        error_kind: Some("handler".into()),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(by_error == failed, "by error kind")?;
+    let none = all(TaskFilter {
+        error_kind: Some("poison".into()),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(none.is_empty(), "no poison")?;
+    let other = all(TaskFilter {
+        kind: Some("other".into()),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(
+        other == [b[0].clone(), a[2].clone()],
+        format!("kind other: {other:?}"),
+    )?;
+    let of_job = all(TaskFilter {
+        job_id: Some(a_job(&*store, &a[0]).await?),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(of_job.len() == 3, "the job's three")?;
+    let own = all(TaskFilter {
+        owner: Some("someone".into()),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(own == [b[0].clone()], "an owner sees their own")?;
+    let recent = all(TaskFilter {
+        since: Some(T0 + 1),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(recent == [b[0].clone()], "created since")?;
+    let queued_other = all(TaskFilter {
+        state: Some(TaskState::Queued),
+        queue: Some("default".into()),
+        kind: Some("other".into()),
+        owner: Some("owner".into()),
+        ..TaskFilter::default()
+    })
+    .await?;
+    ensure(queued_other == [a[2].clone()], "filters combine")?;
+    // Pages of one.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .tasks(&TaskFilter::default(), 1, cursor.as_deref())
+            .await?;
+        seen.extend(page.items.into_iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ensure(
+        seen.len() == 4,
+        format!("4 tasks in pages of one: {seen:?}"),
+    )?;
+    Ok(())
+}
+
+/// The job of a task.
+async fn a_job(store: &dyn Store, task_id: &str) -> TestResult<String> {
+    Ok(task_view(store, task_id).await?.job_id)
+}
+
+/// Job A of `owner` at T0: two `echo` tasks that fail, one `other` task
+/// left queued; job B of `someone` at T0 + 1: one queued `other` task.
+async fn seed(store: &dyn Store) -> TestResult<(Vec<String>, Vec<String>)> {
+    let mut other = crate::common::task(1);
+    other.kind = "other".into();
+    let a = store
+        .submit(
+            "owner",
+            crate::common::job_with(vec![
+                crate::common::task(1),
+                crate::common::task(1),
+                other.clone(),
+            ]),
+            None,
+            T0,
+        )
+        .await?;
+    let b = store
+        .submit(
+            "someone",
+            crate::common::job_with(vec![other]),
+            None,
+            T0 + 1,
+        )
+        .await?;
+    let w = join(store, "w", T0).await?;
+    let leased = lease_ids(store, &w, 10, T0 + 2).await?;
+    ensure(leased.len() == 2, "the two echo tasks")?;
+    let results = leased.iter().map(|(id, n)| failed(id, *n, false)).collect();
+    report(store, &w, results, T0 + 3).await?;
+    Ok((ids_of(&a)?, ids_of(&b)?))
+}
+
+/// Bulk retry and cancel take the filters of `tasks`, in batches that each
+/// look at a task once; only failed or cancelled tasks are retried, only
+/// unfinished ones cancelled.
+pub async fn bulk_retry_and_cancel_follow_the_filters(store: Arc<dyn Store>) -> TestResult {
+    let (a, b) = seed(&*store).await?;
+    let failed_only = TaskFilter {
+        state: Some(TaskState::Failed),
+        ..TaskFilter::default()
+    };
+    let mut retried = 0;
+    let mut after = None;
+    let mut batches = 0;
+    loop {
+        let bulk = store.retry_tasks(&failed_only, after, 1, T0 + 10).await?;
+        retried += bulk.changed;
+        batches += 1;
+        ensure(batches <= 3, "the batches end")?;
+        match bulk.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    ensure(retried == 2, format!("{retried} retried"))?;
+    for id in &a[..2] {
+        let t = task_view(&*store, id).await?;
+        ensure(
+            t.state == TaskState::Queued,
+            format!("{id} queued again: {:?}", t.state),
+        )?;
+    }
+    ensure(
+        job_view(&*store, &a_job(&*store, &a[0]).await?)
+            .await?
+            .state
+            != JobState::Failed,
+        "the job is no longer failed",
+    )?;
+    let again = store.retry_tasks(&failed_only, None, 100, T0 + 11).await?;
+    ensure(again.changed == 0, "nothing failed is left")?;
+
+    let other = TaskFilter {
+        kind: Some("other".into()),
+        owner: Some("someone".into()),
+        ..TaskFilter::default()
+    };
+    let cancelled = store.cancel_tasks(&other, None, 100, T0 + 12).await?;
+    ensure(
+        cancelled.changed == 1 && cancelled.next.is_none(),
+        format!("one cancelled: {}", cancelled.changed),
+    )?;
+    ensure(
+        task_view(&*store, &b[0]).await?.state == TaskState::Cancelled,
+        "b's task cancelled",
+    )?;
+    ensure(
+        task_view(&*store, &a[2]).await?.state == TaskState::Queued,
+        "another owner's task untouched",
+    )?;
+    ensure(
+        job_view(&*store, &a_job(&*store, &b[0]).await?)
+            .await?
+            .state
+            == JobState::Cancelled,
+        "b's job is finished",
+    )?;
+    ensure(
+        store
+            .cancel_tasks(&other, None, 100, T0 + 13)
+            .await?
+            .changed
+            == 0,
+        "a cancelled task is not cancelled twice",
+    )?;
+    // The cancelled task can be retried by the same filters.
+    ensure(
+        store.retry_tasks(&other, None, 100, T0 + 14).await?.changed == 1,
+        "a cancelled task is retried",
+    )?;
+    ensure(
+        task_view(&*store, &b[0]).await?.state == TaskState::Queued,
+        "b's task queued again",
     )?;
     Ok(())
 }
