@@ -146,3 +146,151 @@ async fn a_task_that_kills_its_worker_every_time_fails_as_poison_after_three_dea
         brigade_api::JobState::Failed
     );
 }
+
+/// `brigade` with `args` against the cluster's server; its stdout.
+fn cli(c: &Cluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(brigade_testkit::bin())
+        .arg("--server")
+        .arg(&c.url)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "brigade {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn five_hundred_failed_tasks_are_found_and_retried_in_bulk() {
+    let c = Cluster::start()
+        .await
+        .with_workers(&["w1", "w2"], 50, &[])
+        .await;
+    // 500 tasks fail their only attempt and succeed on the next; 20 others
+    // of another kind fail for good and must not be retried.
+    let mut tasks = Vec::new();
+    for _ in 0..500 {
+        let mut t = task("flaky", json!({ "fail_attempts": 1 }));
+        t.max_attempts = Some(1);
+        tasks.push(t);
+    }
+    for _ in 0..20 {
+        let mut t = task("fail", json!({ "retryable": false }));
+        t.max_attempts = Some(1);
+        tasks.push(t);
+    }
+    let job = c.submit(tasks).await;
+    assert_eq!(c.finished(&job.id).await.progress.failed, 520);
+
+    let found: Vec<brigade_api::TaskView> = serde_json::from_str(&cli(
+        &c,
+        &[
+            "-o", "json", "tasks", "--state", "failed", "--kind", "flaky", "--limit", "1000",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(found.len(), 500);
+    assert!(
+        found
+            .iter()
+            .all(|t| t.kind == "flaky" && t.state == TaskState::Failed)
+    );
+    let page = c
+        .client
+        .tasks(&brigade_client::TaskQuery {
+            state: Some("failed".into()),
+            error_kind: Some("handler".into()),
+            job: Some(job.id.clone()),
+            limit: Some(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 300);
+    assert!(page.next_cursor.is_some(), "520 failed: more than a page");
+
+    let out = cli(&c, &["retry", "--kind", "flaky"]);
+    assert_eq!(out.trim(), "retried 500 tasks");
+    let done = c.finished(&job.id).await;
+    assert_eq!((done.progress.succeeded, done.progress.failed), (500, 20));
+    for t in c.tasks(&job.id).await {
+        match t.kind.as_str() {
+            "flaky" => assert_eq!((t.state, t.attempt), (TaskState::Succeeded, 2)),
+            _ => assert_eq!((t.state, t.attempt), (TaskState::Failed, 1)),
+        }
+    }
+    // Nothing failed of that kind is left; a cancel by filter ends the rest.
+    let again = c
+        .client
+        .retry_tasks(&brigade_api::TaskFilterSpec {
+            kind: Some("flaky".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+
+    // Bad filters are 422 naming the field.
+    for (query, field) in [
+        ("state=nope", "state"),
+        ("error_kind=nope", "error_kind"),
+        ("since=yesterday", "since"),
+        ("limit=0", "limit"),
+    ] {
+        let res = c
+            .http()
+            .get(format!("{}/v1/tasks?{query}", c.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "{query}");
+        let problem: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let res = c
+        .http()
+        .post(format!("{}/v1/tasks/cancel", c.url))
+        .json(&json!({ "state": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+}
+
+#[tokio::test]
+async fn a_filtered_cancel_stops_only_the_matching_tasks() {
+    let c = Cluster::start().await.with_workers(&["w1"], 4, &[]).await;
+    let long = c
+        .submit(vec![task("sleep", json!({ "ms": 60_000 })); 2])
+        .await;
+    let mut other = task("sleep", json!({ "ms": 60_000 }));
+    other.queue = Some("elsewhere".into());
+    let kept = c.submit(vec![other]).await;
+    c.until("two running", || async {
+        let j = c.client.job(&long.id).await.ok()?;
+        (j.progress.running == 2).then_some(())
+    })
+    .await;
+    let cancelled = c
+        .client
+        .cancel_tasks(&brigade_api::TaskFilterSpec {
+            kind: Some("sleep".into()),
+            queue: Some("default".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 2);
+    assert_eq!(
+        c.finished(&long.id).await.state,
+        brigade_api::JobState::Cancelled
+    );
+    let k = c.client.job(&kept.id).await.unwrap();
+    assert!(
+        !k.state.is_finished(),
+        "the other queue's task is untouched"
+    );
+}

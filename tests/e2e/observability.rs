@@ -33,6 +33,9 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
     ("/v1/languages", &["get"]),
+    ("/v1/tasks", &["get"]),
+    ("/v1/tasks/retry", &["post"]),
+    ("/v1/tasks/cancel", &["post"]),
     // Added by this server beyond the contract.
     ("/v1/tasks/{id}/logs", &["get"]),
     ("/v1/workers/{id}/logs", &["post"]),

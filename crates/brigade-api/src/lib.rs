@@ -24,8 +24,8 @@ pub use problem::{FieldError, Problem};
 pub use queues::QueueView;
 pub use schedules::{CatchUp, Overlap, ScheduleCreate, SchedulePatch, ScheduleView};
 pub use tasks::{
-    AttemptOutcome, ErrorKind, HistoryEntry, ParentResult, RunIf, TaskError, TaskProgress,
-    TaskState, TaskView,
+    AttemptOutcome, CancelledReply, ErrorKind, HistoryEntry, ParentResult, RetriedReply, RunIf,
+    TaskError, TaskFilterSpec, TaskProgress, TaskState, TaskView,
 };
 pub use workers::{
     Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedTask, Load, Outcome,

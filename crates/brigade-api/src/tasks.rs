@@ -333,3 +333,47 @@ pub struct ParentResult {
     #[serde(default)]
     pub error: Option<TaskError>,
 }
+
+/// Filters of `POST /v1/tasks/retry` and `POST /v1/tasks/cancel`: the query
+/// of `GET /v1/tasks` as JSON. Every filter given must hold; none matches
+/// every task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFilterSpec {
+    /// In this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    /// Of this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// In this queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Whose error is of this kind (`handler`, `lost`, `poison`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Of this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Created at or after this time.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub since: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/tasks/retry`: how many failed or cancelled tasks went back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetriedReply {
+    /// Tasks retried.
+    pub retried: u64,
+}
+
+/// `POST /v1/tasks/cancel`: how many unfinished tasks were cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CancelledReply {
+    /// Tasks cancelled.
+    pub cancelled: u64,
+}

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, LogBatch, LogLine,
-    LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply, ResultsRequest, TaskResult,
-    TaskView, WorkerJoin, WorkerJoined, WorkerView,
+    CancelledReply, Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse,
+    LogBatch, LogLine, LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply,
+    ResultsRequest, RetriedReply, TaskFilterSpec, TaskResult, TaskView, WorkerJoin, WorkerJoined,
+    WorkerView,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -109,6 +110,35 @@ pub struct SubmitOutcome {
     pub created: bool,
     /// The earlier job holding the `unique` key, from `Brigade-Duplicate-Of`.
     pub duplicate_of: Option<String>,
+}
+
+/// Filters of [`Client::tasks`] (`GET /v1/tasks`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TaskQuery {
+    /// Only tasks in this state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only tasks of this kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only tasks in this queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Only tasks whose error is of this kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Only tasks of this job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Only tasks created at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Page size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Page cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// A brigade API client. Cheap to clone.
@@ -467,6 +497,51 @@ impl Client {
     pub async fn retry_task(&self, id: &str) -> Result<TaskView> {
         self.post::<(), _>(&format!("/v1/tasks/{}/retry", enc(id)), None)
             .await
+    }
+
+    /// One page of tasks across jobs, newest first.
+    pub async fn tasks(&self, query: &TaskQuery) -> Result<Page<TaskView>> {
+        let res = self
+            .send::<()>(
+                Method::GET,
+                "/v1/tasks",
+                Some(query),
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Retry every failed or cancelled task matching `filter` (admin); how many.
+    pub async fn retry_tasks(&self, filter: &TaskFilterSpec) -> Result<u64> {
+        let res = self
+            .send(
+                Method::POST,
+                "/v1/tasks/retry",
+                None,
+                Some(filter),
+                DEFAULT_TIMEOUT * 4,
+                &[],
+            )
+            .await?;
+        Ok(Self::decode::<RetriedReply>(res).await?.retried)
+    }
+
+    /// Cancel every unfinished task matching `filter` (admin); how many.
+    pub async fn cancel_tasks(&self, filter: &TaskFilterSpec) -> Result<u64> {
+        let res = self
+            .send(
+                Method::POST,
+                "/v1/tasks/cancel",
+                None,
+                Some(filter),
+                DEFAULT_TIMEOUT * 4,
+                &[],
+            )
+            .await?;
+        Ok(Self::decode::<CancelledReply>(res).await?.cancelled)
     }
 
     /// One page of a task's log lines, oldest first.

@@ -94,6 +94,15 @@ pub fn is_valid_kind(s: &str) -> bool {
         })
 }
 
+/// The error kind called `s` (`handler`, `lost`, `poison`, ...), `None` for
+/// a name brigade does not use.
+pub fn error_kind_named(s: &str) -> Option<brigade_api::ErrorKind> {
+    let kind: brigade_api::ErrorKind =
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()?;
+    // Unknown names deserialize as `other`: only the real name round-trips.
+    (serde_json::to_value(kind).ok()? == serde_json::Value::String(s.to_owned())).then_some(kind)
+}
+
 /// Whether `s` is a valid queue name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
 pub fn is_valid_queue(s: &str) -> bool {
     let b = s.as_bytes();
@@ -438,6 +447,19 @@ mod tests {
                 .field,
             "tasks[0].input"
         );
+    }
+
+    #[test]
+    fn error_kinds_are_known_by_name() {
+        assert_eq!(
+            error_kind_named("poison"),
+            Some(brigade_api::ErrorKind::Poison)
+        );
+        assert_eq!(
+            error_kind_named("other"),
+            Some(brigade_api::ErrorKind::Other)
+        );
+        assert_eq!(error_kind_named("nope"), None);
     }
 
     #[test]
