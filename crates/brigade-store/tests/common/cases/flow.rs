@@ -156,10 +156,19 @@ pub async fn concurrent_unique_submits_make_one_job(store: Arc<dyn Store>) -> Te
 }
 
 /// Eight submits of one unique key at once, spread over `stores` (servers
-/// on one database): one job, and every duplicate names it.
+/// on one database): one job, and every duplicate names it. In odd rounds
+/// the key is taken over from an earlier, cancelled holder.
 pub async fn unique_race(stores: Vec<Arc<dyn Store>>) -> TestResult {
-    for round in 0..5 {
+    let mut earlier = 0;
+    for round in 0..6 {
         let key = format!("race-{round}");
+        if round % 2 == 1 {
+            let old = stores[0]
+                .submit("owner", unique_job(&key, Hold::Unfinished), None, T0)
+                .await?;
+            stores[0].cancel_job(&old.job.id, T0).await?;
+            earlier += 1;
+        }
         let submits = (0..8).map(|i| {
             let store = stores[i % stores.len()].clone();
             let j = unique_job(&key, Hold::Unfinished);
@@ -186,8 +195,11 @@ pub async fn unique_race(stores: Vec<Arc<dyn Store>>) -> TestResult {
     }
     let all = stores[0].jobs(&JobFilter::default(), 100, None).await?;
     ensure(
-        all.items.len() == 5,
-        format!("{} jobs for 5 keys", all.items.len()),
+        all.items.len() == 6 + earlier,
+        format!(
+            "{} jobs for 6 keys and {earlier} earlier holders",
+            all.items.len()
+        ),
     )?;
     Ok(())
 }
