@@ -60,6 +60,9 @@ pub enum Command {
         /// Only tasks of this job.
         #[arg(long)]
         job: Option<String>,
+        /// Retry every failed or cancelled task (needed when no filter is given).
+        #[arg(long)]
+        all: bool,
     },
     /// Follow a job with a live progress bar until it finishes.
     Watch {

@@ -56,8 +56,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks { job, filter, limit } => {
             cli::status::tasks(job.as_deref(), &filter, limit, &cli.global).await
         }
-        Command::Retry { filter, job } => {
-            cli::status::retry(&filter, job.as_deref(), &cli.global).await
+        Command::Retry { filter, job, all } => {
+            cli::status::retry(&filter, job.as_deref(), all, &cli.global).await
         }
         Command::Watch { job } => cli::watch::run(&job, &cli.global).await,
         Command::Logs { task, follow } => cli::logs::run(&task, follow, &cli.global).await,

@@ -232,9 +232,15 @@ pub async fn tasks(
 pub async fn retry(
     filter: &TaskFilterArgs,
     job: Option<&str>,
+    all: bool,
     global: &Global,
 ) -> anyhow::Result<ExitCode> {
     let spec = filter.spec(job)?;
+    // No filter retries everything failed: only when asked for in so many words.
+    anyhow::ensure!(
+        all || spec != brigade_api::TaskFilterSpec::default(),
+        "give a filter (--kind, --state, --queue, --error-kind, --since, --job) or --all"
+    );
     let retried = client(global)?.retry_tasks(&spec).await.map_err(explain)?;
     if global.output == Output::Json {
         print_json(&brigade_api::RetriedReply { retried })?;

@@ -306,4 +306,7 @@ pub enum TriggerOutcome {
     Overlap(String),
     /// Its job no longer validates (the server's limits changed).
     Invalid,
+    /// Its job's `unique` key is held by this earlier job: nothing created
+    /// (a `schedule.skipped` event says so).
+    Duplicate(String, Changes),
 }

@@ -682,7 +682,9 @@ impl Store for PostgresStore {
             self,
             |c| schedules::trigger(c, id, &limits, now),
             |v| match v {
-                TriggerOutcome::Fired(_, changes) => Some(changes),
+                TriggerOutcome::Fired(_, changes) | TriggerOutcome::Duplicate(_, changes) => {
+                    Some(changes)
+                }
                 _ => None,
             }
         )

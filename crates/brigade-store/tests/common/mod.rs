@@ -120,6 +120,7 @@ macro_rules! conformance_tests {
                 deaths_in_a_row_make_a_task_poison,
                 tasks_are_found_across_jobs,
                 bulk_retry_and_cancel_follow_the_filters,
+                a_schedule_fire_respects_the_jobs_unique_key,
             }
             tasks {
                 cancel_task,

@@ -525,3 +525,50 @@ pub async fn bulk_retry_and_cancel_follow_the_filters(store: Arc<dyn Store>) -> 
     )?;
     Ok(())
 }
+
+/// A schedule whose job has a `unique` key: a fire while the earlier job
+/// holds the key creates nothing (a `schedule.skipped` event names the
+/// holder), and the earlier job is left as it is.
+pub async fn a_schedule_fire_respects_the_jobs_unique_key(store: Arc<dyn Store>) -> TestResult {
+    use brigade_api::{CatchUp, JobSubmit, Overlap, ScheduleCreate, TaskSpec, Unique, UniqueWhile};
+    use brigade_core::Limits;
+    let job = JobSubmit {
+        unique: Some(Unique {
+            key: "nightly".into(),
+            for_ms: None,
+            while_: Some(UniqueWhile::Unfinished),
+        }),
+        ..JobSubmit::new(vec![TaskSpec::new("echo", serde_json::json!({}))])
+    };
+    let mut create = ScheduleCreate::every(1000, job);
+    create.overlap = Some(Overlap::Allow);
+    create.catch_up = Some(CatchUp::All);
+    let schedule = brigade_core::schedule::validate_schedule(create, &Limits::default(), T0)
+        .map_err(|e| format!("{e:?}"))?;
+    let s = store.create_schedule("owner", schedule, T0).await?;
+    store.fire_schedules(Limits::default(), T0 + 1000).await?;
+    let (changes, _) = store.fire_schedules(Limits::default(), T0 + 2000).await?;
+    let jobs = store.jobs(&JobFilter::default(), 100, None).await?;
+    ensure(jobs.items.len() == 1, format!("{} jobs", jobs.items.len()))?;
+    let first = &jobs.items[0];
+    ensure(
+        first.fire_at.map(brigade_core::to_ms) == Some(T0 + 1000),
+        "the earlier job keeps its fire",
+    )?;
+    ensure(
+        changes.events.iter().any(|e| {
+            e.kind == "schedule.skipped" && e.job_id.as_deref() == Some(first.id.as_str())
+        }),
+        "the skipped fire names the holder",
+    )?;
+    match store
+        .trigger_schedule(&s.id, Limits::default(), T0 + 2500)
+        .await?
+    {
+        brigade_store::TriggerOutcome::Duplicate(earlier, _) => {
+            ensure(earlier == first.id, "trigger names the holder")?
+        }
+        _ => return Err("a trigger while the key is held is a duplicate".into()),
+    }
+    Ok(())
+}
