@@ -212,6 +212,13 @@ async fn five_hundred_failed_tasks_are_found_and_retried_in_bulk() {
     assert_eq!(page.items.len(), 300);
     assert!(page.next_cursor.is_some(), "520 failed: more than a page");
 
+    // A bare `brigade retry` would replay every failure: it wants a filter or --all.
+    let bare = std::process::Command::new(brigade_testkit::bin())
+        .args(["--server", &c.url, "retry"])
+        .output()
+        .unwrap();
+    assert!(!bare.status.success());
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("--all"));
     let out = cli(&c, &["retry", "--kind", "flaky"]);
     assert_eq!(out.trim(), "retried 500 tasks");
     let done = c.finished(&job.id).await;
