@@ -42,13 +42,27 @@ pub enum Command {
         /// Job id.
         job: String,
     },
-    /// List a job's tasks.
+    /// List a job's tasks, or find tasks across jobs: `brigade tasks --state failed --kind K`.
     Tasks {
-        /// Job id.
-        job: String,
-        /// Only tasks in this state.
+        /// Job id (without it: tasks of every job you may see, newest first).
+        job: Option<String>,
+        #[command(flatten)]
+        filter: crate::cli::status::TaskFilterArgs,
+        /// Most tasks listed when searching across jobs.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Retry every failed or cancelled task matching the filters (admin):
+    /// `brigade retry --kind K`.
+    Retry {
+        #[command(flatten)]
+        filter: crate::cli::status::TaskFilterArgs,
+        /// Only tasks of this job.
         #[arg(long)]
-        state: Option<String>,
+        job: Option<String>,
+        /// Retry every failed or cancelled task (needed when no filter is given).
+        #[arg(long)]
+        all: bool,
     },
     /// Follow a job with a live progress bar until it finishes.
     Watch {

@@ -53,8 +53,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => cli::submit::run(args, &cli.global).await,
         Command::Run(args) => cli::run::run(args, &cli.global).await,
         Command::Status { job } => cli::status::status(&job, &cli.global).await,
-        Command::Tasks { job, state } => {
-            cli::status::tasks(&job, state.as_deref(), &cli.global).await
+        Command::Tasks { job, filter, limit } => {
+            cli::status::tasks(job.as_deref(), &filter, limit, &cli.global).await
+        }
+        Command::Retry { filter, job, all } => {
+            cli::status::retry(&filter, job.as_deref(), all, &cli.global).await
         }
         Command::Watch { job } => cli::watch::run(&job, &cli.global).await,
         Command::Logs { task, follow } => cli::logs::run(&task, follow, &cli.global).await,

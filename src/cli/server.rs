@@ -88,6 +88,11 @@ pub struct ServerArgs {
     /// How often the pruner looks for expired jobs, in ms.
     #[arg(long, default_value_t = 10_000, hide = true)]
     pub prune_every_ms: u64,
+    /// Fail a task as `poison` after this many attempts in a row ended `lost` or
+    /// `crash` (its worker died, its handler panicked), whatever its `max_attempts`;
+    /// 0 never does.
+    #[arg(long, default_value_t = brigade_core::transition::DEFAULT_POISON_AFTER)]
+    pub poison_after: u32,
 }
 
 /// A parsed `--retention`: milliseconds, `None` for keeping jobs forever.
@@ -152,6 +157,7 @@ impl ServerArgs {
             },
             retention_ms: self.retention.0,
             prune_every: Duration::from_millis(self.prune_every_ms.max(10)),
+            poison_after: self.poison_after,
             ..Default::default()
         })
     }

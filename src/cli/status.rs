@@ -87,12 +87,99 @@ pub async fn status(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(exit_code(&view))
 }
 
-/// `brigade tasks JOB`.
-pub async fn tasks(job: &str, state: Option<&str>, global: &Global) -> anyhow::Result<ExitCode> {
-    let tasks = client(global)?
-        .job_tasks(job, state)
-        .await
-        .map_err(explain)?;
+/// Filters of `brigade tasks` and `brigade retry` (those of `GET /v1/tasks`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TaskFilterArgs {
+    /// Only tasks in this state.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only tasks of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only tasks in this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only tasks whose error is of this kind (handler, lost, crash, poison, ...).
+    #[arg(long)]
+    pub error_kind: Option<String>,
+    /// Only tasks created at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+impl TaskFilterArgs {
+    /// Whether only `--state` (or nothing) is given: a job's own list will do.
+    fn only_state(&self) -> bool {
+        self.kind.is_none()
+            && self.queue.is_none()
+            && self.error_kind.is_none()
+            && self.since.is_none()
+    }
+
+    /// The filters as the bulk endpoints take them.
+    fn spec(&self, job: Option<&str>) -> anyhow::Result<brigade_api::TaskFilterSpec> {
+        let state = match self.state.as_deref() {
+            None => None,
+            Some(s) => Some(
+                brigade_api::TaskState::parse(s)
+                    .ok_or_else(|| anyhow::anyhow!("--state {s}: not a task state"))?,
+            ),
+        };
+        let since = match self.since.as_deref() {
+            None => None,
+            Some(s) => Some(
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| anyhow::anyhow!("--since {s}: {e}"))?,
+            ),
+        };
+        Ok(brigade_api::TaskFilterSpec {
+            state,
+            kind: self.kind.clone(),
+            queue: self.queue.clone(),
+            error_kind: self.error_kind.clone(),
+            job: job.map(str::to_owned),
+            since,
+        })
+    }
+}
+
+/// `brigade tasks`: a job's tasks, or tasks across jobs matching the filters.
+pub async fn tasks(
+    job: Option<&str>,
+    filter: &TaskFilterArgs,
+    limit: u32,
+    global: &Global,
+) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    let tasks = match job {
+        Some(job) if filter.only_state() => c
+            .job_tasks(job, filter.state.as_deref())
+            .await
+            .map_err(explain)?,
+        _ => {
+            let mut found = Vec::new();
+            let mut query = brigade_client::TaskQuery {
+                state: filter.state.clone(),
+                kind: filter.kind.clone(),
+                queue: filter.queue.clone(),
+                error_kind: filter.error_kind.clone(),
+                job: job.map(str::to_owned),
+                since: filter.since.clone(),
+                limit: Some(limit.clamp(1, 1000)),
+                cursor: None,
+            };
+            while found.len() < limit as usize {
+                let page = c.tasks(&query).await.map_err(explain)?;
+                found.extend(page.items);
+                match page.next_cursor {
+                    Some(next) => query.cursor = Some(next),
+                    None => break,
+                }
+            }
+            found.truncate(limit as usize);
+            found
+        }
+    };
     if global.output == Output::Json {
         print_json(&tasks)?;
         return Ok(ExitCode::SUCCESS);
@@ -138,6 +225,31 @@ pub async fn tasks(job: &str, state: Option<&str>, global: &Global) -> anyhow::R
         ]);
     }
     println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `brigade retry`: retry every failed or cancelled task matching the filters.
+pub async fn retry(
+    filter: &TaskFilterArgs,
+    job: Option<&str>,
+    all: bool,
+    global: &Global,
+) -> anyhow::Result<ExitCode> {
+    let spec = filter.spec(job)?;
+    // No filter retries everything failed: only when asked for in so many words.
+    anyhow::ensure!(
+        all || spec != brigade_api::TaskFilterSpec::default(),
+        "give a filter (--kind, --state, --queue, --error-kind, --since, --job) or --all"
+    );
+    let retried = client(global)?.retry_tasks(&spec).await.map_err(explain)?;
+    if global.output == Output::Json {
+        print_json(&brigade_api::RetriedReply { retried })?;
+    } else {
+        println!(
+            "retried {retried} task{}",
+            if retried == 1 { "" } else { "s" }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

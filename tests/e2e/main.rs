@@ -5,6 +5,7 @@
 
 mod bench;
 mod faults;
+mod flow;
 mod input;
 mod judge;
 mod maintenance;

@@ -39,6 +39,9 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/v1/schedules/{id}/resume", &["post"]),
     ("/v1/schedules/{id}/trigger", &["post"]),
     ("/v1/schedules/{id}/jobs", &["get"]),
+    ("/v1/tasks", &["get"]),
+    ("/v1/tasks/retry", &["post"]),
+    ("/v1/tasks/cancel", &["post"]),
     // Added by this server beyond the contract.
     ("/v1/tasks/{id}/logs", &["get"]),
     ("/v1/workers/{id}/logs", &["post"]),

@@ -167,6 +167,19 @@ fn private_routes(
         (Method::GET, format!("/v1/tasks/{task}"), None, W1),
         (Method::POST, format!("/v1/tasks/{task}/cancel"), None, W1),
         (Method::POST, format!("/v1/tasks/{task}/retry"), None, W1),
+        (Method::GET, "/v1/tasks".into(), None, W1),
+        (
+            Method::POST,
+            "/v1/tasks/retry".into(),
+            Some(json!({"state": "failed"})),
+            ALICE,
+        ),
+        (
+            Method::POST,
+            "/v1/tasks/cancel".into(),
+            Some(json!({"kind": "noop"})),
+            ALICE,
+        ),
         (
             Method::POST,
             "/v1/workers".into(),
@@ -753,4 +766,45 @@ async fn clients_follow_only_their_own_jobs_events() {
         404
     );
     assert_eq!(status("/v1/events".into(), ADMIN).await, 200);
+}
+
+#[tokio::test]
+async fn a_client_finds_only_its_own_tasks_and_only_admins_replay_in_bulk() {
+    let (c, _dir) = secured(&[]).await;
+    let alice = brigade_client::Client::new(&c.url, Some(ALICE.into())).unwrap();
+    let bob = brigade_client::Client::new(&c.url, Some(BOB.into())).unwrap();
+    let submit = brigade_api::JobSubmit::new(vec![task("noop", json!(null))]);
+    let a = alice.submit(&submit, None).await.unwrap();
+    let b = bob.submit(&submit, None).await.unwrap();
+    let mine = alice
+        .tasks(&brigade_client::TaskQuery::default())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = mine.items.iter().map(|t| t.job_id.as_str()).collect();
+    assert_eq!(ids, [a.id.as_str()], "alice sees her task only");
+    // Naming another owner's job finds nothing rather than telling it exists.
+    let theirs = alice
+        .tasks(&brigade_client::TaskQuery {
+            job: Some(b.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(theirs.items.is_empty());
+    let all = c
+        .client
+        .tasks(&brigade_client::TaskQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2, "the admin sees both");
+    for path in ["/v1/tasks/retry", "/v1/tasks/cancel"] {
+        let (status, _, body) = call(&c, Method::POST, path, Some(ALICE), Some(json!({}))).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let cancelled = c
+        .client
+        .cancel_tasks(&brigade_api::TaskFilterSpec::default())
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 2, "the admin cancels every owner's");
 }

@@ -28,6 +28,36 @@ pub struct JobSubmit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 3_153_600_000_000.0)]
     pub keep_ms: Option<u64>,
+    /// Submit at most one job per key: while an earlier job of the same
+    /// caller with this key holds it, a submit creates nothing and answers
+    /// 200 with that job and `Brigade-Duplicate-Of`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<Unique>,
+}
+
+/// `unique` of a job: the key, and how long an earlier job holds it — give
+/// exactly one of `for_ms` and `while`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unique {
+    /// The key, 1 to 255 bytes (per caller).
+    pub key: String,
+    /// An earlier job holds the key until it is this old (ms since it was
+    /// submitted), finished or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3_153_600_000_000.0)]
+    pub for_ms: Option<u64>,
+    /// An earlier job holds the key while it is unfinished.
+    #[serde(default, rename = "while", skip_serializing_if = "Option::is_none")]
+    pub while_: Option<UniqueWhile>,
+}
+
+/// How long an earlier job holds a unique key without `for_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueWhile {
+    /// Until it is finished (succeeded, failed or cancelled).
+    Unfinished,
 }
 
 impl JobSubmit {
@@ -39,6 +69,7 @@ impl JobSubmit {
             labels: BTreeMap::new(),
             tasks,
             keep_ms: None,
+            unique: None,
         }
     }
 

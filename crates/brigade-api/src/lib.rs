@@ -17,15 +17,15 @@ pub mod workers;
 
 pub use code::{CodeInput, CodeOutput, LanguageView, MAX_RESULT_BYTES};
 pub use events::{Event, EventKind};
-pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec};
+pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec, Unique, UniqueWhile};
 pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};
 pub use page::Page;
 pub use problem::{FieldError, Problem};
 pub use queues::QueueView;
 pub use schedules::{CatchUp, Overlap, ScheduleCreate, SchedulePatch, ScheduleView};
 pub use tasks::{
-    AttemptOutcome, ErrorKind, HistoryEntry, ParentResult, RunIf, TaskError, TaskProgress,
-    TaskState, TaskView,
+    AttemptOutcome, CancelledReply, ErrorKind, HistoryEntry, ParentResult, RetriedReply, RunIf,
+    TaskError, TaskFilterSpec, TaskProgress, TaskState, TaskView,
 };
 pub use workers::{
     Heartbeat, HeartbeatReply, LeaseRequest, LeaseResponse, LeasedTask, Load, Outcome,

@@ -142,6 +142,10 @@ pub enum ErrorKind {
     /// The result's output was larger than the server takes
     /// ([`crate::MAX_RESULT_BYTES`] by default); recorded instead of it.
     ResultTooLarge,
+    /// Its attempts ended `lost` or `crash` (the worker died, the handler
+    /// panicked) `--poison-after` times in a row: failed for good, whatever
+    /// `max_attempts` says, before it takes down more workers.
+    Poison,
     /// Anything else.
     #[serde(other)]
     Other,
@@ -328,4 +332,48 @@ pub struct ParentResult {
     /// Its error.
     #[serde(default)]
     pub error: Option<TaskError>,
+}
+
+/// Filters of `POST /v1/tasks/retry` and `POST /v1/tasks/cancel`: the query
+/// of `GET /v1/tasks` as JSON. Every filter given must hold; none matches
+/// every task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFilterSpec {
+    /// In this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    /// Of this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// In this queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Whose error is of this kind (`handler`, `lost`, `poison`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Of this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Created at or after this time.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub since: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/tasks/retry`: how many failed or cancelled tasks went back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetriedReply {
+    /// Tasks retried.
+    pub retried: u64,
+}
+
+/// `POST /v1/tasks/cancel`: how many unfinished tasks were cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CancelledReply {
+    /// Tasks cancelled.
+    pub cancelled: u64,
 }

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brigade_api::{
-    Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse, LogBatch, LogLine,
-    LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply, ResultsRequest, ScheduleCreate,
-    SchedulePatch, ScheduleView, TaskResult, TaskView, WorkerJoin, WorkerJoined, WorkerView,
+    CancelledReply, Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse,
+    LogBatch, LogLine, LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply,
+    ResultsRequest, RetriedReply, ScheduleCreate, SchedulePatch, ScheduleView, TaskFilterSpec,
+    TaskResult, TaskView, WorkerJoin, WorkerJoined, WorkerView,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -92,6 +93,46 @@ pub struct JobQuery {
     /// `key:value`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Page size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Page cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// What [`Client::submit_outcome`] answers.
+#[derive(Debug, Clone)]
+pub struct SubmitOutcome {
+    /// The new job, or the earlier one answered instead.
+    pub job: JobView,
+    /// Whether this submit created it (201).
+    pub created: bool,
+    /// The earlier job holding the `unique` key, from `Brigade-Duplicate-Of`.
+    pub duplicate_of: Option<String>,
+}
+
+/// Filters of [`Client::tasks`] (`GET /v1/tasks`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TaskQuery {
+    /// Only tasks in this state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only tasks of this kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only tasks in this queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Only tasks whose error is of this kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Only tasks of this job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Only tasks created at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     /// Page size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
@@ -305,6 +346,16 @@ impl Client {
 
     /// Submit a job; with `idempotency_key`, a repeat returns the first job.
     pub async fn submit(&self, job: &JobSubmit, idempotency_key: Option<&str>) -> Result<JobView> {
+        Ok(self.submit_outcome(job, idempotency_key).await?.job)
+    }
+
+    /// Submit a job and learn whether it was created: `duplicate_of` names
+    /// the earlier job that holds its `unique` key (then that job is returned).
+    pub async fn submit_outcome(
+        &self,
+        job: &JobSubmit,
+        idempotency_key: Option<&str>,
+    ) -> Result<SubmitOutcome> {
         let headers: Vec<(&str, &str)> = idempotency_key
             .map(|k| ("Idempotency-Key", k))
             .into_iter()
@@ -319,7 +370,18 @@ impl Client {
                 &headers,
             )
             .await?;
-        Self::decode(res).await
+        let created = res.status() == StatusCode::CREATED;
+        let duplicate_of = res
+            .headers()
+            .get("brigade-duplicate-of")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let job = Self::decode(res).await?;
+        Ok(SubmitOutcome {
+            job,
+            created,
+            duplicate_of,
+        })
     }
 
     /// A job.
@@ -568,6 +630,51 @@ impl Client {
     pub async fn retry_task(&self, id: &str) -> Result<TaskView> {
         self.post::<(), _>(&format!("/v1/tasks/{}/retry", enc(id)), None)
             .await
+    }
+
+    /// One page of tasks across jobs, newest first.
+    pub async fn tasks(&self, query: &TaskQuery) -> Result<Page<TaskView>> {
+        let res = self
+            .send::<()>(
+                Method::GET,
+                "/v1/tasks",
+                Some(query),
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Retry every failed or cancelled task matching `filter` (admin); how many.
+    pub async fn retry_tasks(&self, filter: &TaskFilterSpec) -> Result<u64> {
+        let res = self
+            .send(
+                Method::POST,
+                "/v1/tasks/retry",
+                None,
+                Some(filter),
+                DEFAULT_TIMEOUT * 4,
+                &[],
+            )
+            .await?;
+        Ok(Self::decode::<RetriedReply>(res).await?.retried)
+    }
+
+    /// Cancel every unfinished task matching `filter` (admin); how many.
+    pub async fn cancel_tasks(&self, filter: &TaskFilterSpec) -> Result<u64> {
+        let res = self
+            .send(
+                Method::POST,
+                "/v1/tasks/cancel",
+                None,
+                Some(filter),
+                DEFAULT_TIMEOUT * 4,
+                &[],
+            )
+            .await?;
+        Ok(Self::decode::<CancelledReply>(res).await?.cancelled)
     }
 
     /// One page of a task's log lines, oldest first.

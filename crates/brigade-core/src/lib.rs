@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod retention;
 pub mod schedule;
 pub mod transition;
+pub mod unique;
 pub mod validate;
 
 pub use clock::{Clock, SystemClock, from_ms, to_ms};

@@ -112,6 +112,11 @@ pub struct Transition {
     pub event: EventKind,
     /// Who to wake.
     pub wake: Wake,
+    /// Attempts in a row that ended `lost` or `crash`, this one included.
+    pub deaths: u32,
+    /// Failed for good as a poison task: the store records
+    /// [`poison_error`] instead of the attempt's own error.
+    pub poison: bool,
 }
 
 /// A task's attempt budget, as the store keeps it.
@@ -125,30 +130,70 @@ pub struct Budget<'a> {
     pub max_attempts: u32,
     /// The retry delays.
     pub backoff: &'a Backoff,
+    /// Attempts in a row before this one that ended `lost` or `crash`.
+    pub deaths: u32,
+    /// After this many such attempts in a row the task is poison (0: never).
+    pub poison_after: u32,
+}
+
+/// The server's `--poison-after` when none is given.
+pub const DEFAULT_POISON_AFTER: u32 = 3;
+
+/// Whether an attempt that ended so was a death: its worker went silent
+/// (`lost`) or its handler crashed (`crash`). Deaths count apart from
+/// handler failures, toward [`Budget::poison_after`].
+pub fn is_death(outcome: AttemptOutcome) -> bool {
+    matches!(outcome, AttemptOutcome::Lost | AttemptOutcome::Crash)
+}
+
+/// The error recorded on a task failed as poison after `deaths` deaths in a row.
+pub fn poison_error(deaths: u32, last: &TaskError) -> TaskError {
+    TaskError::new(
+        ErrorKind::Poison,
+        format!(
+            "{deaths} attempts in a row ended lost or crash (the last: {}); \
+             not retried so it cannot take down more workers",
+            last.message
+        ),
+    )
 }
 
 /// What a failed attempt does: retry after the backoff (or after
 /// `retry_in_ms` when the worker asked for a delay of its own), requeue at
-/// once (a lost worker), or fail for good. `unit` is a random number in
-/// `[0, 1)` for the backoff's jitter.
+/// once (a lost worker), or fail for good. An attempt that ended as
+/// `outcome` counts toward poison when it [`is_death`]: the
+/// `poison_after`-th death in a row fails the task whatever its budget
+/// says; any other failure ends the run of deaths. `unit` is a random
+/// number in `[0, 1)` for the backoff's jitter.
 pub fn fail(
     budget: Budget<'_>,
+    outcome: AttemptOutcome,
     retryable: bool,
-    lost: bool,
     retry_in_ms: Option<u64>,
     now: i64,
     unit: f64,
 ) -> Transition {
+    let lost = outcome == AttemptOutcome::Lost;
+    let deaths = if is_death(outcome) {
+        budget.deaths.saturating_add(1)
+    } else {
+        0
+    };
+    let poison = budget.poison_after > 0 && deaths >= budget.poison_after;
     let counted = budget.attempt.saturating_sub(budget.attempt_base);
-    let decided = on_failure(
-        counted,
-        budget.max_attempts,
-        retryable,
-        lost,
-        budget.backoff,
-        now,
-        unit,
-    );
+    let decided = if poison {
+        Failure::Fail
+    } else {
+        on_failure(
+            counted,
+            budget.max_attempts,
+            retryable,
+            lost,
+            budget.backoff,
+            now,
+            unit,
+        )
+    };
     let decided = match (decided, retry_in_ms) {
         (Failure::Retry { .. }, Some(ms)) => Failure::Retry {
             run_at: now.saturating_add(ms.min(MAX_RETRY_IN_MS) as i64),
@@ -163,6 +208,8 @@ pub fn fail(
             finished_at: None,
             event: EventKind::TaskRetrying,
             wake: Wake::Promoter,
+            deaths,
+            poison: false,
         },
         Failure::Requeue => Transition {
             state: TaskState::Queued,
@@ -171,6 +218,8 @@ pub fn fail(
             finished_at: None,
             event: EventKind::TaskRetrying,
             wake: Wake::Workers,
+            deaths,
+            poison: false,
         },
         Failure::Fail => Transition {
             state: TaskState::Failed,
@@ -179,6 +228,8 @@ pub fn fail(
             finished_at: Some(now),
             event: EventKind::TaskFailed,
             wake: Wake::Nobody,
+            deaths,
+            poison,
         },
     }
 }
@@ -235,6 +286,8 @@ mod tests {
             attempt_base: base,
             max_attempts: max,
             backoff: &B,
+            deaths: 0,
+            poison_after: 3,
         }
     }
 
@@ -274,42 +327,107 @@ mod tests {
 
     #[test]
     fn a_failure_retries_requeues_or_fails() {
-        let t = fail(budget(1, 0, 3), true, false, None, 10, 0.0);
+        let t = fail(budget(1, 0, 3), AttemptOutcome::Failed, true, None, 10, 0.0);
         assert_eq!(t.state, TaskState::Scheduled);
         assert_eq!(t.run_at, Some(1010));
         assert_eq!(t.ready_at, Some(1010));
         assert_eq!(t.wake, Wake::Promoter);
-        let t = fail(budget(1, 0, 3), true, true, None, 10, 0.0);
+        let t = fail(budget(1, 0, 3), AttemptOutcome::Lost, true, None, 10, 0.0);
         assert_eq!(
             (t.state, t.ready_at, t.wake),
             (TaskState::Queued, Some(10), Wake::Workers)
         );
-        let t = fail(budget(3, 0, 3), true, false, None, 10, 0.0);
+        let t = fail(budget(3, 0, 3), AttemptOutcome::Failed, true, None, 10, 0.0);
         assert_eq!(
             (t.state, t.finished_at, t.event),
             (TaskState::Failed, Some(10), EventKind::TaskFailed)
         );
         // Attempts below the base do not count: attempt 4 after a hand-back is the 3rd.
         assert_eq!(
-            fail(budget(4, 2, 3), true, false, None, 10, 0.0).state,
+            fail(budget(4, 2, 3), AttemptOutcome::Failed, true, None, 10, 0.0).state,
             TaskState::Scheduled
         );
         assert_eq!(
-            fail(budget(1, 0, 3), false, false, None, 10, 0.0).state,
+            fail(
+                budget(1, 0, 3),
+                AttemptOutcome::Failed,
+                false,
+                None,
+                10,
+                0.0
+            )
+            .state,
             TaskState::Failed
         );
     }
 
     #[test]
     fn a_worker_may_choose_the_retry_delay_but_not_the_budget() {
-        let t = fail(budget(1, 0, 3), true, false, Some(5000), 10, 0.0);
+        let t = fail(
+            budget(1, 0, 3),
+            AttemptOutcome::Failed,
+            true,
+            Some(5000),
+            10,
+            0.0,
+        );
         assert_eq!((t.state, t.run_at), (TaskState::Scheduled, Some(5010)));
         // The last attempt fails however soon the worker wanted it again.
-        let t = fail(budget(3, 0, 3), true, false, Some(5000), 10, 0.0);
+        let t = fail(
+            budget(3, 0, 3),
+            AttemptOutcome::Failed,
+            true,
+            Some(5000),
+            10,
+            0.0,
+        );
         assert_eq!(t.state, TaskState::Failed);
         // A lost worker's task is requeued at once, not delayed.
-        let t = fail(budget(1, 0, 3), true, true, Some(5000), 10, 0.0);
+        let t = fail(
+            budget(1, 0, 3),
+            AttemptOutcome::Lost,
+            true,
+            Some(5000),
+            10,
+            0.0,
+        );
         assert_eq!(t.state, TaskState::Queued);
+    }
+
+    #[test]
+    fn deaths_in_a_row_make_a_task_poison_whatever_its_budget() {
+        let mut b = budget(1, 0, 10);
+        let t = fail(b, AttemptOutcome::Lost, true, None, 10, 0.0);
+        assert_eq!((t.state, t.deaths, t.poison), (TaskState::Queued, 1, false));
+        b.deaths = 1;
+        let t = fail(b, AttemptOutcome::Crash, true, None, 10, 0.0);
+        assert_eq!(
+            (t.state, t.deaths, t.poison),
+            (TaskState::Scheduled, 2, false)
+        );
+        b.deaths = 2;
+        let t = fail(b, AttemptOutcome::Lost, true, None, 10, 0.0);
+        assert_eq!(
+            (t.state, t.deaths, t.poison, t.event),
+            (TaskState::Failed, 3, true, EventKind::TaskFailed)
+        );
+        // A handler failure ends the run: deaths start over.
+        let t = fail(b, AttemptOutcome::Failed, true, None, 10, 0.0);
+        assert_eq!(
+            (t.state, t.deaths, t.poison),
+            (TaskState::Scheduled, 0, false)
+        );
+        let t = fail(b, AttemptOutcome::Timeout, true, None, 10, 0.0);
+        assert_eq!(t.deaths, 0);
+        // 0 turns poison off.
+        b.poison_after = 0;
+        b.deaths = 50;
+        assert!(!fail(b, AttemptOutcome::Lost, true, None, 10, 0.0).poison);
+        // The last attempt of the budget that is also the third death is poison.
+        let mut last = budget(3, 0, 3);
+        last.deaths = 2;
+        assert!(fail(last, AttemptOutcome::Lost, true, None, 10, 0.0).poison);
+        assert_eq!(poison_error(3, &lost_error()).kind, ErrorKind::Poison);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct NewJob {
     pub tasks: Vec<NewTask>,
     /// How long to keep the job once finished; `None`: the server's retention.
     pub keep_ms: Option<u64>,
+    /// At most one job per key (see [`crate::unique`]).
+    pub unique: Option<crate::unique::UniqueKey>,
 }
 
 /// A task that passed validation.
@@ -90,6 +92,15 @@ pub fn is_valid_kind(s: &str) -> bool {
         && b.iter().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
         })
+}
+
+/// The error kind called `s` (`handler`, `lost`, `poison`, ...), `None` for
+/// a name brigade does not use.
+pub fn error_kind_named(s: &str) -> Option<brigade_api::ErrorKind> {
+    let kind: brigade_api::ErrorKind =
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()?;
+    // Unknown names deserialize as `other`: only the real name round-trips.
+    (serde_json::to_value(kind).ok()? == serde_json::Value::String(s.to_owned())).then_some(kind)
 }
 
 /// Whether `s` is a valid queue name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
@@ -317,6 +328,9 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             format!("at most {} (100 years)", crate::retention::MAX_KEEP_MS),
         ));
     }
+    let unique = job
+        .unique
+        .and_then(|u| crate::unique::validate(u, &mut errors));
     if job.tasks.is_empty() {
         errors.push(FieldError::new("tasks", "a job needs at least one task"));
     } else if job.tasks.len() > limits.max_tasks_per_job {
@@ -354,6 +368,7 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             labels: job.labels,
             tasks,
             keep_ms: job.keep_ms,
+            unique,
         })
     } else {
         Err(errors)
@@ -432,6 +447,19 @@ mod tests {
                 .field,
             "tasks[0].input"
         );
+    }
+
+    #[test]
+    fn error_kinds_are_known_by_name() {
+        assert_eq!(
+            error_kind_named("poison"),
+            Some(brigade_api::ErrorKind::Poison)
+        );
+        assert_eq!(
+            error_kind_named("other"),
+            Some(brigade_api::ErrorKind::Other)
+        );
+        assert_eq!(error_kind_named("nope"), None);
     }
 
     #[test]

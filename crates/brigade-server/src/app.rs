@@ -71,6 +71,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(jobs::get, jobs::delete))
         .routes(routes!(jobs::tasks))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(tasks::list))
+        .routes(routes!(tasks::retry_matching))
+        .routes(routes!(tasks::cancel_matching))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::retry))
@@ -202,6 +205,7 @@ pub async fn start_with(
     if config.auth.is_open() && !config.listen.ip().is_loopback() && !config.insecure {
         return Err(StartError::Insecure(config.listen));
     }
+    store.set_poison_after(config.poison_after);
     let tls = match &config.tls {
         Some(files) => Some(crate::serve::tls_acceptor(&files.cert, &files.key)?),
         None => None,

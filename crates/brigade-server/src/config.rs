@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub prune_every: Duration,
     /// Most tasks one pruning transaction deletes.
     pub prune_batch: u32,
+    /// Attempts in a row ending `lost` or `crash` after which a task fails
+    /// as `poison` (0: never).
+    pub poison_after: u32,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             retention_ms: Some(brigade_core::retention::DEFAULT_RETENTION_MS),
             prune_every: Duration::from_secs(10),
             prune_batch: 500,
+            poison_after: brigade_core::transition::DEFAULT_POISON_AFTER,
         }
     }
 }

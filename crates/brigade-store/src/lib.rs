@@ -33,8 +33,8 @@ use brigade_core::{Limits, NewJob};
 
 pub use error::StoreError;
 pub use model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Phase, Pruned, Remote, RetryOutcome,
-    StoredSchedule, Submitted, Timing, TriggerOutcome,
+    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Phase, Pruned, Remote,
+    RetryOutcome, StoredSchedule, Submitted, TaskFilter, Timing, TriggerOutcome,
 };
 pub use transfer::{CopyReport, copy_database};
 
@@ -45,6 +45,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// by the caller (one clock, owned by the server).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// After this many attempts in a row that ended `lost` or `crash`, a
+    /// task fails as poison (the server's `--poison-after`; 0: never;
+    /// [`brigade_core::transition::DEFAULT_POISON_AFTER`] until set).
+    fn set_poison_after(&self, after: u32);
+
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
 
@@ -103,6 +108,34 @@ pub trait Store: Send + Sync + 'static {
     /// Put a failed or cancelled task back in the queue with a fresh attempt budget
     /// (ready from `now`).
     async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome>;
+
+    /// Tasks across jobs matching `filter`, newest first.
+    async fn tasks(
+        &self,
+        filter: &TaskFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<TaskView>>;
+    /// Retry (as [`Store::retry_task`]) up to `max` failed or cancelled tasks
+    /// matching `filter`, oldest first, after position `after` (from the start
+    /// when `None`), in one transaction. Call again from [`Bulk::next`]: each
+    /// task is looked at once per pass, even if it fails again meanwhile.
+    async fn retry_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk>;
+    /// Cancel (as [`Store::cancel_task`]) up to `max` unfinished tasks
+    /// matching `filter`, oldest first, after position `after`.
+    async fn cancel_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk>;
 
     /// Register a worker.
     async fn join_worker(

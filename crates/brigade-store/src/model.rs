@@ -18,6 +18,9 @@ pub struct Submitted {
     pub job: JobView,
     /// `false` when an earlier submit with the same idempotency key is returned.
     pub created: bool,
+    /// The earlier job returned instead of a new one because it holds the
+    /// submit's `unique` key (then `created` is `false`).
+    pub duplicate_of: Option<String>,
     /// What happened.
     pub changes: Changes,
     /// The leases handed to waiting workers in the same transaction, one
@@ -111,6 +114,37 @@ pub struct JobFilter {
     pub owner: Option<String>,
     /// Only jobs this schedule created.
     pub schedule_id: Option<String>,
+}
+
+/// Filters of `GET /v1/tasks` and of the bulk retry and cancel: tasks
+/// across jobs matching every filter given.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// In this state.
+    pub state: Option<brigade_api::TaskState>,
+    /// Of this kind.
+    pub kind: Option<String>,
+    /// In this queue.
+    pub queue: Option<String>,
+    /// Whose `error.kind` has this name (`lost`, `poison`, ...).
+    pub error_kind: Option<String>,
+    /// Of this job.
+    pub job_id: Option<String>,
+    /// Created at or after this time (ms).
+    pub since: Option<i64>,
+    /// Of jobs of this owner (clients see their own).
+    pub owner: Option<String>,
+}
+
+/// One batch of a bulk retry or cancel.
+#[derive(Debug, Clone, Default)]
+pub struct Bulk {
+    /// Tasks retried (or cancelled) by this batch.
+    pub changed: u64,
+    /// Where the next batch starts; `None` when no match is left after it.
+    pub next: Option<i64>,
+    /// What happened.
+    pub changes: Changes,
 }
 
 /// Outcome of deleting a job.
@@ -277,4 +311,7 @@ pub enum TriggerOutcome {
     Overlap(String),
     /// Its job no longer validates (the server's limits changed).
     Invalid,
+    /// Its job's `unique` key is held by this earlier job: nothing created
+    /// (a `schedule.skipped` event says so).
+    Duplicate(String, Changes),
 }

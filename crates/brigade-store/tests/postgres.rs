@@ -140,6 +140,11 @@ async fn two_servers_fire_a_schedule_once_per_fire() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_make_one_unique_job() -> TestResult {
+    with_db!(|db| common::cases::flow::unique_race(vec![db.open().await?, db.open().await?]).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_reapers_requeue_once() -> TestResult {
     with_db!(|db| common::reap_once(db.open().await?, db.open().await?).await)
 }

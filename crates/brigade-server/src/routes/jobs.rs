@@ -20,6 +20,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, JsonBytes, parse_json};
 use crate::state::AppState;
 
+/// The header naming the earlier job a `unique` submit is a duplicate of.
+pub const DUPLICATE_OF: &str = "brigade-duplicate-of";
+
 /// Longest `wait_ms` on a job.
 pub const MAX_WAIT_MS: u64 = 60_000;
 
@@ -28,7 +31,9 @@ pub const MAX_WAIT_MS: u64 = 60_000;
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body return the first job")),
     responses(
         (status = 201, description = "Every task is durably stored", body = JobView),
-        (status = 200, description = "The job an earlier request with this Idempotency-Key created", body = JobView),
+        (status = 200, description = "Nothing created: the job an earlier request with this Idempotency-Key created, \
+            or the earlier job holding the `unique` key (then named by `Brigade-Duplicate-Of`)", body = JobView,
+            headers(("Brigade-Duplicate-Of" = String, description = "The earlier job holding the `unique` key"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -99,7 +104,13 @@ pub async fn submit(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(submitted.job)).into_response())
+    let mut reply = (status, Json(submitted.job)).into_response();
+    if let Some(earlier) = submitted.duplicate_of
+        && let Ok(v) = axum::http::HeaderValue::from_str(&earlier)
+    {
+        reply.headers_mut().insert(DUPLICATE_OF, v);
+    }
+    Ok(reply)
 }
 
 /// Query of `GET /v1/jobs/{id}`.

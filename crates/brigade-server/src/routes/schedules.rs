@@ -189,6 +189,8 @@ pub async fn resume(
 #[utoipa::path(post, path = "/v1/schedules/{id}/trigger", operation_id = "trigger_schedule", tag = "schedules", params(("id" = String, Path)),
     responses(
         (status = 201, description = "The job it created", body = JobView),
+        (status = 200, description = "Created nothing: the earlier job holding its job's `unique` key (named by `Brigade-Duplicate-Of`)", body = JobView,
+            headers(("Brigade-Duplicate-Of" = String, description = "The earlier job holding the `unique` key"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`overlap: skip` and its previous job is unfinished", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Its job no longer validates under this server's limits", body = Problem, content_type = "application/problem+json"),
@@ -218,6 +220,20 @@ pub async fn trigger(
             "job",
             "the schedule's job no longer validates under this server's limits",
         )),
+        TriggerOutcome::Duplicate(holder, changes) => {
+            state.publish(changes);
+            let job = state
+                .store
+                .job(&holder)
+                .await?
+                .ok_or_else(|| ApiError::not_found("job", &holder))?;
+            let job = super::jobs::with_expiry(&state, job);
+            let mut res = (StatusCode::OK, Json(job)).into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&holder) {
+                res.headers_mut().insert(super::jobs::DUPLICATE_OF, v);
+            }
+            Ok(res)
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `/v1/tasks`: read, cancel and retry single tasks, and read (or follow) their logs.
+//! `/v1/tasks`: find tasks across jobs, read, cancel and retry them (one or
+//! in bulk), and read (or follow) their logs.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,15 +9,17 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use brigade_api::{LogLine, Page, Problem, TaskState, TaskView};
-use brigade_store::RetryOutcome;
+use brigade_api::{
+    CancelledReply, LogLine, Page, Problem, RetriedReply, TaskFilterSpec, TaskState, TaskView,
+};
+use brigade_store::{RetryOutcome, TaskFilter};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiQuery, JsonBytes, parse_json};
 use crate::state::AppState;
 
 async fn owned_task(state: &AppState, caller: &Caller, id: &str) -> ApiResult<TaskView> {
@@ -36,6 +39,179 @@ async fn owned_task(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Ta
         }
     }
     Ok(task)
+}
+
+/// Query of `GET /v1/tasks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListTasksParams {
+    /// Only tasks in this state.
+    pub state: Option<String>,
+    /// Only tasks of this kind.
+    pub kind: Option<String>,
+    /// Only tasks in this queue.
+    pub queue: Option<String>,
+    /// Only tasks whose error is of this kind (`handler`, `lost`, `poison`, ...).
+    pub error_kind: Option<String>,
+    /// Only tasks of this job.
+    pub job: Option<String>,
+    /// Only tasks created at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Items per page (default 100, max 1000).
+    pub limit: Option<u32>,
+    /// From `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The store's filter for `spec`, or the field at fault.
+fn filter_of(spec: TaskFilterSpec, caller: &Caller) -> ApiResult<TaskFilter> {
+    if let Some(k) = &spec.error_kind
+        && brigade_core::validate::error_kind_named(k).is_none()
+    {
+        return Err(ApiError::field(
+            "error_kind",
+            "not an error kind (handler, timeout, crash, lost, poison, cancelled, ...)",
+        ));
+    }
+    Ok(TaskFilter {
+        state: spec.state,
+        kind: spec.kind,
+        queue: spec.queue,
+        error_kind: spec.error_kind,
+        job_id: spec.job,
+        since: spec.since.map(brigade_core::to_ms),
+        owner: caller.owner_filter(),
+    })
+}
+
+/// Tasks across jobs, newest first (a client sees those of its own jobs).
+#[utoipa::path(get, path = "/v1/tasks", operation_id = "list_tasks", tag = "tasks", params(ListTasksParams),
+    responses(
+        (status = 200, body = Page<TaskView>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListTasksParams>,
+) -> ApiResult<Json<Page<TaskView>>> {
+    caller.require(&[Role::Client])?;
+    let task_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            ApiError::field(
+                "state",
+                "one of waiting, queued, scheduled, running, succeeded, failed, cancelled",
+            )
+        })?),
+    };
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(s) => Some(
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ApiError::field("since", "an RFC 3339 time"))?,
+        ),
+    };
+    let spec = TaskFilterSpec {
+        state: task_state,
+        kind: q.kind,
+        queue: q.queue,
+        error_kind: q.error_kind,
+        job: q.job,
+        since,
+    };
+    let filter = filter_of(spec, &caller)?;
+    let page = state
+        .store
+        .tasks(&filter, super::limit(q.limit)?, super::cursor(&q.cursor)?)
+        .await?;
+    Ok(Json(page))
+}
+
+/// Tasks one transaction of a bulk retry or cancel changes at most.
+const BULK_BATCH: u32 = 500;
+
+/// The filters of a bulk body (`{}` or no body: every task).
+fn bulk_filter(body: &[u8], caller: &Caller) -> ApiResult<TaskFilter> {
+    let spec: TaskFilterSpec = if body.iter().all(u8::is_ascii_whitespace) {
+        TaskFilterSpec::default()
+    } else {
+        parse_json(body)?
+    };
+    filter_of(spec, caller)
+}
+
+/// Retry every failed or cancelled task matching the filters (those of
+/// `GET /v1/tasks`, as JSON), each with a fresh attempt budget.
+#[utoipa::path(post, path = "/v1/tasks/retry", operation_id = "retry_tasks", tag = "tasks", request_body = TaskFilterSpec,
+    responses(
+        (status = 200, body = RetriedReply),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_matching(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Json<RetriedReply>> {
+    caller.require(&[])?;
+    let filter = bulk_filter(&body, &caller)?;
+    let mut retried = 0;
+    let mut after = None;
+    loop {
+        let bulk = state
+            .store
+            .retry_tasks(&filter, after, BULK_BATCH, state.now())
+            .await?;
+        retried += bulk.changed;
+        state.publish(bulk.changes);
+        match bulk.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(Json(RetriedReply { retried }))
+}
+
+/// Cancel every unfinished task matching the filters (those of
+/// `GET /v1/tasks`, as JSON); running ones are told to stop.
+#[utoipa::path(post, path = "/v1/tasks/cancel", operation_id = "cancel_tasks", tag = "tasks", request_body = TaskFilterSpec,
+    responses(
+        (status = 200, body = CancelledReply),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_matching(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Json<CancelledReply>> {
+    caller.require(&[])?;
+    let filter = bulk_filter(&body, &caller)?;
+    let mut cancelled = 0;
+    let mut after = None;
+    loop {
+        let bulk = state
+            .store
+            .cancel_tasks(&filter, after, BULK_BATCH, state.now())
+            .await?;
+        cancelled += bulk.changed;
+        state.publish(bulk.changes);
+        match bulk.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(Json(CancelledReply { cancelled }))
 }
 
 /// A task with its output, error and the history of its attempts.

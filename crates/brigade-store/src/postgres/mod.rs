@@ -31,8 +31,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, Remote, RetryOutcome,
-    Submitted,
+    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, Remote, RetryOutcome,
+    Submitted, TaskFilter,
 };
 use crate::model::{StoredSchedule, TriggerOutcome};
 use crate::sql::{read, schedules, write};
@@ -80,6 +80,8 @@ pub struct PostgresStore {
     listener: JoinHandle<()>,
     /// When the reaper last looked for stranded jobs (ms; see `reap`).
     last_sweep: AtomicI64,
+    /// `--poison-after` (see [`Store::set_poison_after`]).
+    poison_after: std::sync::atomic::AtomicU32,
 }
 
 impl Drop for PostgresStore {
@@ -271,6 +273,9 @@ impl PostgresStore {
             remote,
             listener,
             last_sweep: AtomicI64::new(i64::MIN),
+            poison_after: std::sync::atomic::AtomicU32::new(
+                brigade_core::transition::DEFAULT_POISON_AFTER,
+            ),
         })
     }
 
@@ -310,10 +315,19 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    fn poison_after(&self) -> u32 {
+        self.poison_after.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn set_poison_after(&self, after: u32) {
+        self.poison_after
+            .store(after, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn ping(&self) -> Result<()> {
         let mut c = self.pool.acquire().await?;
         c.ping().await?;
@@ -425,6 +439,51 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn tasks(
+        &self,
+        filter: &TaskFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<TaskView>> {
+        read::tasks(
+            &mut Pg(&mut *self.pool.acquire().await?),
+            filter,
+            limit,
+            cursor,
+        )
+        .await
+    }
+
+    async fn retry_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        write_tx!(
+            self,
+            |c| write::retry_tasks(c, filter, after, max, now),
+            |v| Some(&v.changes)
+        )
+    }
+
+    async fn cancel_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        let mut bulk = write_tx!(
+            self,
+            |c| write::cancel_tasks(c, filter, after, max, now),
+            |v| Some(&v.changes)
+        )?;
+        self.settle(&mut bulk.changes, now).await;
+        Ok(bulk)
+    }
+
     async fn join_worker(
         &self,
         owner: &str,
@@ -481,9 +540,12 @@ impl Store for PostgresStore {
         results: Vec<TaskResult>,
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>> {
-        let mut out = write_tx!(self, |c| write::report(c, worker_id, &results, now), |v| v
-            .as_ref()
-            .map(|(_, changes)| changes))?;
+        let poison = self.poison_after();
+        let mut out = write_tx!(
+            self,
+            |c| write::report(c, worker_id, &results, now, poison),
+            |v| v.as_ref().map(|(_, changes)| changes)
+        )?;
         if let Some((_, changes)) = &mut out {
             self.settle(changes, now).await;
         }
@@ -498,9 +560,10 @@ impl Store for PostgresStore {
         now: i64,
         ttl: i64,
     ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
+        let poison = self.poison_after();
         let mut out = write_tx!(
             self,
-            |c| write::report_and_lease(c, worker_id, &results, max, now, ttl),
+            |c| write::report_and_lease(c, worker_id, &results, max, now, ttl, poison),
             |v| v.as_ref().map(|(_, _, changes)| changes)
         )?;
         if let Some((_, _, changes)) = &mut out {
@@ -600,7 +663,8 @@ impl Store for PostgresStore {
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        let mut changes = write_tx!(self, |c| write::reap(c, now, ttl), |v| Some(v))?;
+        let poison = self.poison_after();
+        let mut changes = write_tx!(self, |c| write::reap(c, now, ttl, poison), |v| Some(v))?;
         self.settle(&mut changes, now).await;
         // A server that died between a change and its second look left jobs
         // whose tasks all ended unrecorded: look for them now and then.
@@ -689,7 +753,9 @@ impl Store for PostgresStore {
             self,
             |c| schedules::trigger(c, id, &limits, now),
             |v| match v {
-                TriggerOutcome::Fired(_, changes) => Some(changes),
+                TriggerOutcome::Fired(_, changes) | TriggerOutcome::Duplicate(_, changes) => {
+                    Some(changes)
+                }
                 _ => None,
             }
         )

@@ -207,6 +207,73 @@ pub(crate) async fn job_tasks<C: Conn>(
     }))
 }
 
+/// Append `filter` to a `WHERE` clause of `tasks` (as ` AND …` terms).
+pub(crate) fn task_filter<C: Conn>(
+    filter: &crate::model::TaskFilter,
+    sql: &mut String,
+    args: &mut Vec<Value>,
+) {
+    if let Some(state) = filter.state {
+        // A literal, so that partial indexes (tasks_failed, tasks_ready) apply.
+        sql.push_str(&format!(" AND state = {}", super::lit(state)));
+    }
+    if let Some(kind) = &filter.kind {
+        sql.push_str(" AND kind = ?");
+        args.push(kind.into());
+    }
+    if let Some(queue) = &filter.queue {
+        sql.push_str(" AND queue = ?");
+        args.push(queue.into());
+    }
+    if let Some(kind) = &filter.error_kind {
+        sql.push_str(match C::ENGINE {
+            Engine::Sqlite => " AND json_extract(error, '$.kind') = ?",
+            Engine::Postgres => " AND error ->> 'kind' = ?",
+        });
+        args.push(kind.into());
+    }
+    if let Some(job) = &filter.job_id {
+        sql.push_str(" AND job_id = ?");
+        args.push(job.into());
+    }
+    if let Some(since) = filter.since {
+        sql.push_str(" AND created_at >= ?");
+        args.push(since.into());
+    }
+    if let Some(owner) = &filter.owner {
+        sql.push_str(" AND job_id IN (SELECT id FROM jobs WHERE owner = ?)");
+        args.push(owner.into());
+    }
+}
+
+/// Tasks across jobs matching `filter`, newest first.
+pub(crate) async fn tasks<C: Conn>(
+    c: &mut C,
+    filter: &crate::model::TaskFilter,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<Page<TaskView>> {
+    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(cur) = rows::parse_cursor(cursor)? {
+        sql.push_str(" AND seq < ?");
+        args.push(cur.into());
+    }
+    task_filter::<C>(filter, &mut sql, &mut args);
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    args.push((i64::from(limit) + 1).into());
+    let mut found = c.rows(&sql, args).await?;
+    let next = rows::cut_page(&mut found, limit)?;
+    let items = found
+        .iter()
+        .map(rows::task_view)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page {
+        items,
+        next_cursor: next,
+    })
+}
+
 pub(crate) async fn task<C: Conn>(c: &mut C, id: &str) -> Result<Option<TaskView>> {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?");
     let Some(row) = c.rows(&sql, args![id]).await?.pop() else {

@@ -190,8 +190,19 @@ fn schedule_event(
     e
 }
 
-/// Submit the schedule's job for the fire at `fire_at`; `None` (and a
-/// `schedule.skipped` event) when the stored job no longer validates.
+/// What a fire submitted.
+enum Fire {
+    /// The job it created.
+    Created(Box<JobView>),
+    /// Nothing: the stored job no longer validates.
+    Invalid,
+    /// Nothing: the job's `unique` key is held by this earlier job.
+    Duplicate(String),
+}
+
+/// Submit the schedule's job for the fire at `fire_at`; nothing (and a
+/// `schedule.skipped` event) when the stored job no longer validates or its
+/// `unique` key is held.
 async fn submit_for<C: Conn>(
     c: &mut C,
     s: &StoredSchedule,
@@ -199,7 +210,7 @@ async fn submit_for<C: Conn>(
     limits: &Limits,
     now: i64,
     changes: &mut Changes,
-) -> Result<Option<JobView>> {
+) -> Result<Fire> {
     let job = match brigade_core::validate::validate_job(s.view.job.clone(), limits) {
         Ok(job) => job,
         Err(errors) => {
@@ -210,10 +221,20 @@ async fn submit_for<C: Conn>(
             ));
             e.count = Some(1);
             changes.events.push(e);
-            return Ok(None);
+            return Ok(Fire::Invalid);
         }
     };
     let mut submitted = write::submit(c, &s.owner, &job, None, now).await?;
+    // A job `unique` key still held by an earlier job: this fire creates
+    // nothing, and the earlier job stays as it is.
+    if let Some(earlier) = &submitted.duplicate_of {
+        let mut e = schedule_event(EventKind::ScheduleSkipped, now, s, fire_at);
+        e.reason = Some(format!("unique: the key is held by job {earlier}"));
+        e.count = Some(1);
+        e.job_id = Some(earlier.clone());
+        changes.events.push(e);
+        return Ok(Fire::Duplicate(earlier.clone()));
+    }
     c.exec(
         "UPDATE jobs SET schedule_id = ?, fire_at = ? WHERE id = ?",
         args![&s.view.id, fire_at, &submitted.job.id],
@@ -225,7 +246,7 @@ async fn submit_for<C: Conn>(
     let mut e = schedule_event(EventKind::ScheduleFired, now, s, fire_at);
     e.job_id = Some(submitted.job.id.clone());
     changes.events.push(e);
-    Ok(Some(submitted.job))
+    Ok(Fire::Created(Box::new(submitted.job)))
 }
 
 /// Cancel a schedule's previous job.
@@ -300,7 +321,9 @@ pub(crate) async fn fire_due<C: Conn>(
         }
         let mut last = None;
         for fire_at in &p.fires {
-            if let Some(job) = submit_for(c, &s, *fire_at, limits, now, &mut changes).await? {
+            if let Fire::Created(job) =
+                submit_for(c, &s, *fire_at, limits, now, &mut changes).await?
+            {
                 last = Some((job.id, *fire_at));
             }
         }
@@ -358,8 +381,10 @@ pub(crate) async fn trigger<C: Conn>(
         }
         _ => {}
     }
-    let Some(job) = submit_for(c, &s, now, limits, now, &mut changes).await? else {
-        return Ok(TriggerOutcome::Invalid);
+    let job = match submit_for(c, &s, now, limits, now, &mut changes).await? {
+        Fire::Created(job) => *job,
+        Fire::Invalid => return Ok(TriggerOutcome::Invalid),
+        Fire::Duplicate(earlier) => return Ok(TriggerOutcome::Duplicate(earlier, changes)),
     };
     c.exec(
         "UPDATE schedules SET last_job_id = ?, last_fire_at = ? WHERE id = ?",

@@ -10,6 +10,7 @@ use brigade_api::{
     TaskState, TaskView, WorkerJoin, WorkerState, WorkerView,
 };
 use brigade_core::transition::{self, Budget, Held, Rejection, Wake};
+use brigade_core::unique::{Hold, Holder, UniqueKey};
 use brigade_core::{NewJob, NewTask, from_ms, ids::new_id};
 
 use super::{
@@ -17,7 +18,8 @@ use super::{
     wlit, wlits,
 };
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, Phase, Pruned, RetryOutcome, Submitted, Timing,
+    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, Phase, Pruned, RetryOutcome, Submitted,
+    TaskFilter, Timing,
 };
 use crate::rows::{self, Columns};
 use crate::{Result, StoreError, events};
@@ -96,25 +98,100 @@ async fn replay<C: Conn>(c: &mut C, owner: &str, idem: &Idempotency) -> Result<O
         return Err(StoreError::IdempotencyConflict);
     }
     let id = row.text("id")?;
-    let mut view = read::job(c, &id)
+    Ok(Some(earlier_job(c, &id, None).await?))
+}
+
+/// An earlier job, as a submit that created nothing answers with it.
+async fn earlier_job<C: Conn>(
+    c: &mut C,
+    id: &str,
+    duplicate_of: Option<String>,
+) -> Result<Submitted> {
+    let mut view = read::job(c, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt("job vanished".into()))?;
     let ids = c
         .rows(
             "SELECT id FROM tasks WHERE job_id = ? ORDER BY seq",
-            args![&id],
+            args![id],
         )
         .await?
         .iter()
         .map(|r| r.text("id"))
         .collect::<Result<Vec<_>>>()?;
     view.task_ids = Some(ids);
-    Ok(Some(Submitted {
+    Ok(Submitted {
         job: view,
         created: false,
+        duplicate_of,
         changes: Changes::default(),
         handed: Vec::new(),
-    }))
+    })
+}
+
+/// Take `unique`'s key of `owner` for the new job `job_id`, or name the
+/// earlier job that still holds it. Race-free on both engines: the insert
+/// of a key another transaction just took waits for it (PostgreSQL's unique
+/// index; SQLite's one writer), and a takeover locks the row first.
+async fn take_key<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    unique: &UniqueKey,
+    job_id: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    let for_ms = match unique.hold {
+        Hold::For(ms) => Some(ms as i64),
+        Hold::Unfinished => None,
+    };
+    // Twice: a row pruned between the insert and the read is inserted anew.
+    for _ in 0..2 {
+        let inserted = c
+            .exec(
+                "INSERT INTO job_keys (owner, ukey, job_id, created_at, for_ms) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (owner, ukey) DO NOTHING",
+                args![owner, &unique.key, job_id, now, for_ms],
+            )
+            .await?;
+        if inserted > 0 {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT job_id, created_at, for_ms FROM job_keys WHERE owner = ? AND ukey = ?{}",
+            super::for_update::<C>()
+        );
+        let Some(row) = c.rows(&sql, args![owner, &unique.key]).await?.pop() else {
+            continue;
+        };
+        let earlier = row.text("job_id")?;
+        let hold = match row.int_opt("for_ms")? {
+            Some(ms) => Hold::For(ms.max(0) as u64),
+            None => Hold::Unfinished,
+        };
+        let created_at = row.int("created_at")?;
+        let holder = c
+            .rows("SELECT finished_at FROM jobs WHERE id = ?", args![&earlier])
+            .await?
+            .pop()
+            .map(|j| -> Result<Holder> {
+                Ok(Holder {
+                    created_at,
+                    finished: j.int_opt("finished_at")?.is_some(),
+                    hold,
+                })
+            })
+            .transpose()?;
+        if brigade_core::unique::holds(holder, now) {
+            return Ok(Some(earlier));
+        }
+        c.exec(
+            "UPDATE job_keys SET job_id = ?, created_at = ?, for_ms = ? WHERE owner = ? AND ukey = ?",
+            args![job_id, now, for_ms, owner, &unique.key],
+        )
+        .await?;
+        return Ok(None);
+    }
+    Err(StoreError::Corrupt("unique key vanished twice".into()))
 }
 
 async fn ensure_queues<C: Conn>(c: &mut C, names: BTreeSet<&str>) -> Result<()> {
@@ -141,6 +218,11 @@ pub(crate) async fn submit<C: Conn>(
         return Ok(earlier);
     }
     let job_id = new_id();
+    if let Some(unique) = &job.unique
+        && let Some(earlier) = take_key(c, owner, unique, &job_id, now).await?
+    {
+        return earlier_job(c, &earlier, Some(earlier.clone())).await;
+    }
     let total = job.tasks.len();
     // Two servers may take the same new key at once (PostgreSQL): the loser
     // waits for the winner's commit, inserts nothing, and answers with the
@@ -169,6 +251,14 @@ pub(crate) async fn submit<C: Conn>(
         if let Some(idem) = idem
             && let Some(earlier) = replay(c, owner, idem).await?
         {
+            // The key this submit took is for a job never created.
+            if let Some(unique) = &job.unique {
+                c.exec(
+                    "DELETE FROM job_keys WHERE owner = ? AND ukey = ? AND job_id = ?",
+                    args![owner, &unique.key, &job_id],
+                )
+                .await?;
+            }
             return Ok(earlier);
         }
         return Err(StoreError::Corrupt("job insert did nothing".into()));
@@ -214,6 +304,7 @@ pub(crate) async fn submit<C: Conn>(
     Ok(Submitted {
         job: view,
         created: true,
+        duplicate_of: None,
         changes,
         handed: Vec::new(),
     })
@@ -672,11 +763,12 @@ pub(crate) async fn report_and_lease<C: Conn>(
     max: u32,
     now: i64,
     ttl: i64,
+    poison_after: u32,
 ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
     let (reply, mut changes) = if results.is_empty() {
         (ResultsReply::default(), Changes::default())
     } else {
-        match report(c, worker_id, results, now).await? {
+        match report(c, worker_id, results, now, poison_after).await? {
             Some(done) => done,
             None => return Ok(None),
         }
@@ -704,6 +796,8 @@ pub(crate) struct Running {
     pub(crate) started_at: Option<i64>,
     /// The groups it belongs to, JSON (`None`: none).
     pub(crate) member_of: Option<String>,
+    /// Attempts in a row that ended lost or crash.
+    pub(crate) deaths: u32,
 }
 
 impl Running {
@@ -721,6 +815,7 @@ impl Running {
             kind: row.text("kind")?,
             started_at: row.int_opt("started_at")?,
             member_of: row.text_opt("member_of")?,
+            deaths: row.int("deaths")?.max(0) as u32,
         })
     }
 
@@ -760,20 +855,22 @@ async fn end_attempt<C: Conn>(
     Ok(())
 }
 
-/// End the running attempt of `task` with a failure, as core decides:
-/// retry after the backoff, requeue, or fail.
 /// How an attempt failed.
 struct Failed<'a> {
     error: &'a TaskError,
     retryable: bool,
-    /// The worker went silent (requeue at once rather than back off).
-    lost: bool,
     /// The worker's own retry delay.
     retry_in_ms: Option<u64>,
+    /// How the attempt ended (`lost`: requeue at once rather than back off;
+    /// `lost` and `crash` count toward poison).
     outcome: AttemptOutcome,
+    /// The server's `--poison-after`.
+    poison_after: u32,
 }
 
-/// Whether the task is now final (failed for good), with its graph final.
+/// End the running attempt of `task` with a failure, as core decides:
+/// retry after the backoff, requeue, or fail (as poison, too). Whether the
+/// task is now final (failed for good), with its graph final.
 async fn fail_attempt<C: Conn>(
     c: &mut C,
     task: &Running,
@@ -784,9 +881,9 @@ async fn fail_attempt<C: Conn>(
     let Failed {
         error,
         retryable,
-        lost,
         retry_in_ms,
         outcome,
+        poison_after,
     } = how;
     let t = transition::fail(
         Budget {
@@ -794,28 +891,48 @@ async fn fail_attempt<C: Conn>(
             attempt_base: task.attempt_base,
             max_attempts: task.max_attempts,
             backoff: &task.backoff,
+            deaths: task.deaths,
+            poison_after,
         },
+        outcome,
         retryable,
-        lost,
         retry_in_ms,
         now,
         rand::random::<f64>(),
     );
-    let error_json = json(error)?;
+    // The attempt keeps its own error; the task shows why it was given up.
+    let attempt_error = json(error)?;
+    let poison;
+    let task_error = if t.poison {
+        poison = transition::poison_error(t.deaths, error);
+        &poison
+    } else {
+        error
+    };
+    let task_error_json = json(task_error)?;
     c.exec(
         "UPDATE tasks SET state = ?, run_at = ?, finished_at = ?, error = ?::jsonb, \
-         lease_expires_at = NULL, ready_at = coalesce(?, ready_at) WHERE seq = ?",
+         lease_expires_at = NULL, ready_at = coalesce(?, ready_at), deaths = ? WHERE seq = ?",
         args![
             t.state,
             t.run_at,
             t.finished_at,
-            error_json.as_str(),
+            task_error_json.as_str(),
             t.ready_at,
+            i64::from(t.deaths),
             task.seq
         ],
     )
     .await?;
-    end_attempt(c, &task.id, task.attempt, outcome, Some(&error_json), now).await?;
+    end_attempt(
+        c,
+        &task.id,
+        task.attempt,
+        outcome,
+        Some(&attempt_error),
+        now,
+    )
+    .await?;
     changes.events.push(events::task_error(
         t.event,
         now,
@@ -823,7 +940,7 @@ async fn fail_attempt<C: Conn>(
         &task.id,
         task.worker_id.as_deref(),
         task.attempt,
-        error,
+        task_error,
     ));
     wake(changes, t.wake);
     if t.state.is_finished() {
@@ -838,6 +955,7 @@ pub(crate) async fn report<C: Conn>(
     worker_id: &str,
     results: &[TaskResult],
     now: i64,
+    poison_after: u32,
 ) -> Result<Option<(ResultsReply, Changes)>> {
     if !read::worker_exists(c, worker_id).await? {
         return Ok(None);
@@ -890,9 +1008,9 @@ pub(crate) async fn report<C: Conn>(
                     let how = Failed {
                         error: &error,
                         retryable: false,
-                        lost: false,
                         retry_in_ms: None,
                         outcome: AttemptOutcome::Failed,
+                        poison_after,
                     };
                     finals.extend(fail_attempt(c, task, how, now, &mut changes).await?);
                 } else {
@@ -940,9 +1058,9 @@ pub(crate) async fn report<C: Conn>(
                 let how = Failed {
                     error: &error,
                     retryable: r.retryable.unwrap_or(true),
-                    lost: false,
                     retry_in_ms: r.retry_in_ms,
                     outcome,
+                    poison_after,
                 };
                 finals.extend(fail_attempt(c, task, how, now, &mut changes).await?);
             }
@@ -1134,7 +1252,12 @@ pub(crate) async fn drain_worker<C: Conn>(
     read::worker(c, worker_id).await
 }
 
-pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Changes> {
+pub(crate) async fn reap<C: Conn>(
+    c: &mut C,
+    now: i64,
+    ttl: i64,
+    poison_after: u32,
+) -> Result<Changes> {
     let mut changes = Changes::default();
     // The conditional update re-checks the state of rows another reaper just
     // changed, so each worker is reported lost once.
@@ -1171,9 +1294,9 @@ pub(crate) async fn reap<C: Conn>(c: &mut C, now: i64, ttl: i64) -> Result<Chang
         let how = Failed {
             error: &error,
             retryable: true,
-            lost: true,
             retry_in_ms: None,
             outcome: AttemptOutcome::Lost,
+            poison_after,
         };
         finals.extend(fail_attempt(c, &task, how, now, &mut changes).await?);
         jobs.insert(task.job_id);
@@ -1332,27 +1455,37 @@ pub(crate) async fn cancel_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Resul
     Ok(Some(changes))
 }
 
-pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<RetryOutcome> {
-    let Some(task) = read::task(c, id).await? else {
-        return Ok(RetryOutcome::NotFound);
-    };
-    if !transition::retryable_by_hand(task.state) {
-        return Ok(RetryOutcome::NotRetryable(task.state));
-    }
-    let member_of = c
-        .rows("SELECT member_of FROM tasks WHERE id = ?", args![id])
+/// Put one failed or cancelled task back with a fresh budget: `None` when
+/// unknown, `Some(Err(state))` when it is in another state, else its job.
+async fn retry_one<C: Conn>(
+    c: &mut C,
+    id: &str,
+    now: i64,
+) -> Result<Option<std::result::Result<String, TaskState>>> {
+    let Some(row) = c
+        .rows(
+            "SELECT state, job_id, member_of, after_keys FROM tasks WHERE id = ?",
+            args![id],
+        )
         .await?
         .pop()
-        .map(|r| r.text_opt("member_of"))
-        .transpose()?
-        .flatten();
+    else {
+        return Ok(None);
+    };
+    let state = rows::task_state(&row.text("state")?)?;
+    if !transition::retryable_by_hand(state) {
+        return Ok(Some(Err(state)));
+    }
+    let job_id = row.text("job_id")?;
+    let member_of = row.text_opt("member_of")?;
+    let after: Vec<String> = rows::json_or(row.text_opt("after_keys")?)?;
     // Its groups reopen; with `after` it waits again for those still open.
-    let state = graph::reopen(c, id, &task.job_id, member_of.as_deref(), &task.after)
+    let state = graph::reopen(c, id, &job_id, member_of.as_deref(), &after)
         .await?
         .unwrap_or(TaskState::Queued);
     c.exec(
         "UPDATE tasks SET state = ?, attempt_base = attempt, finished_at = NULL, run_at = NULL, \
-         lease_expires_at = NULL, ready_at = ? WHERE id = ?",
+         lease_expires_at = NULL, ready_at = ?, deaths = 0 WHERE id = ?",
         args![state, now, id],
     )
     .await?;
@@ -1362,15 +1495,113 @@ pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result
         jlit(JobState::Queued),
         jlit(JobState::Running)
     );
-    c.exec(&sql, args![&task.job_id]).await?;
-    let view: TaskView = read::task(c, id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;
-    let changes = Changes {
-        ready: true,
-        ..Changes::default()
+    c.exec(&sql, args![&job_id]).await?;
+    Ok(Some(Ok(job_id)))
+}
+
+pub(crate) async fn retry_task<C: Conn>(c: &mut C, id: &str, now: i64) -> Result<RetryOutcome> {
+    match retry_one(c, id, now).await? {
+        None => Ok(RetryOutcome::NotFound),
+        Some(Err(state)) => Ok(RetryOutcome::NotRetryable(state)),
+        Some(Ok(_)) => {
+            let view: TaskView = read::task(c, id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("task vanished".into()))?;
+            let changes = Changes {
+                ready: true,
+                ..Changes::default()
+            };
+            Ok(RetryOutcome::Retried(Box::new(view), changes))
+        }
+    }
+}
+
+/// Up to `max` tasks in `states` matching `filter` after position `after`,
+/// oldest first, locked (in id order, as a results batch locks them); the
+/// position of the last when there may be more.
+async fn bulk_matches<C: Conn>(
+    c: &mut C,
+    filter: &TaskFilter,
+    states: &[TaskState],
+    after: Option<i64>,
+    max: u32,
+) -> Result<(Vec<String>, Option<i64>)> {
+    let mut sql = format!(
+        "SELECT seq, id FROM tasks WHERE seq > ? AND state IN {}",
+        lits(states)
+    );
+    let mut args = args![after.unwrap_or(0)];
+    read::task_filter::<C>(filter, &mut sql, &mut args);
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push(i64::from(max.max(1)).into());
+    let found = c.rows(&sql, args).await?;
+    let next = if found.len() >= max.max(1) as usize {
+        found.last().map(|r| r.int("seq")).transpose()?
+    } else {
+        None
     };
-    Ok(RetryOutcome::Retried(Box::new(view), changes))
+    let mut ids = found
+        .iter()
+        .map(|r| r.text("id"))
+        .collect::<Result<Vec<_>>>()?;
+    ids.sort_unstable();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    if !refs.is_empty() {
+        c.lock_tasks(&refs).await?;
+    }
+    Ok((ids, next))
+}
+
+pub(crate) async fn retry_tasks<C: Conn>(
+    c: &mut C,
+    filter: &TaskFilter,
+    after: Option<i64>,
+    max: u32,
+    now: i64,
+) -> Result<Bulk> {
+    let states = [TaskState::Failed, TaskState::Cancelled];
+    let (ids, next) = bulk_matches(c, filter, &states, after, max).await?;
+    let mut bulk = Bulk {
+        next,
+        ..Bulk::default()
+    };
+    for id in &ids {
+        // Re-checked under the lock: a task retried meanwhile is skipped.
+        if let Some(Ok(_)) = retry_one(c, id, now).await? {
+            bulk.changed += 1;
+        }
+    }
+    bulk.changes.ready = bulk.changed > 0;
+    Ok(bulk)
+}
+
+pub(crate) async fn cancel_tasks<C: Conn>(
+    c: &mut C,
+    filter: &TaskFilter,
+    after: Option<i64>,
+    max: u32,
+    now: i64,
+) -> Result<Bulk> {
+    let (ids, next) = bulk_matches(c, filter, &TaskState::UNFINISHED, after, max).await?;
+    let mut bulk = Bulk {
+        next,
+        ..Bulk::default()
+    };
+    let mut jobs = BTreeSet::new();
+    for id in &ids {
+        let before = bulk.changes.events.len();
+        jobs.extend(cancel_where(c, Scope::Task(id), now, &mut bulk.changes).await?);
+        // One task.cancelled event per task this cancel ended.
+        bulk.changed += bulk.changes.events[before..]
+            .iter()
+            .filter(|e| {
+                e.kind == EventKind::TaskCancelled.as_str()
+                    && e.task_id.as_deref() == Some(id.as_str())
+            })
+            .count() as u64;
+    }
+    finish_jobs(c, &jobs, now, &mut bulk.changes).await?;
+    Ok(bulk)
 }
 
 pub(crate) async fn delete_job<C: Conn>(c: &mut C, id: &str) -> Result<DeleteOutcome> {
@@ -1391,6 +1622,7 @@ pub(crate) async fn delete_job<C: Conn>(c: &mut C, id: &str) -> Result<DeleteOut
         "DELETE FROM job_groups WHERE job_id = ?",
         "DELETE FROM group_members WHERE job_id = ?",
         "DELETE FROM group_waiters WHERE job_id = ?",
+        "DELETE FROM job_keys WHERE job_id = ?",
         "DELETE FROM jobs WHERE id = ?",
     ] {
         c.exec(sql, args![id]).await?;
@@ -1600,6 +1832,8 @@ pub(crate) async fn prune<C: Conn>(
                 .await?;
         }
         if n < budget {
+            c.exec("DELETE FROM job_keys WHERE job_id = ?", args![job_id])
+                .await?;
             pruned.jobs += c
                 .exec("DELETE FROM jobs WHERE id = ?", args![job_id])
                 .await?;

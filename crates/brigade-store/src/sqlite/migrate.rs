@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../../migrations/sqlite/0007_schedules.sql"),
     ),
+    (
+        8,
+        "flow control",
+        include_str!("../../migrations/sqlite/0008_flow_control.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -24,8 +24,8 @@ use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::model::{
-    Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome, StoredSchedule,
-    Submitted, TriggerOutcome,
+    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome,
+    StoredSchedule, Submitted, TaskFilter, TriggerOutcome,
 };
 use crate::sql::{read, schedules, write};
 use crate::{Result, Store, StoreError};
@@ -251,6 +251,8 @@ pub struct SqliteStore {
     /// Holds an in-memory database open while the store lives (in a Mutex
     /// only so the store is Sync; nobody locks it).
     _keep: Option<Mutex<Connection>>,
+    /// `--poison-after` (see [`Store::set_poison_after`]).
+    poison_after: std::sync::atomic::AtomicU32,
 }
 
 impl SqliteStore {
@@ -287,6 +289,9 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             _keep: keep.map(Mutex::new),
+            poison_after: std::sync::atomic::AtomicU32::new(
+                brigade_core::transition::DEFAULT_POISON_AFTER,
+            ),
         })
     }
 
@@ -301,6 +306,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn set_poison_after(&self, after: u32) {
+        self.poison_after
+            .store(after, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn ping(&self) -> Result<()> {
         self.readers
             .read(|c| {
@@ -420,6 +430,43 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn tasks(
+        &self,
+        filter: &TaskFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<TaskView>> {
+        let filter = filter.clone();
+        let cursor = cursor.map(str::to_owned);
+        self.readers
+            .read(move |c| at_once(read::tasks(c, &filter, limit, cursor.as_deref())))
+            .await
+    }
+
+    async fn retry_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        let filter = filter.clone();
+        self.write(move |c| at_once(write::retry_tasks(c, &filter, after, max, now)))
+            .await
+    }
+
+    async fn cancel_tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<i64>,
+        max: u32,
+        now: i64,
+    ) -> Result<Bulk> {
+        let filter = filter.clone();
+        self.write(move |c| at_once(write::cancel_tasks(c, &filter, after, max, now)))
+            .await
+    }
+
     async fn join_worker(
         &self,
         owner: &str,
@@ -478,7 +525,8 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<(ResultsReply, Changes)>> {
         let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::report(c, &id, &results, now)))
+        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| at_once(write::report(c, &id, &results, now, poison)))
             .await
     }
 
@@ -491,8 +539,13 @@ impl Store for SqliteStore {
         ttl: i64,
     ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
         let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::report_and_lease(c, &id, &results, max, now, ttl)))
-            .await
+        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| {
+            at_once(write::report_and_lease(
+                c, &id, &results, max, now, ttl, poison,
+            ))
+        })
+        .await
     }
 
     async fn append_logs(
@@ -575,7 +628,9 @@ impl Store for SqliteStore {
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        self.write(move |c| at_once(write::reap(c, now, ttl))).await
+        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| at_once(write::reap(c, now, ttl, poison)))
+            .await
     }
 
     async fn prune(

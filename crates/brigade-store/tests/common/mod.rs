@@ -114,6 +114,15 @@ macro_rules! conformance_tests {
                 schedule_overlap_policies,
                 schedule_pause_trigger_and_delete,
             }
+            flow {
+                unique_jobs_answer_with_the_holder,
+                unique_and_idempotency_keys_agree,
+                concurrent_unique_submits_make_one_job,
+                deaths_in_a_row_make_a_task_poison,
+                tasks_are_found_across_jobs,
+                bulk_retry_and_cancel_follow_the_filters,
+                a_schedule_fire_respects_the_jobs_unique_key,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,
@@ -186,6 +195,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         labels: BTreeMap::new(),
         tasks: (0..n).map(|_| task(max_attempts)).collect(),
         keep_ms: None,
+        unique: None,
     }
 }
 
@@ -512,6 +522,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         labels: BTreeMap::new(),
         tasks,
         keep_ms: None,
+        unique: None,
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod basics;
 pub mod concurrency;
+pub mod flow;
 pub mod graphs;
 pub mod jobs;
 pub mod lifecycle;
