@@ -14,3 +14,4 @@ mod running;
 mod security;
 mod servers;
 mod upgrade;
+mod workflows;
