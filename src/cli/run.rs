@@ -258,6 +258,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
         labels: Default::default(),
         tasks: vec![task],
         keep_ms: None,
+        callback: None,
     };
     let client = client(global)?;
     let view = client.submit(&job, None).await.map_err(explain)?;

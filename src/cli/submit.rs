@@ -94,6 +94,7 @@ fn build(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
         labels: Default::default(),
         tasks: vec![task; args.count as usize],
         keep_ms: None,
+        callback: None,
     })
 }
 

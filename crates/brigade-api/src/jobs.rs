@@ -28,6 +28,9 @@ pub struct JobSubmit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 3_153_600_000_000.0)]
     pub keep_ms: Option<u64>,
+    /// POST the job's view to a URL when it finishes (signed; retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::Callback>,
 }
 
 impl JobSubmit {
@@ -39,6 +42,7 @@ impl JobSubmit {
             labels: BTreeMap::new(),
             tasks,
             keep_ms: None,
+            callback: None,
         }
     }
 
@@ -51,6 +55,12 @@ impl JobSubmit {
     /// The same job, its tasks in `queue` by default.
     pub fn in_queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
+        self
+    }
+
+    /// The same job, with `callback`.
+    pub fn with_callback(mut self, callback: crate::Callback) -> Self {
+        self.callback = Some(callback);
         self
     }
 }
@@ -329,4 +339,7 @@ pub struct JobView {
         with = "time::serde::rfc3339::option"
     )]
     pub fire_at: Option<OffsetDateTime>,
+    /// Its callback, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::Callback>,
 }

@@ -39,6 +39,7 @@ fn full_job() -> JobSubmit {
         labels: BTreeMap::from([("team".into(), "kitchen".into())]),
         tasks: vec![spec; TASKS],
         keep_ms: None,
+        callback: None,
     }
 }
 

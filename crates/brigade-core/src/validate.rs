@@ -48,6 +48,9 @@ pub struct NewJob {
     pub tasks: Vec<NewTask>,
     /// How long to keep the job once finished; `None`: the server's retention.
     pub keep_ms: Option<u64>,
+    /// Where to POST the job when it finishes (its shape checked; its
+    /// host is checked against the server's list by [`crate::callback::check_allowed`]).
+    pub callback: Option<brigade_api::Callback>,
 }
 
 /// A task that passed validation.
@@ -308,6 +311,9 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
         errors.push(FieldError::new("name", "at most 256 bytes"));
     }
     check_labels("labels", &job.labels, &mut errors);
+    let callback = job
+        .callback
+        .and_then(|cb| crate::callback::validate(cb, &mut errors));
     if job
         .keep_ms
         .is_some_and(|k| k > crate::retention::MAX_KEEP_MS)
@@ -354,6 +360,7 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             labels: job.labels,
             tasks,
             keep_ms: job.keep_ms,
+            callback,
         })
     } else {
         Err(errors)

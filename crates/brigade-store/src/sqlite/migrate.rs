@@ -47,6 +47,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../../migrations/sqlite/0007_schedules.sql"),
     ),
+    // 8 is taken by a migration on another branch.
+    (
+        9,
+        "callbacks",
+        include_str!("../../migrations/sqlite/0009_callbacks.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -102,6 +102,11 @@ macro_rules! conformance_tests {
                 large_parents_ride_as_ids_and_page_with_outputs,
                 progress_follows_the_attempt_rule,
             }
+            callbacks {
+                a_finished_job_queues_one_delivery_claimed_once,
+                an_expired_claim_is_taken_over_and_given_up_deliveries_stay_put,
+                jobs_without_a_callback_queue_nothing,
+            }
             retention {
                 prune_deletes_expired_jobs_with_everything,
                 prune_works_in_small_batches,
@@ -185,6 +190,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         labels: BTreeMap::new(),
         tasks: (0..n).map(|_| task(max_attempts)).collect(),
         keep_ms: None,
+        callback: None,
     }
 }
 
@@ -511,6 +517,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         labels: BTreeMap::new(),
         tasks,
         keep_ms: None,
+        callback: None,
     }
 }
 

@@ -171,6 +171,7 @@ pub async fn values_round_trip(store: Arc<dyn Store>) -> TestResult {
                 labels: labels.clone(),
                 tasks: vec![t, task(1)],
                 keep_ms: None,
+                callback: None,
             },
             None,
             T0,

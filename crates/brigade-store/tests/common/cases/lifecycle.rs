@@ -269,6 +269,7 @@ pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResul
                 labels: BTreeMap::new(),
                 tasks: vec![python, urgent, elsewhere],
                 keep_ms: None,
+                callback: None,
             },
             None,
             T0,
