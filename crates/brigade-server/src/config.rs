@@ -61,6 +61,15 @@ pub struct ServerConfig {
     pub prune_every: Duration,
     /// Most tasks one pruning transaction deletes.
     pub prune_batch: u32,
+    /// Hosts a job's `callback.url` may name (`host` or `host:port`); empty:
+    /// no callbacks.
+    pub callback_allow: Vec<String>,
+    /// Key callbacks are signed with (`Brigade-Signature`); without one this
+    /// server sends none.
+    pub callback_secret: Option<String>,
+    /// Wait before a failed callback is tried again, doubled after each
+    /// failure (at most an hour), for up to 24 hours.
+    pub callback_backoff_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +95,9 @@ impl Default for ServerConfig {
             retention_ms: Some(brigade_core::retention::DEFAULT_RETENTION_MS),
             prune_every: Duration::from_secs(10),
             prune_batch: 500,
+            callback_allow: Vec::new(),
+            callback_secret: None,
+            callback_backoff_ms: brigade_core::callback::DEFAULT_BASE_DELAY_MS,
         }
     }
 }
