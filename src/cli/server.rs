@@ -100,6 +100,10 @@ pub struct ServerArgs {
     /// failure, at most an hour apart, for up to 24 hours.
     #[arg(long, default_value_t = 5_000)]
     pub callback_backoff_ms: u64,
+    /// How long a server's claim on a callback delivery holds, in ms (a server that
+    /// dies mid-delivery leaves it to others for this long); for tests.
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    pub callback_claim_ms: u64,
 }
 
 /// A parsed `--retention`: milliseconds, `None` for keeping jobs forever.
@@ -183,6 +187,7 @@ impl ServerArgs {
             callback_allow,
             callback_secret: self.callback_secret.clone(),
             callback_backoff_ms: self.callback_backoff_ms.max(1),
+            callback_claim_ms: self.callback_claim_ms.max(100),
             ..Default::default()
         })
     }

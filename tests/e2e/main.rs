@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
 
 mod bench;
+mod callbacks;
 mod faults;
 mod input;
 mod judge;

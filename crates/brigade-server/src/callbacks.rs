@@ -23,10 +23,9 @@ use crate::state::AppState;
 
 /// Deliveries claimed per look.
 const BATCH: u32 = 16;
-/// How long a claim holds: longer than one request may take.
-const CLAIM_MS: i64 = 60_000;
-/// Time limit of one delivery request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time limit of one delivery request (and at most half a claim,
+/// so a request ends well before its claim could pass to another server).
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between two looks for due deliveries.
 const MAX_POLL: Duration = Duration::from_millis(1000);
 /// Longest error text kept per attempt.
@@ -53,7 +52,7 @@ pub fn spawn(state: AppState) {
     };
     let http = match reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(MAX_REQUEST_TIMEOUT.min(Duration::from_millis(state.config.callback_claim_ms / 2)))
         .user_agent(concat!("brigade/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -68,11 +67,12 @@ pub fn spawn(state: AppState) {
 
 async fn deliverer(state: AppState, http: reqwest::Client, secret: Vec<u8>) {
     let me = brigade_core::ids::new_id();
+    let claim_ms = i64::try_from(state.config.callback_claim_ms).unwrap_or(i64::MAX);
     let poll = Duration::from_millis(state.config.callback_backoff_ms.max(1)).min(MAX_POLL);
     let mut events = state.publisher.bus.subscribe();
     loop {
         let now = state.now();
-        let due = match state.store.claim_callbacks(&me, now, CLAIM_MS, BATCH).await {
+        let due = match state.store.claim_callbacks(&me, now, claim_ms, BATCH).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming callback deliveries failed");

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// Wait before a failed callback is tried again, doubled after each
     /// failure (at most an hour), for up to 24 hours.
     pub callback_backoff_ms: u64,
+    /// How long a server's claim on a delivery holds: if it dies mid-delivery,
+    /// another server (or it, restarted) tries again after this. Delivery
+    /// requests time out at half of it (at most 10 s).
+    pub callback_claim_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +102,7 @@ impl Default for ServerConfig {
             callback_allow: Vec::new(),
             callback_secret: None,
             callback_backoff_ms: brigade_core::callback::DEFAULT_BASE_DELAY_MS,
+            callback_claim_ms: 60_000,
         }
     }
 }
