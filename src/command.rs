@@ -49,6 +49,10 @@ pub enum Command {
         /// Only tasks in this state.
         #[arg(long)]
         state: Option<String>,
+        /// Print the job's graph: each task under the tasks it waits for (`after`)
+        /// and the task that spawned it; a task met again is marked `(*)`.
+        #[arg(long, conflicts_with = "state")]
+        tree: bool,
     },
     /// Follow a job with a live progress bar until it finishes.
     Watch {

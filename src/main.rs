@@ -53,8 +53,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => cli::submit::run(args, &cli.global).await,
         Command::Run(args) => cli::run::run(args, &cli.global).await,
         Command::Status { job } => cli::status::status(&job, &cli.global).await,
-        Command::Tasks { job, state } => {
-            cli::status::tasks(&job, state.as_deref(), &cli.global).await
+        Command::Tasks { job, state, tree } => {
+            if tree {
+                cli::status::tree(&job, &cli.global).await
+            } else {
+                cli::status::tasks(&job, state.as_deref(), &cli.global).await
+            }
         }
         Command::Watch { job } => cli::watch::run(&job, &cli.global).await,
         Command::Logs { task, follow } => cli::logs::run(&task, follow, &cli.global).await,

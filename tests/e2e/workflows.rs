@@ -144,6 +144,29 @@ async fn map_reduce_by_spawning_gives_reduce_every_map() {
     let maps_ref: Vec<&TaskView> = maps.iter().collect();
     started_after(reduce, &maps_ref);
     started_after(reduce, &[split]);
+
+    // `brigade tasks JOB --tree` draws it: the maps and reduce under split.
+    let out = std::process::Command::new(brigade_testkit::bin())
+        .args(["tasks", &job.id, "--tree", "--server", &c.url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 + n, "{text}");
+    assert!(lines[0].starts_with("split [flow] succeeded"), "{text}");
+    for l in &lines[1..=n] {
+        assert!(l.starts_with("├── map [flow] succeeded"), "{text}");
+        assert!(l.ends_with("<spawned>"), "{text}");
+    }
+    assert!(
+        lines[n + 1].starts_with("└── reduce [flow] succeeded"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
