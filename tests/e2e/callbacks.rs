@@ -195,6 +195,10 @@ async fn a_callback_is_signed_retried_and_survives_a_server_kill() {
     );
     assert!(listed[0]["error"].is_string());
     assert_eq!(listed[0]["url"], format!("http://127.0.0.1:{port}/hook"));
+    let typed = c.client.job_callbacks(&job.id).await.unwrap();
+    assert_eq!(typed.len(), 2, "the typed client reads the same list");
+    assert_eq!(typed[1].status, "delivered");
+    assert_eq!(typed[1].http_status, Some(204));
 
     let requests = std::mem::take(&mut rx.got.lock().unwrap().requests);
     assert_eq!(
