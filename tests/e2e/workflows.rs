@@ -262,6 +262,8 @@ async fn a_failing_parent_cancels_its_subtree_and_the_job_fails() {
 #[tokio::test]
 async fn progress_reported_by_a_running_task_shows_in_its_view() {
     let c = Cluster::start().await.with_workers(&["w1"], 2, &[]).await;
+    let events = reqwest::get(format!("{}/v1/events", c.url)).await.unwrap();
+    let mut stream = events.bytes_stream();
     let job = c
         .submit(vec![task(
             "flow",
@@ -293,6 +295,21 @@ async fn progress_reported_by_a_running_task_shows_in_its_view() {
     // The job's task list carries it as well (the dashboard reads that).
     let listed = c.tasks(&job.id).await;
     assert_eq!(listed[0].progress.as_ref().map(|p| p.done), Some(30));
+    // And it was published live.
+    let mut seen = String::new();
+    let published = tokio::time::timeout(brigade_testkit::DEADLINE, async {
+        use futures::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if seen.contains("task.progress") && seen.contains(&id) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(published, "a task.progress event for {id}; got:\n{seen}");
     c.client.cancel_job(&job.id).await.unwrap();
     let done = c.finished(&job.id).await;
     assert_eq!(done.state, JobState::Cancelled);
