@@ -250,14 +250,25 @@ async fn a_refused_callback_is_retried_until_accepted() {
         .await
         .with_workers(&["w1"], 2, &[])
         .await;
-    let job = c
-        .client
-        .submit(
-            &with_callback(port, vec![task("fail", json!({"retryable": false}))]),
-            None,
-        )
-        .await
+    // Submitted with the CLI's --callback.
+    let out = std::process::Command::new(brigade_testkit::bin())
+        .args([
+            "submit",
+            "--kind",
+            "fail",
+            "--input",
+            r#"{"retryable": false}"#,
+        ])
+        .args(["--output", "json", "--server", &c.url, "--callback"])
+        .arg(format!("http://127.0.0.1:{port}/hook"))
+        .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: brigade_api::JobView = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(c.finished(&job.id).await.state, JobState::Failed);
     let url = c.url.clone();
     let listed = c
@@ -331,6 +342,15 @@ async fn a_callback_host_off_the_allow_list_is_refused() {
             .collect();
         assert_eq!(fields, ["callback.url"], "{url}: {problem}");
     }
+    // The CLI says so too.
+    let out = std::process::Command::new(brigade_testkit::bin())
+        .args(["submit", "--kind", "noop", "--server", &c.url, "--callback"])
+        .arg(format!("http://127.0.0.1:{port}/hook"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("callback.url"), "{err}");
     // Shape errors name their field too.
     let res = c
         .http()
