@@ -359,3 +359,28 @@ async fn parents_finish_through_one_server_and_the_child_leases_through_another(
     assert_eq!(child.output["parents"][0]["output"]["value"], 1);
     assert_eq!(child.output["parents"][1]["output"]["value"], 2);
 }
+
+/// `examples/map-reduce.json`, submitted with the CLI: reduce sees split and
+/// its three maps, the `finished` report sees reduce.
+#[tokio::test]
+async fn the_map_reduce_example_runs() {
+    let c = Cluster::start().await.with_workers(&["w1"], 4, &[]).await;
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/map-reduce.json");
+    let out = std::process::Command::new(brigade_testkit::bin())
+        .args([
+            "submit", "--file", file, "--output", "json", "--server", &c.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: brigade_api::JobView = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c.finished(&job.id).await.state, JobState::Succeeded);
+    let m = by_key(&c.tasks(&job.id).await);
+    let reduce = one(&m, "reduce");
+    assert_eq!(parent_keys(reduce), ["split", "map", "map", "map"]);
+    assert_eq!(parent_keys(one(&m, "report")), ["reduce"]);
+}
