@@ -51,6 +51,10 @@ pub enum Command {
         /// Most tasks listed when searching across jobs.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print the job's graph: each task under the tasks it waits for (`after`)
+        /// and the task that spawned it; a task met again is marked `(*)`.
+        #[arg(long, requires = "job", conflicts_with = "state")]
+        tree: bool,
     },
     /// Retry every failed or cancelled task matching the filters (admin):
     /// `brigade retry --kind K`.

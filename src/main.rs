@@ -53,9 +53,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => cli::submit::run(args, &cli.global).await,
         Command::Run(args) => cli::run::run(args, &cli.global).await,
         Command::Status { job } => cli::status::status(&job, &cli.global).await,
-        Command::Tasks { job, filter, limit } => {
-            cli::status::tasks(job.as_deref(), &filter, limit, &cli.global).await
-        }
+        Command::Tasks {
+            job,
+            filter,
+            limit,
+            tree,
+        } => match (tree, job.as_deref()) {
+            (true, Some(job)) => cli::status::tree(job, &cli.global).await,
+            (true, None) => Err(anyhow::anyhow!("--tree needs a job id")),
+            (false, job) => cli::status::tasks(job, &filter, limit, &cli.global).await,
+        },
         Command::Retry { filter, job, all } => {
             cli::status::retry(&filter, job.as_deref(), all, &cli.global).await
         }

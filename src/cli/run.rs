@@ -259,6 +259,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<ExitCode> {
         tasks: vec![task],
         keep_ms: None,
         unique: None,
+        callback: None,
     };
     let client = client(global)?;
     let view = client.submit(&job, None).await.map_err(explain)?;

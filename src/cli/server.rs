@@ -93,6 +93,22 @@ pub struct ServerArgs {
     /// 0 never does.
     #[arg(long, default_value_t = brigade_core::transition::DEFAULT_POISON_AFTER)]
     pub poison_after: u32,
+    /// Hosts a job's `callback.url` may name, comma-separated (`host` for any port,
+    /// `host:port` for one). None by default: no job may have a callback.
+    #[arg(long, env = "BRIGADE_CALLBACK_ALLOW", value_delimiter = ',')]
+    pub callback_allow: Vec<String>,
+    /// Key callbacks are signed with (header `Brigade-Signature`), at least 16 bytes;
+    /// needed with --callback-allow. Prefer the environment variable to the flag.
+    #[arg(long, env = "BRIGADE_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
+    /// Wait before a failed callback delivery is tried again, in ms; doubled after each
+    /// failure, at most an hour apart, for up to 24 hours.
+    #[arg(long, default_value_t = 5_000)]
+    pub callback_backoff_ms: u64,
+    /// How long a server's claim on a callback delivery holds, in ms (a server that
+    /// dies mid-delivery leaves it to others for this long); for tests.
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    pub callback_claim_ms: u64,
 }
 
 /// A parsed `--retention`: milliseconds, `None` for keeping jobs forever.
@@ -131,6 +147,22 @@ impl ServerArgs {
             }
             None => None,
         };
+        let callback_allow: Vec<String> = self
+            .callback_allow
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if let Some(secret) = &self.callback_secret {
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "--callback-secret must be at least 16 bytes"
+            );
+        }
+        anyhow::ensure!(
+            callback_allow.is_empty() || self.callback_secret.is_some(),
+            "--callback-allow needs --callback-secret (or BRIGADE_CALLBACK_SECRET): callbacks are signed"
+        );
         let mut auth = brigade_server::auth::AuthConfig::new(tokens, key);
         auth.access_token_ttl_s = self.access_token_ttl_s;
         Ok(brigade_server::ServerConfig {
@@ -158,6 +190,10 @@ impl ServerArgs {
             retention_ms: self.retention.0,
             prune_every: Duration::from_millis(self.prune_every_ms.max(10)),
             poison_after: self.poison_after,
+            callback_allow,
+            callback_secret: self.callback_secret.clone(),
+            callback_backoff_ms: self.callback_backoff_ms.max(1),
+            callback_claim_ms: self.callback_claim_ms.max(100),
             ..Default::default()
         })
     }

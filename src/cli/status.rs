@@ -253,6 +253,160 @@ pub async fn retry(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `brigade tasks JOB --tree`.
+pub async fn tree(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
+    let tasks = client(global)?
+        .job_tasks(job, None)
+        .await
+        .map_err(explain)?;
+    if global.output == Output::Json {
+        print_json(&tasks)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render_tree(&tasks));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of the tree: key (or name), kind, state, id, and why it ended
+/// when it did not succeed.
+fn tree_line(t: &brigade_api::TaskView, how: &str) -> String {
+    let label = t.key.as_deref().or(t.name.as_deref()).unwrap_or("-");
+    let mut line = format!("{label} [{}] {} {}", t.kind, t.state.as_str(), short(&t.id));
+    if let Some(p) = &t.progress
+        && !t.state.is_finished()
+    {
+        match p.total {
+            Some(total) => line.push_str(&format!(" {}/{total}", p.done)),
+            None => line.push_str(&format!(" {}", p.done)),
+        }
+    }
+    if let Some(e) = &t.error
+        && t.state != brigade_api::TaskState::Succeeded
+    {
+        line.push_str(&format!(" ({:?}: {})", e.kind, e.message));
+    }
+    if !how.is_empty() {
+        line.push_str(&format!(" <{how}>"));
+    }
+    line
+}
+
+/// The job's graph as text: roots (tasks that wait for nothing and were not
+/// spawned) in submission order; under each task, what it spawned and what
+/// waits for its key. A graph is not a tree, so a task reached a second
+/// time is printed once more with `(*)` and not expanded again.
+pub fn render_tree(tasks: &[brigade_api::TaskView]) -> String {
+    use std::collections::{HashMap, HashSet};
+    // Children of each task, in submission order: spawned ones, then waiters.
+    let mut children: HashMap<&str, Vec<(usize, &'static str)>> = HashMap::new();
+    let by_id: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let mut roots = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let mut has_parent = false;
+        if let Some(p) = t.spawned_by.as_deref()
+            && by_id.contains_key(p)
+        {
+            children.entry(p).or_default().push((i, "spawned"));
+            has_parent = true;
+        }
+        for k in &t.after {
+            for parent in tasks
+                .iter()
+                .filter(|p| p.key.as_deref() == Some(k.as_str()))
+            {
+                // A task spawned into a group is reached through its spawner.
+                if parent.spawned_by.is_some() && parent.id != t.id {
+                    let spawner_in_group = parent
+                        .spawned_by
+                        .as_deref()
+                        .and_then(|s| by_id.get(s))
+                        .is_some_and(|&si| tasks[si].key.as_deref() == Some(k.as_str()));
+                    if spawner_in_group {
+                        continue;
+                    }
+                }
+                children
+                    .entry(parent.id.as_str())
+                    .or_default()
+                    .push((i, "after"));
+                has_parent = true;
+            }
+        }
+        if !has_parent {
+            roots.push(i);
+        }
+    }
+    for v in children.values_mut() {
+        // What a task spawned comes before what waits for it.
+        v.sort_by_key(|(i, how)| (*how != "spawned", *i));
+        v.dedup_by_key(|(i, _)| *i);
+    }
+    let mut d = Drawer {
+        tasks,
+        children,
+        seen: HashSet::new(),
+        out: String::new(),
+    };
+    for r in roots {
+        d.walk(r, "", "", None);
+    }
+    // Whatever a cycle-free graph cannot reach from a root (it should not
+    // happen) is still listed, so no task goes missing from the picture.
+    for i in 0..tasks.len() {
+        if !d.seen.contains(&i) {
+            d.walk(i, "", "", None);
+        }
+    }
+    d.out
+}
+
+/// The state of [`render_tree`]'s walk.
+struct Drawer<'a> {
+    tasks: &'a [brigade_api::TaskView],
+    children: std::collections::HashMap<&'a str, Vec<(usize, &'static str)>>,
+    seen: std::collections::HashSet<usize>,
+    out: String,
+}
+
+impl Drawer<'_> {
+    /// Draw task `i`, reached as `how`, after `prefix`; `last`: whether it
+    /// is its parent's last child (`None` for a root).
+    fn walk(&mut self, i: usize, how: &str, prefix: &str, last: Option<bool>) {
+        let branch = match last {
+            None => "",
+            Some(true) => "└── ",
+            Some(false) => "├── ",
+        };
+        let again = !self.seen.insert(i);
+        let line = tree_line(&self.tasks[i], how);
+        self.out.push_str(prefix);
+        self.out.push_str(branch);
+        self.out.push_str(&line);
+        if again {
+            self.out.push_str(" (*)\n");
+            return;
+        }
+        self.out.push('\n');
+        let below = match last {
+            None => prefix.to_owned(),
+            Some(true) => format!("{prefix}    "),
+            Some(false) => format!("{prefix}│   "),
+        };
+        let kids = self
+            .children
+            .get(self.tasks[i].id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        for (n, (k, how)) in kids.iter().enumerate() {
+            self.walk(*k, how, &below, Some(n + 1 == kids.len()));
+        }
+    }
+}
+
 fn short(id: &str) -> &str {
     id.get(id.len().saturating_sub(8)..).unwrap_or(id)
 }
@@ -359,4 +513,64 @@ pub async fn cancel(job: &str, global: &Global) -> anyhow::Result<ExitCode> {
         Output::Text => print_job(&view),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(
+        id: &str,
+        key: &str,
+        after: &[&str],
+        spawned_by: Option<&str>,
+    ) -> brigade_api::TaskView {
+        let v = serde_json::json!({
+            "id": id, "job_id": "j", "kind": "flow", "queue": "default", "state": "succeeded",
+            "attempt": 1, "max_attempts": 3, "priority": 0, "timeout_ms": 1000,
+            "input": null, "output": null, "created_at": "2026-12-02T00:00:00Z",
+            "key": key, "after": after, "spawned_by": spawned_by,
+        });
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_diamond_prints_the_join_once_and_marks_it_again() {
+        let tasks = [
+            task("t-a", "a", &[], None),
+            task("t-b", "b", &["a"], None),
+            task("t-c", "c", &["a"], None),
+            task("t-d", "d", &["b", "c"], None),
+        ];
+        assert_eq!(
+            render_tree(&tasks).lines().collect::<Vec<_>>(),
+            [
+                "a [flow] succeeded t-a",
+                "├── b [flow] succeeded t-b <after>",
+                "│   └── d [flow] succeeded t-d <after>",
+                "└── c [flow] succeeded t-c <after>",
+                "    └── d [flow] succeeded t-d <after> (*)",
+            ]
+        );
+    }
+
+    #[test]
+    fn map_reduce_hangs_maps_and_reduce_under_split() {
+        let tasks = [
+            task("t-s", "split", &[], None),
+            task("t-r", "reduce", &["split"], None),
+            task("t-m1", "map", &[], Some("t-s")),
+            task("t-m2", "map", &[], Some("t-s")),
+        ];
+        let text = render_tree(&tasks);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "split [flow] succeeded t-s",
+                "├── map [flow] succeeded t-m1 <spawned>",
+                "├── map [flow] succeeded t-m2 <spawned>",
+                "└── reduce [flow] succeeded t-r <after>",
+            ]
+        );
+    }
 }

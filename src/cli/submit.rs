@@ -45,12 +45,24 @@ pub struct SubmitArgs {
     /// A repeat with the same key returns the first job instead of a second.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// POST the job's view to this URL when it finishes (its host must be on the
+    /// server's --callback-allow list); with --file, replaces the file's callback.
+    #[arg(long)]
+    pub callback: Option<String>,
     /// Follow the job with a live progress bar until it finishes.
     #[arg(long, short = 'w')]
     pub wait: bool,
 }
 
 fn build(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
+    let mut job = build_job(args)?;
+    if let Some(url) = &args.callback {
+        job.callback = Some(brigade_api::Callback::new(url.clone()));
+    }
+    Ok(job)
+}
+
+fn build_job(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
     if let Some(path) = &args.file {
         let text = if path == "-" {
             let mut s = String::new();
@@ -95,6 +107,7 @@ fn build(args: &SubmitArgs) -> anyhow::Result<JobSubmit> {
         tasks: vec![task; args.count as usize],
         keep_ms: None,
         unique: None,
+        callback: None,
     })
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
 
 mod bench;
+mod callbacks;
 mod faults;
 mod flow;
 mod input;
@@ -16,3 +17,4 @@ mod schedules;
 mod security;
 mod servers;
 mod upgrade;
+mod workflows;

@@ -33,6 +33,9 @@ pub struct JobSubmit {
     /// 200 with that job and `Brigade-Duplicate-Of`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique: Option<Unique>,
+    /// POST the job's view to a URL when it finishes (signed; retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::Callback>,
 }
 
 /// `unique` of a job: the key, and how long an earlier job holds it — give
@@ -70,6 +73,7 @@ impl JobSubmit {
             tasks,
             keep_ms: None,
             unique: None,
+            callback: None,
         }
     }
 
@@ -82,6 +86,12 @@ impl JobSubmit {
     /// The same job, its tasks in `queue` by default.
     pub fn in_queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
+        self
+    }
+
+    /// The same job, with `callback`.
+    pub fn with_callback(mut self, callback: crate::Callback) -> Self {
+        self.callback = Some(callback);
         self
     }
 }
@@ -360,4 +370,7 @@ pub struct JobView {
         with = "time::serde::rfc3339::option"
     )]
     pub fire_at: Option<OffsetDateTime>,
+    /// Its callback, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::Callback>,
 }

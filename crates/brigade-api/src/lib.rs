@@ -4,6 +4,7 @@
 //! No I/O lives here, so the server, the client, the worker and the tests all
 //! speak exactly the same shapes.
 
+pub mod callbacks;
 pub mod code;
 pub mod events;
 pub mod jobs;
@@ -15,6 +16,7 @@ pub mod schedules;
 pub mod tasks;
 pub mod workers;
 
+pub use callbacks::{CALLBACK_EVENTS, Callback, CallbackAttempt, SIGNATURE_HEADER};
 pub use code::{CodeInput, CodeOutput, LanguageView, MAX_RESULT_BYTES};
 pub use events::{Event, EventKind};
 pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec, Unique, UniqueWhile};

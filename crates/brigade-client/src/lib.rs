@@ -613,6 +613,11 @@ impl Client {
         }
     }
 
+    /// The delivery attempts of a job's callback, oldest first.
+    pub async fn job_callbacks(&self, id: &str) -> Result<Vec<brigade_api::CallbackAttempt>> {
+        self.get(&format!("/v1/jobs/{}/callbacks", enc(id))).await
+    }
+
     // ---- tasks ----
 
     /// A task with its history.

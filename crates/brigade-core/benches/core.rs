@@ -40,6 +40,7 @@ fn full_job() -> JobSubmit {
         tasks: vec![spec; TASKS],
         keep_ms: None,
         unique: None,
+        callback: None,
     }
 }
 

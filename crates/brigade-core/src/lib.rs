@@ -5,6 +5,7 @@
 //! or a network. The store applies these rules inside its transactions; the
 //! server and the worker use them to decide.
 
+pub mod callback;
 pub mod clock;
 pub mod dispatch;
 pub mod graph;

@@ -50,6 +50,9 @@ pub struct NewJob {
     pub keep_ms: Option<u64>,
     /// At most one job per key (see [`crate::unique`]).
     pub unique: Option<crate::unique::UniqueKey>,
+    /// Where to POST the job when it finishes (its shape checked; its
+    /// host is checked against the server's list by [`crate::callback::check_allowed`]).
+    pub callback: Option<brigade_api::Callback>,
 }
 
 /// A task that passed validation.
@@ -319,6 +322,9 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
         errors.push(FieldError::new("name", "at most 256 bytes"));
     }
     check_labels("labels", &job.labels, &mut errors);
+    let callback = job
+        .callback
+        .and_then(|cb| crate::callback::validate(cb, &mut errors));
     if job
         .keep_ms
         .is_some_and(|k| k > crate::retention::MAX_KEEP_MS)
@@ -369,6 +375,7 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             tasks,
             keep_ms: job.keep_ms,
             unique,
+            callback,
         })
     } else {
         Err(errors)

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::retry_matching))
         .routes(routes!(tasks::cancel_matching))
+        .routes(routes!(jobs::callbacks))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::retry))
@@ -269,6 +270,7 @@ pub async fn start_with(
         },
     );
     crate::duties::spawn(state.clone(), scheduled);
+    crate::callbacks::spawn(state.clone());
     let header_timeout = state.config.header_read_timeout;
     // Waiting long-polls are answered as soon as shutdown begins: the
     // graceful shutdown then only has short requests to finish.

@@ -64,6 +64,19 @@ pub struct ServerConfig {
     /// Attempts in a row ending `lost` or `crash` after which a task fails
     /// as `poison` (0: never).
     pub poison_after: u32,
+    /// Hosts a job's `callback.url` may name (`host` or `host:port`); empty:
+    /// no callbacks.
+    pub callback_allow: Vec<String>,
+    /// Key callbacks are signed with (`Brigade-Signature`); without one this
+    /// server sends none.
+    pub callback_secret: Option<String>,
+    /// Wait before a failed callback is tried again, doubled after each
+    /// failure (at most an hour), for up to 24 hours.
+    pub callback_backoff_ms: u64,
+    /// How long a server's claim on a delivery holds: if it dies mid-delivery,
+    /// another server (or it, restarted) tries again after this. Delivery
+    /// requests time out at half of it (at most 10 s).
+    pub callback_claim_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +103,10 @@ impl Default for ServerConfig {
             prune_every: Duration::from_secs(10),
             prune_batch: 500,
             poison_after: brigade_core::transition::DEFAULT_POISON_AFTER,
+            callback_allow: Vec::new(),
+            callback_secret: None,
+            callback_backoff_ms: brigade_core::callback::DEFAULT_BASE_DELAY_MS,
+            callback_claim_ms: 60_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod bus;
+pub mod callbacks;
 pub mod config;
 pub mod dashboard;
 pub mod dispatcher;

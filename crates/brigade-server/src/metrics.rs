@@ -44,6 +44,8 @@ pub mod names {
     pub const TASK_RUN_SECONDS: &str = "brigade_task_run_seconds";
     /// Rows deleted by retention, by table (`jobs`, `tasks`, `attempts`, `logs`).
     pub const PRUNED: &str = "brigade_pruned_rows_total";
+    /// Callback delivery attempts, by outcome (`ok`: a 2xx came back; `failed`).
+    pub const CALLBACK_DELIVERIES: &str = "brigade_callback_deliveries_total";
 }
 
 /// Count the rows a pruning pass deleted.

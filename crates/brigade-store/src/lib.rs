@@ -33,8 +33,9 @@ use brigade_core::{Limits, NewJob};
 
 pub use error::StoreError;
 pub use model::{
-    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Phase, Pruned, Remote,
-    RetryOutcome, StoredSchedule, Submitted, TaskFilter, Timing, TriggerOutcome,
+    Bulk, CallbackOutcome, Changes, DeleteOutcome, DueCallback, HandOff, Idempotency, JobFilter,
+    Phase, Pruned, Remote, RetryOutcome, StoredSchedule, Submitted, TaskFilter, Timing,
+    TriggerOutcome,
 };
 pub use transfer::{CopyReport, copy_database};
 
@@ -291,6 +292,26 @@ pub trait Store: Send + Sync + 'static {
     /// Fire every due schedule, each fire exactly once however many servers
     /// call this at once; what changed and when the next schedule is due.
     async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)>;
+
+    /// Claim up to `max` callback deliveries due at `now` for `claimer`
+    /// until `now + claim_ms`: one server at a time works on a delivery
+    /// (rows another transaction holds are skipped, claimed rows are left
+    /// alone until the claim runs out).
+    async fn claim_callbacks(
+        &self,
+        claimer: &str,
+        now: i64,
+        claim_ms: i64,
+        max: u32,
+    ) -> Result<Vec<DueCallback>>;
+    /// Record an attempt of a delivery and what comes next for it.
+    async fn record_callback(&self, outcome: CallbackOutcome) -> Result<()>;
+    /// The delivery attempts of a job's callbacks, oldest first; `None`
+    /// when the job does not exist.
+    async fn callback_attempts(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<Vec<brigade_api::CallbackAttempt>>>;
 
     /// Changes other servers made to the shared database (PostgreSQL); `None`
     /// for engines with one server. Each call subscribes anew; a receiver that

@@ -315,3 +315,41 @@ pub enum TriggerOutcome {
     /// (a `schedule.skipped` event says so).
     Duplicate(String, Changes),
 }
+
+/// A callback delivery that is due, claimed by one server for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCallback {
+    /// The delivery.
+    pub id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Its event (`job.finished`).
+    pub event: String,
+    /// Where it goes.
+    pub url: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// When the event happened (the retry window runs from here).
+    pub created_at: i64,
+}
+
+/// What one attempt of a delivery came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackOutcome {
+    /// The delivery.
+    pub id: String,
+    /// The server that made the attempt (its claim).
+    pub claimed_by: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// A 2xx came back.
+    pub delivered: bool,
+    /// The HTTP status, if one came back.
+    pub http_status: Option<u16>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// When the attempt ended.
+    pub at: i64,
+    /// When to try again; `None` with `delivered == false`: given up.
+    pub retry_at: Option<i64>,
+}

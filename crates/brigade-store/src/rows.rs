@@ -176,6 +176,10 @@ pub(crate) fn job_view(row: &impl Columns, progress: Progress) -> Result<JobView
         task_ids: None,
         schedule_id: row.text_opt("schedule_id")?,
         fire_at: ms_opt(row, "fire_at")?,
+        callback: row
+            .text_opt("callback")?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()?,
     })
 }
 

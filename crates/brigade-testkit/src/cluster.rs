@@ -171,6 +171,18 @@ impl Cluster {
         self.spawn_worker_process(name, servers, capacity, &[]);
     }
 
+    /// Start a worker process talking to `servers` with `extra` arguments
+    /// (say `--queues`).
+    pub fn spawn_worker_on_with(
+        &mut self,
+        name: &str,
+        servers: &str,
+        capacity: u32,
+        extra: &[&str],
+    ) {
+        self.spawn_worker_process(name, servers, capacity, extra);
+    }
+
     /// Start a worker process named `name` with `extra` arguments (the code
     /// kind only when they include `--code-cache`).
     pub fn spawn_worker(&mut self, name: &str, capacity: u32, extra: &[&str]) {

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use brigade_api::{JobState, JobSubmit, JobView, Page, Problem, TaskState, TaskView};
+use brigade_api::{
+    CallbackAttempt, JobState, JobSubmit, JobView, Page, Problem, TaskState, TaskView,
+};
 use brigade_core::validate::{Limits, validate_job};
 use brigade_store::{DeleteOutcome, Idempotency, JobFilter};
 use serde::Deserialize;
@@ -68,6 +70,8 @@ pub async fn submit(
     let submit: JobSubmit = parse_json(&body)?;
     let limits: Limits = state.limits;
     let job = validate_job(submit, &limits).map_err(ApiError::invalid)?;
+    brigade_core::callback::check_allowed(job.callback.as_ref(), &state.config.callback_allow)
+        .map_err(|e| ApiError::invalid(vec![e]))?;
     let n = job.tasks.len() as u64;
     // On its own task: once the store leased for borrowed workers, their
     // replies must go out even if this request's client goes away.
@@ -349,4 +353,27 @@ pub async fn delete(
             "the job is not finished; cancel it first",
         )),
     }
+}
+
+/// The delivery attempts of the job's callback, oldest first: each with its
+/// status (`delivered` or `failed`), the HTTP status answered, the error and
+/// when. A failed delivery is tried again with backoff for up to 24 h.
+#[utoipa::path(get, path = "/v1/jobs/{id}/callbacks", operation_id = "list_job_callbacks", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 200, body = Vec<CallbackAttempt>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn callbacks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<CallbackAttempt>>> {
+    caller.require(&[Role::Client])?;
+    owned_job(&state, &caller, &id).await?;
+    let attempts = state
+        .store
+        .callback_attempts(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job", &id))?;
+    Ok(Json(attempts))
 }

@@ -761,6 +761,33 @@ impl Store for PostgresStore {
         )
     }
 
+    async fn claim_callbacks(
+        &self,
+        claimer: &str,
+        now: i64,
+        claim_ms: i64,
+        max: u32,
+    ) -> Result<Vec<crate::DueCallback>> {
+        write_tx!(
+            self,
+            |c| crate::sql::callbacks::claim(c, claimer, now, claim_ms, max),
+            |_v| None
+        )
+    }
+
+    async fn record_callback(&self, outcome: crate::CallbackOutcome) -> Result<()> {
+        write_tx!(self, |c| crate::sql::callbacks::record(c, &outcome), |_v| {
+            None
+        })
+    }
+
+    async fn callback_attempts(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<Vec<brigade_api::CallbackAttempt>>> {
+        crate::sql::callbacks::attempts(&mut Pg(&mut *self.pool.acquire().await?), job_id).await
+    }
+
     async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)> {
         write_tx!(self, |c| schedules::fire_due(c, &limits, now), |v| Some(
             &v.0

@@ -42,7 +42,9 @@ pub(crate) struct Table {
 /// OFFSET over all their columns, which is slower but still complete.
 fn key_of(table: &str) -> Option<&'static [&'static str]> {
     match table {
-        "jobs" | "tasks" | "task_logs" => Some(&["seq"]),
+        "jobs" | "tasks" | "task_logs" | "callback_deliveries" | "callback_attempts" => {
+            Some(&["seq"])
+        }
         "attempts" => Some(&["task_id", "attempt"]),
         "workers" => Some(&["id"]),
         "queues" => Some(&["name"]),

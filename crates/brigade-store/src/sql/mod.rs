@@ -11,6 +11,7 @@
 //! The domain's decisions are `brigade-core`'s: this layer asks it what a
 //! failure or a result does and writes down the answer.
 
+pub(crate) mod callbacks;
 pub(crate) mod copy;
 pub(crate) mod graph;
 pub(crate) mod read;

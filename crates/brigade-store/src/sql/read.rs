@@ -19,7 +19,7 @@ pub(crate) const TASK_COLUMNS: &str = "seq, id, job_id, kind, name, queue, state
 
 /// Columns [`rows::job_view`] reads.
 pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested, \
-     keep_ms, schedule_id, fire_at";
+     keep_ms, schedule_id, fire_at, callback";
 
 /// Columns [`rows::worker_view`] reads.
 pub(crate) const WORKER_COLUMNS: &str = "id, name, hostname, queues, kinds, labels, capacity, version, state, load, joined_at, last_seen_at";

@@ -229,8 +229,8 @@ pub(crate) async fn submit<C: Conn>(
     // winner's job.
     let inserted = c
         .exec(
-            "INSERT INTO jobs (id, name, queue, labels, owner, state, total, created_at, idem_key, idem_hash, keep_ms) \
-             VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO jobs (id, name, queue, labels, owner, state, total, created_at, idem_key, idem_hash, keep_ms, callback) \
+             VALUES (?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?::jsonb) \
              ON CONFLICT (owner, idem_key) WHERE idem_key IS NOT NULL DO NOTHING",
             args![
                 &job_id,
@@ -244,6 +244,7 @@ pub(crate) async fn submit<C: Conn>(
                 idem.map(|i| i.key.as_str()),
                 idem.map(|i| i.hash.as_str()),
                 job.keep_ms.map(|k| k.min(brigade_core::retention::MAX_KEEP_MS) as i64),
+                job.callback.as_ref().map(json).transpose()?,
             ],
         )
         .await?;
@@ -288,6 +289,7 @@ pub(crate) async fn submit<C: Conn>(
         task_ids: Some(ids),
         schedule_id: None,
         fire_at: None,
+        callback: job.callback.clone(),
     };
     let changes = Changes {
         events: vec![events::job(
@@ -580,7 +582,7 @@ pub(crate) async fn finish_jobs<C: Conn>(
     // job is recorded as over exactly once.
     let lock_first = matches!(C::ENGINE, super::Engine::Sqlite);
     let lock_sql = format!(
-        "SELECT name, cancel_requested, finished_at FROM jobs WHERE id = ?{}",
+        "SELECT name, cancel_requested, finished_at, callback FROM jobs WHERE id = ?{}",
         super::for_update::<C>()
     );
     let open_sql = format!(
@@ -612,6 +614,16 @@ pub(crate) async fn finish_jobs<C: Conn>(
         c.exec(
             "UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?",
             args![state.as_str(), last_end.unwrap_or(now).max(0), job_id],
+        )
+        .await?;
+        // The outbox row, in this same transaction: the callback exists
+        // exactly when the finish does.
+        super::callbacks::enqueue(
+            c,
+            job_id,
+            row.text_opt("callback")?.as_deref(),
+            EventKind::JobFinished.as_str(),
+            now,
         )
         .await?;
         changes.events.push(events::job(
@@ -1624,7 +1636,10 @@ pub(crate) async fn delete_job<C: Conn>(c: &mut C, id: &str) -> Result<DeleteOut
         "DELETE FROM group_waiters WHERE job_id = ?",
         "DELETE FROM job_keys WHERE job_id = ?",
         "DELETE FROM jobs WHERE id = ?",
-    ] {
+    ]
+    .into_iter()
+    .chain(super::callbacks::DELETE_FOR_JOB)
+    {
         c.exec(sql, args![id]).await?;
     }
     Ok(DeleteOutcome::Deleted)
@@ -1834,6 +1849,9 @@ pub(crate) async fn prune<C: Conn>(
         if n < budget {
             c.exec("DELETE FROM job_keys WHERE job_id = ?", args![job_id])
                 .await?;
+            for sql in super::callbacks::DELETE_FOR_JOB {
+                c.exec(sql, args![job_id]).await?;
+            }
             pruned.jobs += c
                 .exec("DELETE FROM jobs WHERE id = ?", args![job_id])
                 .await?;

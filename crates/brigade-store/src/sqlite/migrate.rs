@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "flow control",
         include_str!("../../migrations/sqlite/0008_flow_control.sql"),
     ),
+    (
+        9,
+        "callbacks",
+        include_str!("../../migrations/sqlite/0009_callbacks.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

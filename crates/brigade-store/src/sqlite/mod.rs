@@ -714,4 +714,35 @@ impl Store for SqliteStore {
         self.write(move |c| at_once(schedules::fire_due(c, &limits, now)))
             .await
     }
+
+    async fn claim_callbacks(
+        &self,
+        claimer: &str,
+        now: i64,
+        claim_ms: i64,
+        max: u32,
+    ) -> Result<Vec<crate::DueCallback>> {
+        let claimer = claimer.to_owned();
+        self.write(move |c| {
+            at_once(crate::sql::callbacks::claim(
+                c, &claimer, now, claim_ms, max,
+            ))
+        })
+        .await
+    }
+
+    async fn record_callback(&self, outcome: crate::CallbackOutcome) -> Result<()> {
+        self.write(move |c| at_once(crate::sql::callbacks::record(c, &outcome)))
+            .await
+    }
+
+    async fn callback_attempts(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<Vec<brigade_api::CallbackAttempt>>> {
+        let id = job_id.to_owned();
+        self.readers
+            .read(move |c| at_once(crate::sql::callbacks::attempts(c, &id)))
+            .await
+    }
 }

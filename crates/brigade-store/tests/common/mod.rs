@@ -103,6 +103,11 @@ macro_rules! conformance_tests {
                 large_parents_ride_as_ids_and_page_with_outputs,
                 progress_follows_the_attempt_rule,
             }
+            callbacks {
+                a_finished_job_queues_one_delivery_claimed_once,
+                an_expired_claim_is_taken_over_and_given_up_deliveries_stay_put,
+                jobs_without_a_callback_queue_nothing,
+            }
             retention {
                 prune_deletes_expired_jobs_with_everything,
                 prune_works_in_small_batches,
@@ -196,6 +201,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         tasks: (0..n).map(|_| task(max_attempts)).collect(),
         keep_ms: None,
         unique: None,
+        callback: None,
     }
 }
 
@@ -523,6 +529,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         tasks,
         keep_ms: None,
         unique: None,
+        callback: None,
     }
 }
 

@@ -1,8 +1,9 @@
-//! Built-in task kinds: `noop`, `echo`, `sleep`, `fail`, `flaky`, `exec`, `code`.
+//! Built-in task kinds: `noop`, `echo`, `sleep`, `fail`, `flaky`, `flow`, `exec`, `code`.
 
 pub mod basic;
 pub mod code;
 pub mod exec;
+pub mod flow;
 pub mod judge;
 
 use crate::Registry;
@@ -12,6 +13,7 @@ use crate::Registry;
 pub fn builtins(allow_exec: bool) -> Registry {
     let mut r = Registry::new();
     basic::register(&mut r);
+    flow::register(&mut r);
     if allow_exec {
         r.register("exec", exec::Exec);
     }

@@ -172,6 +172,7 @@ pub async fn values_round_trip(store: Arc<dyn Store>) -> TestResult {
                 tasks: vec![t, task(1)],
                 keep_ms: None,
                 unique: None,
+                callback: None,
             },
             None,
             T0,

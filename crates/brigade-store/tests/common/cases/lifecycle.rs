@@ -270,6 +270,7 @@ pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResul
                 tasks: vec![python, urgent, elsewhere],
                 keep_ms: None,
                 unique: None,
+                callback: None,
             },
             None,
             T0,

@@ -9,6 +9,7 @@
 )]
 
 pub mod basics;
+pub mod callbacks;
 pub mod concurrency;
 pub mod flow;
 pub mod graphs;
