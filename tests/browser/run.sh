@@ -26,7 +26,8 @@ mkdir -p "$SCREENSHOT_DIR"
 if [ -n "${BRIGADE_URL:-}" ]; then
   node "$here/dashboard.mjs"
   node "$here/run-page.mjs"
-  exec node "$here/schedules-page.mjs"
+  node "$here/schedules-page.mjs"
+  exec node "$here/failed-page.mjs"
 fi
 
 bin="${BRIGADE_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/brigade}"
@@ -76,6 +77,9 @@ if [ "$status" -eq 0 ]; then
 fi
 if [ "$status" -eq 0 ]; then
   BRIGADE_URL="$url" node "$here/schedules-page.mjs" || status=$?
+fi
+if [ "$status" -eq 0 ]; then
+  BRIGADE_URL="$url" node "$here/failed-page.mjs" || status=$?
 fi
 if [ "$status" -ne 0 ]; then
   for f in "$tmp"/*.log; do echo "== $f" >&2; tail -n 40 "$f" >&2; done

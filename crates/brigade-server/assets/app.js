@@ -18,6 +18,8 @@ const S = {
   jobs: null,
   jobFilter: '',
   schedules: null, // the Schedules page's list
+  // The Failed page: its filters, the page of tasks shown, and the cursors that led to it.
+  failed: { filter: { state: 'failed', kind: '', queue: '', error_kind: '', job: '' }, items: null, next: null, cursor: null, back: [], seq: 0 },
   job: null, // the job shown on the job page
   tasks: null, // its tasks
   task: null, // the task open in the drawer
@@ -298,6 +300,29 @@ async function loadSchedules() {
   renderSchedules();
 }
 
+async function loadFailed() {
+  if (S.route.name !== 'failed') return;
+  const F = S.failed;
+  const seq = ++F.seq;
+  const q = new URLSearchParams(failedQuery(F.filter));
+  q.set('limit', String(FAILED_PAGE));
+  if (F.cursor) q.set('cursor', F.cursor);
+  try {
+    const page = await api(`/v1/tasks?${q}`);
+    // A newer load (other filters, another page) has started meanwhile: its answer wins.
+    if (S.route.name !== 'failed' || seq !== F.seq) return;
+    F.items = page.items;
+    F.next = page.next_cursor || null;
+    if (F.loadError) failedMsg('');
+    F.loadError = null;
+  } catch (e) {
+    if (S.route.name !== 'failed' || seq !== F.seq) return;
+    F.items = F.items || [];
+    F.loadError = e;
+  }
+  renderFailed();
+}
+
 async function loadJob() {
   if (S.route.name !== 'job') return;
   const id = S.route.id;
@@ -331,6 +356,7 @@ function refreshAll() {
   if (S.route.name === 'overview') soon('jobs', loadJobs);
   if (S.route.name === 'job') soon('job', loadJob);
   if (S.route.name === 'schedules') soon('schedules', loadSchedules);
+  if (S.route.name === 'failed') soon('failed', loadFailed);
   if (S.taskId) soon('task', loadTask);
 }
 
@@ -427,6 +453,7 @@ function onEvent(ev) {
     if (t.startsWith('task.')) soon('workers', loadWorkers);
     if (S.route.name === 'overview') soon('jobs', loadJobs);
     if (S.route.name === 'job' && ev.job_id === S.route.id) soon('job', loadJob);
+    if (S.route.name === 'failed' && t.startsWith('task.')) soon('failed', loadFailed);
     if (S.taskId && ev.task_id === S.taskId) soon('task', loadTask);
   }
 }
@@ -941,6 +968,166 @@ function renderSchedules() {
       .join('')}</tbody></table>`;
 }
 
+// ---------------------------------------------------------------- failed tasks
+
+const FAILED_PAGE = 50;
+const FAILED_FIELDS = [
+  ['kind', 'kind', 'e.g. resize'],
+  ['queue', 'queue', 'e.g. default'],
+  ['error_kind', 'error kind', 'handler, timeout, lost, …'],
+  ['job', 'job', 'job id'],
+];
+
+// The filters that are set, as the API takes them (query string or bulk body).
+function failedQuery(f) {
+  const q = {};
+  for (const k of ['state', 'kind', 'queue', 'error_kind', 'job']) if (f[k]) q[k] = f[k];
+  return q;
+}
+
+// Filters from the route's query (`#/failed?kind=resize`), so a filtered view can be linked.
+function failedFilterOf(query) {
+  const p = new URLSearchParams(query || '');
+  const f = { state: p.get('state') === 'cancelled' ? 'cancelled' : 'failed' };
+  for (const [k] of FAILED_FIELDS) f[k] = (p.get(k) || '').trim();
+  return f;
+}
+
+function renderFailedShell() {
+  const f = S.failed.filter;
+  $('#view').innerHTML = `
+  <div class="grid">
+    <section class="card" data-testid="failed-page">
+      <div class="card-head"><h2>Failed tasks</h2><span class="count" id="failed-count" data-testid="failed-count"></span>
+        <div class="tools"><span class="faint">across jobs · <code>GET /v1/tasks</code></span></div></div>
+      <form class="card-body filters" id="failed-form" data-testid="failed-filters">
+        <label>state <select id="failed-state" name="state" data-testid="failed-state">
+          ${['failed', 'cancelled'].map((s) => `<option value="${s}"${s === f.state ? ' selected' : ''}>${s}</option>`).join('')}
+        </select></label>
+        ${FAILED_FIELDS.map(
+          ([k, label, ph]) =>
+            `<label>${esc(label)} <input name="${k}" value="${esc(f[k])}" placeholder="${esc(ph)}" spellcheck="false" autocomplete="off" data-testid="failed-filter-${k}"></label>`,
+        ).join('')}
+        <button type="submit" class="btn" data-testid="failed-apply">Apply</button>
+        <div class="spacer"></div>
+        <button type="button" class="btn primary" data-act="retry-matching" data-testid="retry-matching" title="POST /v1/tasks/retry with these filters (admin)">Retry all matching</button>
+      </form>
+      <div id="failed-msg" class="failed-msg" data-testid="failed-msg" hidden></div>
+      <div class="table-wrap" id="failed" data-testid="failed"></div>
+      <div class="card-body pager" id="failed-pager"></div>
+    </section>
+  </div>`;
+  renderFailed();
+}
+
+// A line above the table: how the last action went (kind '' or 'err').
+function failedMsg(html, kind = '') {
+  const el = $('#failed-msg');
+  if (!el) return;
+  el.hidden = !html;
+  el.className = `failed-msg ${kind === 'err' ? 'errbox' : 'okbox'}`;
+  el.dataset.kind = kind || 'ok';
+  el.innerHTML = html;
+}
+
+function problemHtml(e, context) {
+  if (!(e instanceof ApiError)) return `<b>${esc(context)}</b> ${esc(e?.message || e)}`;
+  const fields = (e.errors || []).map((x) => `${x.field}: ${x.message}`).join('; ');
+  return `<b>${esc(context)} — ${e.status} ${esc(e.title)}</b> ${esc([e.detail, fields].filter(Boolean).join(' — '))}`;
+}
+
+function renderFailed() {
+  const el = $('#failed');
+  if (!el) return;
+  const F = S.failed;
+  const ts = F.items;
+  const pager = $('#failed-pager');
+  if (F.loadError) failedMsg(problemHtml(F.loadError, 'Could not load the tasks'), 'err');
+  if (!ts) {
+    el.innerHTML = '<div class="empty">Loading…</div>';
+    pager.innerHTML = '';
+    return;
+  }
+  const pageNo = F.back.length + 1;
+  $('#failed-count').textContent = ts.length ? `${ts.length}${F.next ? '+' : ''} · page ${pageNo}` : '';
+  pager.innerHTML = `<button class="btn sm" data-act="failed-prev" data-testid="failed-prev" ${F.back.length ? '' : 'disabled'}>← Previous</button>
+    <span class="muted" data-testid="failed-page-no">page ${pageNo}</span>
+    <button class="btn sm" data-act="failed-next" data-testid="failed-next" ${F.next ? '' : 'disabled'}>Next →</button>`;
+  if (!ts.length) {
+    el.innerHTML = `<div class="empty" data-testid="failed-empty">No ${esc(F.filter.state)} tasks match.</div>`;
+    return;
+  }
+  el.innerHTML = `<table data-testid="failed-table"><thead><tr>
+      <th>Task</th><th>Kind</th><th>Queue</th><th>Error</th><th class="num">Attempt</th><th>Finished</th><th></th>
+    </tr></thead><tbody>${ts
+      .map((t) => {
+        const href = `#/jobs/${encodeURIComponent(t.job_id)}/tasks/${encodeURIComponent(t.id)}`;
+        const retry = t.state === 'failed' || t.state === 'cancelled';
+        return `<tr data-testid="failed-row" data-task-id="${esc(t.id)}" data-job-id="${esc(t.job_id)}" data-state="${esc(t.state)}" data-kind="${esc(t.kind)}">
+      <td><a href="${esc(href)}" class="mono" data-testid="failed-task-link">${esc(shortId(t.id))}</a>${t.name ? ` <b>${esc(t.name)}</b>` : ''}
+        <div class="sub mono">job <a href="#/jobs/${esc(encodeURIComponent(t.job_id))}">${esc(shortId(t.job_id))}</a></div></td>
+      <td>${esc(t.kind)}</td>
+      <td>${esc(t.queue)}</td>
+      <td class="trunc" title="${esc(t.error ? `${t.error.kind}: ${t.error.message}` : '')}" data-testid="failed-error">${
+        t.error ? `<span class="s-failed"><b>${esc(t.error.kind)}</b></span> ${esc(json(t.error.message, 200))}` : '<span class="faint">—</span>'
+      }</td>
+      <td class="num">${t.attempt}/${t.max_attempts}</td>
+      <td class="muted" title="${esc(t.finished_at || '')}"><span class="mono">${clock(t.finished_at)}</span> <span data-ago="${esc(t.finished_at)}">${t.finished_at ? ago(t.finished_at) : ''}</span></td>
+      <td class="num"><button class="btn sm" data-act="retry-failed" data-id="${esc(t.id)}" data-testid="failed-retry-row" ${retry ? '' : 'disabled'}>Retry</button></td></tr>`;
+      })
+      .join('')}</tbody></table>`;
+}
+
+// New filters (or the same again): back to the first page, and into the address for linking.
+function applyFailedFilters() {
+  const form = $('#failed-form');
+  if (!form) return;
+  const f = {};
+  for (const [k, v] of new FormData(form)) f[k] = String(v).trim();
+  const F = S.failed;
+  F.filter = { ...F.filter, ...f };
+  F.cursor = null;
+  F.back = [];
+  F.items = null;
+  F.loadError = null;
+  failedMsg('');
+  const q = new URLSearchParams(failedQuery(F.filter)).toString();
+  history.replaceState(null, '', `#/failed${q ? '?' + q : ''}`);
+  renderFailed();
+  soon('failed', loadFailed);
+}
+
+async function retryMatching() {
+  const F = S.failed;
+  const body = failedQuery(F.filter);
+  const lines = Object.entries(body).map(([k, v]) => `  ${k} = ${v}`);
+  if (!confirm(`Retry every task matching these filters, on every page?\n\n${lines.join('\n')}\n\nEach goes back to queued with a fresh attempt budget.`)) return;
+  try {
+    const r = await api('/v1/tasks/retry', { method: 'POST', body });
+    failedMsg(`<b data-testid="retried-count">${r.retried}</b> task${r.retried === 1 ? '' : 's'} retried.`);
+    toast(`${r.retried} task${r.retried === 1 ? '' : 's'} retried`, '', 'ok');
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 403) {
+      failedMsg(`<b>Retrying in bulk needs an admin token.</b> ${esc(e.detail || '')} Set one with the Token button (per-row Retry works for your own tasks).`, 'err');
+    } else {
+      failedMsg(problemHtml(e, 'Could not retry the tasks'), 'err');
+    }
+  }
+  F.cursor = null;
+  F.back = [];
+  soon('failed', loadFailed);
+}
+
+async function retryFailedRow(id) {
+  try {
+    await api(`/v1/tasks/${encodeURIComponent(id)}/retry`, { method: 'POST' });
+    failedMsg(`Task <span class="mono">${esc(shortId(id))}</span> queued again.`);
+  } catch (e) {
+    failedMsg(problemHtml(e, `Could not retry task ${shortId(id)}`), 'err');
+  }
+  soon('failed', loadFailed);
+}
+
 // ---------------------------------------------------------------- routing and events
 
 function parseRoute() {
@@ -949,6 +1136,8 @@ function parseRoute() {
   if (m) return { name: 'job', id: decodeURIComponent(m[1]), task: m[2] ? decodeURIComponent(m[2]) : null };
   if (h === '/run') return { name: 'run' };
   if (h === '/schedules') return { name: 'schedules' };
+  m = h.match(/^\/failed(?:\?(.*))?$/);
+  if (m) return { name: 'failed', query: m[1] || '' };
   m = h.match(/^\/judge\/([^/]+)$/);
   if (m) return { name: 'judge', id: decodeURIComponent(m[1]) };
   return { name: 'overview' };
@@ -976,6 +1165,16 @@ function route() {
       renderSchedulesShell();
       document.title = 'schedules · brigade';
       soon('schedules', loadSchedules);
+    } else if (r.name === 'failed') {
+      const F = S.failed;
+      F.filter = failedFilterOf(r.query);
+      F.items = null;
+      F.cursor = null;
+      F.back = [];
+      F.loadError = null;
+      renderFailedShell();
+      document.title = 'failed · brigade';
+      soon('failed', loadFailed);
     } else if (r.name === 'judge') {
       renderJudge();
       document.title = 'judge · brigade';
@@ -1030,6 +1229,25 @@ async function onClick(e) {
           break;
         case 'trigger-schedule':
           if (await act(`/v1/schedules/${enc}/trigger`, 'Schedule fired', 'fire the schedule')) soon('schedules', loadSchedules);
+          break;
+        case 'retry-matching':
+          await retryMatching();
+          break;
+        case 'retry-failed':
+          await retryFailedRow(id);
+          break;
+        case 'failed-next':
+          if (S.failed.next) {
+            S.failed.back.push(S.failed.cursor);
+            S.failed.cursor = S.failed.next;
+            soon('failed', loadFailed);
+          }
+          break;
+        case 'failed-prev':
+          if (S.failed.back.length) {
+            S.failed.cursor = S.failed.back.pop();
+            soon('failed', loadFailed);
+          }
           break;
         case 'drain':
           if (confirm(`Drain worker ${btn.dataset.name}? It finishes what it runs and leases nothing more.`)) {
@@ -1100,11 +1318,18 @@ function init() {
     }
   });
   document.addEventListener('change', (e) => {
+    if (e.target.id === 'failed-state') applyFailedFilters();
     if (e.target.id === 'job-filter') {
       S.jobFilter = e.target.value;
       S.jobs = null;
       renderJobs();
       soon('jobs', loadJobs);
+    }
+  });
+  document.addEventListener('submit', (e) => {
+    if (e.target.id === 'failed-form') {
+      e.preventDefault();
+      applyFailedFilters();
     }
   });
   window.addEventListener('hashchange', route);
@@ -1124,6 +1349,7 @@ function init() {
     if (S.taskId && S.task && S.task.state === 'running') soon('task', loadTask);
     // A schedule's next fire moves with each fire; other servers' fires come as events too.
     if (S.route.name === 'schedules') soon('schedules', loadSchedules);
+    if (S.route.name === 'failed') soon('failed', loadFailed);
   }, POLL_MS);
 }
 
