@@ -7,8 +7,9 @@
 // server), checks the rows (error kind and message, attempt, link to the task), clicks
 // "Retry all matching" (the confirm dialog names the filters; the page says 3 were retried)
 // and checks through the API that exactly the three `fail` tasks ran a second attempt. Then
-// per-row Retry on a `flaky` task reaches the API too, and a 403 from the bulk retry (a
-// client token; answered by the test) shows inline that it needs an admin token.
+// per-row Retry on a `flaky` task reaches the API too, Next/Previous page through the job's
+// five tasks two at a time, the state selector shows none cancelled, and a 403 from the bulk
+// retry (a client token; answered by the test) shows inline that it needs an admin token.
 // Screenshot: ${SCREENSHOT_DIR:-target}/failed.png (failed-failure.png when it fails).
 // Optional: BRIGADE_TOKEN, CHROMIUM, TIMEOUT_MS.
 import { mkdirSync } from 'node:fs';
@@ -143,6 +144,34 @@ try {
   await until('the flaky task to run again', async () => (await api(`/v1/tasks/${flakyIds[0]}`)).history.length === 2);
   if ((await api(`/v1/tasks/${flakyIds[1]}`)).history.length !== 1) throw new Error('per-row retry retried the other row too');
   log('per-row Retry reached the API');
+
+  // Paging by cursor: the job's five failed tasks, two a page (page size from the address).
+  await until('all five tasks to be failed again', async () => (await jobTasks(job.id)).every((t) => t.state === 'failed'));
+  await page.goto(`${base}/#/failed?job=${job.id}&limit=2`);
+  const seen = [];
+  for (const [n, want] of [[1, 2], [2, 2], [3, 1]]) {
+    if (n > 1) await page.click('[data-testid=failed-next]');
+    await page.waitForFunction(
+      ([no, k]) =>
+        document.querySelector('[data-testid=failed-page-no]')?.textContent === `page ${no}` &&
+        document.querySelectorAll('[data-testid=failed-row]').length === k,
+      [n, want],
+    );
+    seen.push(...(await page.$$eval(rows, (rs) => rs.map((r) => r.dataset.taskId))));
+  }
+  if (!(await page.isDisabled('[data-testid=failed-next]'))) throw new Error('Next is enabled on the last page');
+  if (JSON.stringify([...new Set(seen)].sort()) !== JSON.stringify([...failIds, ...flakyIds].sort()) || seen.length !== 5) {
+    throw new Error(`pages showed ${JSON.stringify(seen)}`);
+  }
+  await page.click('[data-testid=failed-prev]');
+  await page.waitForFunction(() => document.querySelector('[data-testid=failed-page-no]')?.textContent === 'page 2');
+  log('paging: 2 + 2 + 1 rows over three pages, each task once, Previous goes back');
+
+  // The state selector: none of the job's tasks was cancelled.
+  await page.selectOption('[data-testid=failed-state]', 'cancelled');
+  await page.waitForSelector('[data-testid=failed-empty]');
+  if (!/state=cancelled/.test(await page.evaluate(() => location.hash))) throw new Error('state=cancelled is not in the address');
+  log('state cancelled: no rows for the job');
 
   // A client token's bulk retry is a 403: the page says it needs an admin token.
   expect403 = true;

@@ -305,7 +305,7 @@ async function loadFailed() {
   const F = S.failed;
   const seq = ++F.seq;
   const q = new URLSearchParams(failedQuery(F.filter));
-  q.set('limit', String(FAILED_PAGE));
+  q.set('limit', String(F.limit || FAILED_PAGE));
   if (F.cursor) q.set('cursor', F.cursor);
   try {
     const page = await api(`/v1/tasks?${q}`);
@@ -985,6 +985,12 @@ function failedQuery(f) {
   return q;
 }
 
+// Tasks per page: `?limit=` in the address (1..1000), else FAILED_PAGE.
+function failedLimitOf(query) {
+  const n = Number(new URLSearchParams(query || '').get('limit'));
+  return Number.isInteger(n) && n >= 1 && n <= 1000 ? n : FAILED_PAGE;
+}
+
 // Filters from the route's query (`#/failed?kind=resize`), so a filtered view can be linked.
 function failedFilterOf(query) {
   const p = new URLSearchParams(query || '');
@@ -1069,7 +1075,7 @@ function renderFailed() {
       <td>${esc(t.kind)}</td>
       <td>${esc(t.queue)}</td>
       <td class="trunc" title="${esc(t.error ? `${t.error.kind}: ${t.error.message}` : '')}" data-testid="failed-error">${
-        t.error ? `<span class="s-failed"><b>${esc(t.error.kind)}</b></span> ${esc(json(t.error.message, 200))}` : '<span class="faint">—</span>'
+        t.error ? `<span class="badge s-failed">${esc(t.error.kind)}</span> ${esc(json(t.error.message, 200))}` : '<span class="faint">—</span>'
       }</td>
       <td class="num">${t.attempt}/${t.max_attempts}</td>
       <td class="muted" title="${esc(t.finished_at || '')}"><span class="mono">${clock(t.finished_at)}</span> <span data-ago="${esc(t.finished_at)}">${t.finished_at ? ago(t.finished_at) : ''}</span></td>
@@ -1091,8 +1097,11 @@ function applyFailedFilters() {
   F.items = null;
   F.loadError = null;
   failedMsg('');
-  const q = new URLSearchParams(failedQuery(F.filter)).toString();
-  history.replaceState(null, '', `#/failed${q ? '?' + q : ''}`);
+  const q = new URLSearchParams(failedQuery(F.filter));
+  if (F.limit !== FAILED_PAGE) q.set('limit', String(F.limit));
+  history.replaceState(null, '', `#/failed${q.size ? '?' + q : ''}`);
+  // The address changed without a hashchange: the route must know, or going back to it is "same".
+  S.route = { name: 'failed', query: q.toString() };
   renderFailed();
   soon('failed', loadFailed);
 }
@@ -1145,7 +1154,7 @@ function parseRoute() {
 
 function route() {
   const r = parseRoute();
-  const same = r.name === S.route.name && r.id === S.route.id;
+  const same = r.name === S.route.name && r.id === S.route.id && r.query === S.route.query;
   S.route = r;
   for (const a of document.querySelectorAll('.nav a[data-nav]')) a.classList.toggle('active', a.dataset.nav === r.name);
   if (!same) {
@@ -1168,6 +1177,7 @@ function route() {
     } else if (r.name === 'failed') {
       const F = S.failed;
       F.filter = failedFilterOf(r.query);
+      F.limit = failedLimitOf(r.query);
       F.items = null;
       F.cursor = null;
       F.back = [];
