@@ -10,7 +10,8 @@
 // per-row Retry on a `flaky` task reaches the API too, Next/Previous page through the job's
 // five tasks two at a time, the state selector shows none cancelled, and a 403 from the bulk
 // retry (a client token; answered by the test) shows inline that it needs an admin token.
-// Screenshot: ${SCREENSHOT_DIR:-target}/failed.png (failed-failure.png when it fails).
+// Screenshots: ${SCREENSHOT_DIR:-target}/failed.png, failed-403.png (failed-failure.png when
+// it fails).
 // Optional: BRIGADE_TOKEN, CHROMIUM, TIMEOUT_MS.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -187,6 +188,7 @@ try {
   await page.waitForSelector('[data-testid=failed-msg][data-kind=err]');
   const msg = await page.textContent('[data-testid=failed-msg]');
   if (!/admin token/.test(msg)) throw new Error(`403 shows ${JSON.stringify(msg)}`);
+  await page.screenshot({ path: join(shots, 'failed-403.png'), fullPage: true });
   await page.unroute('**/v1/tasks/retry');
   log('403 shown inline: needs an admin token');
 

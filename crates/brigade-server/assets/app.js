@@ -1117,7 +1117,12 @@ async function retryMatching() {
     toast(`${r.retried} task${r.retried === 1 ? '' : 's'} retried`, '', 'ok');
   } catch (e) {
     if (e instanceof ApiError && e.status === 403) {
-      failedMsg(`<b>Retrying in bulk needs an admin token.</b> ${esc(e.detail || '')} Set one with the Token button (per-row Retry works for your own tasks).`, 'err');
+      failedMsg(
+        `<b>Retrying in bulk needs an admin token</b> — set one with the Token button (per-row Retry works for your own tasks).${
+          e.detail ? ` <span class="muted">Server: ${esc(e.detail)}</span>` : ''
+        }`,
+        'err',
+      );
     } else {
       failedMsg(problemHtml(e, 'Could not retry the tasks'), 'err');
     }
