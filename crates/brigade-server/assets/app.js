@@ -52,11 +52,13 @@ function ago(t) {
   return `${Math.floor(d / 86400)}d ago`;
 }
 
-// "in 3s" for a time ahead, "3s ago" for one behind.
+// "in 3s" for a time ahead, "3s ago" for one behind. A time that just
+// passed is "now": a fire due this instant is being made, and the page
+// catches up at its next refresh.
 function until(t) {
   const d = (ms(t) - Date.now()) / 1000;
   if (!isFinite(d)) return '—';
-  if (d < 0) return ago(t);
+  if (d < -2) return ago(t);
   if (d < 1) return 'now';
   if (d < 60) return `in ${Math.ceil(d)}s`;
   if (d < 3600) return `in ${Math.floor(d / 60)}m`;
