@@ -14,6 +14,7 @@ mod soak;
 mod speedup;
 mod stats;
 mod throughput;
+mod workflow;
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ pub enum Scenario {
     Soak,
     /// The `code` sandbox: per-run overhead against running the program directly.
     Code,
+    /// Graphs: a chord against a flat job of as many tasks, the reduce's start
+    /// after the last map, and a chain's links/s. Not in `all`.
+    Workflow,
 }
 
 /// Options of `brigade bench`.
@@ -99,6 +103,16 @@ pub struct BenchArgs {
     /// Seconds between the soak's progress lines.
     #[arg(long, default_value_t = 60)]
     pub report_every_s: u64,
+    /// Tasks in each job of the workflow run: the flat job, and the chord's
+    /// maps and its reduce (at most 10 000, one submit).
+    #[arg(long, default_value_t = 10_000)]
+    pub workflow_tasks: u32,
+    /// Flat jobs and chords of the workflow run (each figure is their median).
+    #[arg(long, default_value_t = 3)]
+    pub workflow_runs: u32,
+    /// Links of the workflow run's chain.
+    #[arg(long, default_value_t = 1000)]
+    pub chain_links: u32,
 }
 
 impl BenchArgs {
@@ -243,6 +257,13 @@ async fn run_one(args: &BenchArgs, scenario: Scenario, alone: bool) -> anyhow::R
             let cap = args.capacity_or(8);
             on_cluster(args, scenario, &[], workers, cap, async |c| {
                 soak::run(c, args, cap).await
+            })
+            .await
+        }
+        Scenario::Workflow => {
+            let cap = args.capacity_or(64);
+            on_cluster(args, scenario, &[], workers, cap, async |c| {
+                workflow::run(c, args, workers, cap).await
             })
             .await
         }

@@ -67,3 +67,28 @@ fn deep_queue_prints_lease_latency_empty_and_deep() {
         assert!(v.parse::<f64>().is_ok(), "{key}={v} is not a number");
     }
 }
+
+#[test]
+fn workflow_prints_chord_ratio_reduce_start_and_chain_rate() {
+    let kv = bench(&[
+        "workflow",
+        "--workflow-tasks",
+        "50",
+        "--workflow-runs",
+        "1",
+        "--chain-links",
+        "20",
+    ]);
+    for key in [
+        "workflow_flat_wall_s",
+        "workflow_chord_wall_s",
+        "workflow_chord_ratio",
+        "workflow_reduce_start_p50_ms",
+        "workflow_chain_links_per_s",
+    ] {
+        let v = kv.get(key).unwrap_or_else(|| panic!("no {key} in {kv:?}"));
+        assert!(v.parse::<f64>().is_ok(), "{key}={v} is not a number");
+    }
+    assert_eq!(kv["workflow_chord_maps"], "49");
+    assert_eq!(kv["workflow_chain_links"], "20");
+}

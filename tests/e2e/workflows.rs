@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use brigade_api::{ErrorKind, JobState, RunIf, TaskSpec, TaskState, TaskView};
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use brigade_testkit::{Cluster, task};
@@ -383,4 +384,152 @@ async fn the_map_reduce_example_runs() {
     let reduce = one(&m, "reduce");
     assert_eq!(parent_keys(reduce), ["split", "map", "map", "map"]);
     assert_eq!(parent_keys(one(&m, "report")), ["reduce"]);
+}
+
+#[tokio::test]
+async fn a_chain_passes_each_output_to_the_next_link() {
+    let c = Cluster::start().await.with_workers(&["w1"], 4, &[]).await;
+    let links = 5;
+    let specs: Vec<TaskSpec> = (0..links)
+        .map(|i| {
+            let t = flow(&format!("l{i}"), json!(i * 10));
+            if i == 0 {
+                t
+            } else {
+                t.after([format!("l{}", i - 1)])
+            }
+        })
+        .collect();
+    let job = c.submit(specs).await;
+    let done = c.finished(&job.id).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(done.progress.succeeded, links as u64);
+
+    let m = by_key(&c.tasks(&job.id).await);
+    let chain: Vec<&TaskView> = (0..links).map(|i| one(&m, &format!("l{i}"))).collect();
+    assert_eq!(parent_keys(chain[0]), Vec::<String>::new());
+    for i in 1..links {
+        let (prev, t) = (chain[i - 1], chain[i]);
+        assert_eq!(parent_keys(t), [format!("l{}", i - 1)]);
+        assert_eq!(
+            t.output["parents"][0]["output"],
+            prev.output,
+            "l{i} saw l{}'s output as recorded",
+            i - 1
+        );
+        started_after(t, &[prev]);
+    }
+    // Each link carries the one before it: the last holds the whole chain.
+    let mut at = &chain[links - 1].output;
+    for i in (0..links).rev() {
+        assert_eq!(
+            at["value"],
+            json!(i * 10),
+            "link l{i} inside the last output"
+        );
+        if i > 0 {
+            at = &at["parents"][0]["output"];
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_spawner_killed_mid_run_spawns_once_when_retried_and_reduce_sees_all() {
+    let mut c = Cluster::start_with(&["--lease-ttl-ms", "1500", "--heartbeat-ms", "250"])
+        .await
+        .with_workers(&["doomed"], 4, &[])
+        .await;
+    let doomed = c.worker_named("doomed").await.id;
+    let n: i64 = 8;
+    let maps: Vec<Value> = (0..n)
+        .map(|i| json!({ "kind": "flow", "key": "map", "input": { "value": i } }))
+        .collect();
+    // The spawner reports progress, then holds: it is caught mid-run.
+    let split = task(
+        "flow",
+        json!({
+            "value": "split",
+            "spawn": maps,
+            "progress": { "done": 0, "total": n, "message": "splitting" },
+            "hold_ms": 3000
+        }),
+    )
+    .keyed("split");
+    let job = c
+        .submit(vec![
+            split,
+            flow("reduce", json!("reduce")).after(["split"]),
+        ])
+        .await;
+    let m = by_key(&c.tasks(&job.id).await);
+    let split_id = one(&m, "split").id.clone();
+    c.until("the spawner runs on the doomed worker", || async {
+        let t = c.client.task(&split_id).await.ok()?;
+        let p = t.progress?;
+        (t.state == TaskState::Running && p.attempt == 1).then_some(())
+    })
+    .await;
+    c.signal_worker("doomed", Signal::SIGKILL);
+    c.wait_worker_exit("doomed").await;
+    c.spawn_worker("survivor", 4, &[]);
+    let survivor = c.worker_named("survivor").await.id;
+
+    let done = c.finished(&job.id).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(done.progress.total, 2 + n as u64, "spawned once");
+
+    let split = c.client.task(&split_id).await.unwrap();
+    assert_eq!(split.attempt, 2, "the spawner was retried");
+    assert_eq!(split.worker_id.as_deref(), Some(survivor.as_str()));
+    let history = split.history.clone().unwrap_or_default();
+    let outcomes: Vec<(&str, Option<&str>)> = history
+        .iter()
+        .map(|h| (h.outcome.as_str(), h.worker_id.as_deref()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("lost", Some(doomed.as_str())),
+            ("succeeded", Some(survivor.as_str()))
+        ],
+        "killed while it ran, then done elsewhere"
+    );
+
+    let tasks = c.tasks(&job.id).await;
+    assert_eq!(tasks.len(), 2 + n as usize, "no child twice: {tasks:?}");
+    let m = by_key(&tasks);
+    let maps = &m["map"];
+    assert_eq!(maps.len(), n as usize);
+    let mut values: Vec<i64> = maps
+        .iter()
+        .map(|t| t.output["value"].as_i64().unwrap_or(-1))
+        .collect();
+    values.sort();
+    assert_eq!(values, (0..n).collect::<Vec<i64>>(), "each map once");
+    for t in maps {
+        assert_eq!(t.spawned_by.as_deref(), Some(split_id.as_str()));
+        assert_eq!(t.state, TaskState::Succeeded);
+        assert_eq!(t.worker_id.as_deref(), Some(survivor.as_str()));
+    }
+    let mut children = split.children.unwrap_or_default();
+    children.sort();
+    let mut map_ids: Vec<String> = maps.iter().map(|t| t.id.clone()).collect();
+    map_ids.sort();
+    assert_eq!(children, map_ids, "the spawner lists exactly its children");
+
+    let reduce = one(&m, "reduce");
+    let mut expected = vec!["split".to_owned()];
+    expected.extend((0..n).map(|_| "map".to_owned()));
+    assert_eq!(parent_keys(reduce), expected);
+    let seen: Vec<Value> = reduce.output["parents"].as_array().unwrap()[1..]
+        .iter()
+        .map(|p| p["output"]["value"].clone())
+        .collect();
+    assert_eq!(
+        seen,
+        (0..n).map(|i| json!(i)).collect::<Vec<Value>>(),
+        "reduce saw every map, in spawn order"
+    );
+    let maps_ref: Vec<&TaskView> = maps.iter().collect();
+    started_after(reduce, &maps_ref);
 }
