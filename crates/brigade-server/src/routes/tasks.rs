@@ -295,8 +295,9 @@ const FOLLOW_POLL: Duration = Duration::from_secs(1);
 /// `?follow=true` streams them (and new ones) as Server-Sent Events until the task is finished.
 #[utoipa::path(get, path = "/v1/tasks/{id}/logs", operation_id = "get_task_logs", tag = "tasks", params(("id" = String, Path), LogParams),
     responses(
-        (status = 200, body = Page<LogLine>, description = "A page of lines; with `?follow=true`, \
-            a text/event-stream of `log` events (data: a LogLine, id: its cursor) ending with an `end` event"),
+        (status = 200, description = "A page of lines; with `?follow=true`, \
+            a text/event-stream of `log` events (data: a LogLine, id: its cursor) ending with an `end` event",
+            content((Page<LogLine> = "application/json"), (String = "text/event-stream"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
