@@ -78,6 +78,24 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// Default time limit of a request that does not long-poll.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every item of a paged list, in order: `page(cursor)` fetches one page.
+async fn every_page<T, F, Fut>(mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>>>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = page(cursor.take()).await?;
+        all.extend(p.items);
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(all),
+        }
+    }
+}
+
 /// Margin added to a long-poll's wait for its request time limit.
 const LONG_POLL_MARGIN: Duration = Duration::from_secs(15);
 
@@ -445,18 +463,8 @@ impl Client {
 
     /// Every task of a job, following pages.
     pub async fn job_tasks(&self, id: &str, state: Option<&str>) -> Result<Vec<TaskView>> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .job_tasks_page(id, state, 1000, cursor.as_deref())
-                .await?;
-            all.extend(page.items);
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(all),
-            }
-        }
+        every_page(|c| async move { self.job_tasks_page(id, state, 1000, c.as_deref()).await })
+            .await
     }
 
     /// Cancel a job.
@@ -517,18 +525,11 @@ impl Client {
 
     /// Every schedule the caller may see, following pages.
     pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .schedules_page(brigade_api::page::MAX_LIMIT, cursor.as_deref())
-                .await?;
-            all.extend(page.items);
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(all),
-            }
-        }
+        every_page(|c| async move {
+            self.schedules_page(brigade_api::page::MAX_LIMIT, c.as_deref())
+                .await
+        })
+        .await
     }
 
     /// Change a schedule.
@@ -599,18 +600,11 @@ impl Client {
 
     /// Every job a schedule created, newest first, following pages.
     pub async fn schedule_jobs(&self, id: &str) -> Result<Vec<JobView>> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .schedule_jobs_page(id, brigade_api::page::MAX_LIMIT, cursor.as_deref())
-                .await?;
-            all.extend(page.items);
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(all),
-            }
-        }
+        every_page(|c| async move {
+            self.schedule_jobs_page(id, brigade_api::page::MAX_LIMIT, c.as_deref())
+                .await
+        })
+        .await
     }
 
     /// The delivery attempts of a job's callback, oldest first.
@@ -702,18 +696,11 @@ impl Client {
 
     /// Every log line of a task so far, following pages.
     pub async fn task_logs(&self, id: &str) -> Result<Vec<LogLine>> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .task_logs_page(id, brigade_api::page::MAX_LIMIT, cursor.as_deref())
-                .await?;
-            all.extend(page.items);
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(all),
-            }
-        }
+        every_page(|c| async move {
+            self.task_logs_page(id, brigade_api::page::MAX_LIMIT, c.as_deref())
+                .await
+        })
+        .await
     }
 
     /// Follow a task's log (`?follow=true`): its lines so far, then new ones as
@@ -888,18 +875,11 @@ impl Client {
         worker_id: &str,
         task_id: &str,
     ) -> Result<Vec<brigade_api::ParentResult>> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .task_parents_page(worker_id, task_id, 1000, cursor.as_deref())
-                .await?;
-            all.extend(page.items);
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(all),
-            }
-        }
+        every_page(|c| async move {
+            self.task_parents_page(worker_id, task_id, 1000, c.as_deref())
+                .await
+        })
+        .await
     }
 
     /// Ship log lines of tasks running on this worker.
