@@ -86,7 +86,7 @@ async fn authorize(state: &AppState, caller: &Caller, job: Option<&str>) -> ApiR
 
 /// Live events as Server-Sent Events; `?job=` keeps one job's.
 #[utoipa::path(get, path = "/v1/events", operation_id = "follow_events", tag = "events", params(EventParams),
-    responses((status = 200, description = "text/event-stream of events", body = Event, content_type = "text/event-stream")))]
+    responses((status = 200, description = "text/event-stream of events: each frame's `data` is an Event as JSON", body = super::SseFrame, content_type = "text/event-stream")))]
 pub async fn sse(
     State(state): State<AppState>,
     caller: Caller,

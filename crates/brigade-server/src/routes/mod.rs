@@ -52,3 +52,18 @@ pub fn cursor(c: &Option<String>) -> Result<Option<&str>, ApiError> {
         )),
     }
 }
+
+/// One Server-Sent Event as framed on the wire, for the OpenAPI document:
+/// `event:` names it, `data:` carries its JSON text, `id:` is its cursor.
+/// (The streams' own payloads are described on each operation.)
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SseFrame {
+    /// The event's name (`log`, `end`, or an event kind).
+    pub event: Option<String>,
+    /// Its payload, JSON text.
+    pub data: String,
+    /// Its cursor, to resume from.
+    pub id: Option<String>,
+    /// Reconnection delay the server asks for, in ms.
+    pub retry: Option<u64>,
+}

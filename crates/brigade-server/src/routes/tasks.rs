@@ -297,7 +297,7 @@ const FOLLOW_POLL: Duration = Duration::from_secs(1);
     responses(
         (status = 200, description = "A page of lines; with `?follow=true`, \
             a text/event-stream of `log` events (data: a LogLine, id: its cursor) ending with an `end` event",
-            content((Page<LogLine> = "application/json"), (String = "text/event-stream"))),
+            content((Page<LogLine> = "application/json"), (super::SseFrame = "text/event-stream"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
