@@ -98,6 +98,7 @@ impl Changes {
         self.scheduled |= other.scheduled;
         self.timings.extend(other.timings);
         self.cancelled.extend(other.cancelled);
+        self.unsettled.extend(other.unsettled);
     }
 }
 

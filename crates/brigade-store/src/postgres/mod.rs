@@ -302,8 +302,7 @@ impl PostgresStore {
         .await;
         match settled {
             Ok(more) => {
-                changes.events.extend(more.events);
-                changes.timings.extend(more.timings);
+                changes.merge(more);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording the end of jobs failed; the reaper will")
@@ -749,7 +748,7 @@ impl Store for PostgresStore {
     }
 
     async fn trigger_schedule(&self, id: &str, limits: Limits, now: i64) -> Result<TriggerOutcome> {
-        write_tx!(
+        let mut out = write_tx!(
             self,
             |c| schedules::trigger(c, id, &limits, now),
             |v| match v {
@@ -758,7 +757,12 @@ impl Store for PostgresStore {
                 }
                 _ => None,
             }
-        )
+        )?;
+        // `overlap: cancel_previous` cancels a job, which may leave it unsettled.
+        if let TriggerOutcome::Fired(_, changes) = &mut out {
+            self.settle(changes, now).await;
+        }
+        Ok(out)
     }
 
     async fn claim_callbacks(
@@ -789,8 +793,10 @@ impl Store for PostgresStore {
     }
 
     async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)> {
-        write_tx!(self, |c| schedules::fire_due(c, &limits, now), |v| Some(
+        let mut out = write_tx!(self, |c| schedules::fire_due(c, &limits, now), |v| Some(
             &v.0
-        ))
+        ))?;
+        self.settle(&mut out.0, now).await;
+        Ok(out)
     }
 }
