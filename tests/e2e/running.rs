@@ -1,6 +1,7 @@
 //! Jobs run: in parallel, retried, timed out, cancelled.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use brigade_api::{Backoff, ErrorKind, JobState, TaskState};
 use serde_json::json;
@@ -137,6 +138,57 @@ async fn flaky_tasks_are_retried_until_they_succeed_and_failing_ones_exhaust_the
     assert_eq!(done.state, JobState::Failed);
     let t = c.client.task(&ids[1]).await.unwrap();
     assert_eq!((t.state, t.attempt), (TaskState::Failed, 2));
+}
+
+#[tokio::test]
+async fn waiting_on_a_task_answers_at_its_finish_not_between_its_retries() {
+    let c = Cluster::start().await.with_workers(&["w1"], 4, &[]).await;
+    let wait = Duration::from_secs(30);
+
+    // Two failed attempts in between are not the end: one request, the final answer.
+    let mut flaky = task("flaky", json!({ "fail_attempts": 2 }));
+    flaky.max_attempts = Some(3);
+    flaky.backoff = Some(quick_backoff());
+    let job = c.submit(vec![flaky]).await;
+    let id = &job.task_ids.unwrap()[0];
+    let t = c.client.wait_task(id, wait).await.unwrap();
+    assert_eq!((t.state, t.attempt), (TaskState::Succeeded, 3));
+    assert_eq!(t.output, json!({ "attempt": 3 }));
+
+    // The wait is the task's, not its job's: the job still runs a long sleep.
+    let job = c
+        .submit(vec![
+            task("sleep", json!({ "ms": 5000 })),
+            task("echo", json!({ "x": 1 })),
+        ])
+        .await;
+    let ids = job.task_ids.unwrap();
+    let t = c.client.wait_task(&ids[1], wait).await.unwrap();
+    assert_eq!(t.state, TaskState::Succeeded);
+    assert_eq!(t.output, json!({ "x": 1 }));
+    assert!(!c.client.job(&job.id).await.unwrap().state.is_finished());
+
+    // A cancel through another request ends the wait with the cancelled task.
+    let job = c.submit(vec![task("nobody-runs-this", json!({}))]).await;
+    let id = job.task_ids.unwrap()[0].clone();
+    let waiter = {
+        let client = c.client.clone();
+        let id = id.clone();
+        tokio::spawn(async move { client.wait_task(&id, wait).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.client.cancel_task(&id).await.unwrap();
+    let t = waiter.await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Cancelled);
+
+    // A wait that runs out answers with the task as it is.
+    let job = c.submit(vec![task("nobody-runs-this", json!({}))]).await;
+    let t = c
+        .client
+        .wait_task(&job.task_ids.unwrap()[0], Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(t.state, TaskState::Queued);
 }
 
 #[tokio::test]

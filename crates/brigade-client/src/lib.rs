@@ -619,6 +619,24 @@ impl Client {
         self.get(&format!("/v1/tasks/{}", enc(id))).await
     }
 
+    /// A task, waiting up to `wait` for it to finish (succeeded, failed or
+    /// cancelled): one request that the task's finish answers.
+    pub async fn wait_task(&self, id: &str, wait: Duration) -> Result<TaskView> {
+        let ms = wait.as_millis().min(60_000) as u64;
+        let q = [("wait_ms", ms.to_string())];
+        let res = self
+            .send::<()>(
+                Method::GET,
+                &format!("/v1/tasks/{}", enc(id)),
+                Some(&q),
+                None,
+                wait + LONG_POLL_MARGIN,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
     /// Cancel a task.
     pub async fn cancel_task(&self, id: &str) -> Result<TaskView> {
         self.post::<(), _>(&format!("/v1/tasks/{}/cancel", enc(id)), None)

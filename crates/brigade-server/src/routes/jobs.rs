@@ -1,7 +1,5 @@
 //! `/v1/jobs`: submit, read, wait for, cancel and delete jobs.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,10 +11,9 @@ use brigade_core::validate::{Limits, validate_job};
 use brigade_store::{DeleteOutcome, Idempotency, JobFilter};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
-use super::{cursor, limit};
+use super::{cursor, limit, wait};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, JsonBytes, parse_json};
@@ -24,9 +21,6 @@ use crate::state::AppState;
 
 /// The header naming the earlier job a `unique` submit is a duplicate of.
 pub const DUPLICATE_OF: &str = "brigade-duplicate-of";
-
-/// Longest `wait_ms` on a job.
-pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// Submit a job: a batch of tasks stored in one transaction.
 #[utoipa::path(post, path = "/v1/jobs", operation_id = "submit_job", tag = "jobs", request_body = JobSubmit,
@@ -167,42 +161,16 @@ pub async fn get(
     ApiQuery(q): ApiQuery<GetJobParams>,
 ) -> ApiResult<Json<JobView>> {
     caller.require(&[Role::Client])?;
-    let wait = q.wait_ms.unwrap_or(0);
-    if wait > MAX_WAIT_MS {
-        return Err(ApiError::field("wait_ms", format!("at most {MAX_WAIT_MS}")));
-    }
-    // Subscribe before reading, so a finish between the two is not missed.
-    let mut events = state.publisher.bus.subscribe();
-    let job = owned_job(&state, &caller, &id).await?;
-    if wait == 0 || job.state.is_finished() {
-        return Ok(Json(job));
-    }
-    let _permit = state.long_poll_permit()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
-    loop {
-        // Re-read now and then in case the finish happened on another server.
-        let recheck = tokio::time::Instant::now() + Duration::from_millis(1000);
-        let until = deadline.min(recheck);
-        let next = tokio::select! {
-            next = tokio::time::timeout_at(until, events.recv()) => next,
-            // Shutting down: answer with the job as it is now; the client asks again.
-            () = state.closing.cancelled() => break,
-        };
-        match next {
-            Ok(Ok(e)) if e.kind == "job.finished" && e.job_id.as_deref() == Some(id.as_str()) => {
-                break;
-            }
-            Ok(Ok(_)) => continue,
-            Ok(Err(RecvError::Lagged(_))) | Err(_) => {
-                let job = owned_job(&state, &caller, &id).await?;
-                if job.state.is_finished() || tokio::time::Instant::now() >= deadline {
-                    return Ok(Json(job));
-                }
-            }
-            Ok(Err(RecvError::Closed)) => break,
-        }
-    }
-    Ok(Json(owned_job(&state, &caller, &id).await?))
+    let wait = wait::wait_ms(q.wait_ms)?;
+    let job = wait::until_done(
+        &state,
+        wait,
+        || owned_job(&state, &caller, &id),
+        |job: &JobView| job.state.is_finished(),
+        |e, _| e.kind == "job.finished" && e.job_id.as_deref() == Some(id.as_str()),
+    )
+    .await?;
+    Ok(Json(job))
 }
 
 /// Query of `GET /v1/jobs`.

@@ -9,6 +9,7 @@ pub mod queues;
 pub mod schedules;
 pub mod tasks;
 pub mod token;
+pub mod wait;
 pub mod workers;
 
 use brigade_api::page::{DEFAULT_LIMIT, MAX_LIMIT};

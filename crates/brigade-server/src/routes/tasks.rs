@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
+use super::wait;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, JsonBytes, parse_json};
@@ -214,16 +215,48 @@ pub async fn cancel_matching(
     Ok(Json(CancelledReply { cancelled }))
 }
 
-/// A task with its output, error and the history of its attempts.
-#[utoipa::path(get, path = "/v1/tasks/{id}", operation_id = "get_task", tag = "tasks", params(("id" = String, Path)),
-    responses((status = 200, body = TaskView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+/// Query of `GET /v1/tasks/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct GetTaskParams {
+    /// Hold the request until the task is finished (succeeded, failed or
+    /// cancelled) or this many ms pass (max 60000).
+    pub wait_ms: Option<u64>,
+}
+
+/// A task with its output, error and the history of its attempts; `?wait_ms=`
+/// long-polls until it is finished.
+#[utoipa::path(get, path = "/v1/tasks/{id}", operation_id = "get_task", tag = "tasks", params(("id" = String, Path), GetTaskParams),
+    responses(
+        (status = 200, body = TaskView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<GetTaskParams>,
 ) -> ApiResult<Json<TaskView>> {
     caller.require(&[Role::Client])?;
-    Ok(Json(owned_task(&state, &caller, &id).await?))
+    let wait = wait::wait_ms(q.wait_ms)?;
+    let task = wait::until_done(
+        &state,
+        wait,
+        || owned_task(&state, &caller, &id),
+        |task: &TaskView| task.state.is_finished(),
+        // A job's cancel may end its tasks with the job's event alone.
+        |e, task: &TaskView| match e.kind.as_str() {
+            "task.succeeded" | "task.failed" | "task.cancelled" => {
+                e.task_id.as_deref() == Some(id.as_str())
+            }
+            "job.finished" => e.job_id.as_deref() == Some(task.job_id.as_str()),
+            _ => false,
+        },
+    )
+    .await?;
+    Ok(Json(task))
 }
 
 /// Cancel a task; a running one is told to stop on its worker's next heartbeat.

@@ -388,7 +388,7 @@ class Task:
 
             return run_eager(self, spec)
         job = self.app.submit({"tasks": [spec]})
-        return AsyncResult(job.task_ids[0], app=self.app, job_id=job.id, solo=True)
+        return AsyncResult(job.task_ids[0], app=self.app, job_id=job.id)
 
     async def delay_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """:meth:`delay` for asyncio code."""
@@ -404,7 +404,7 @@ class Task:
 
             return run_eager(self, spec)
         job = await self.app.aio.submit({"tasks": [spec]})
-        return AsyncResult(job.task_ids[0], app=self.app, job_id=job.id, solo=True)
+        return AsyncResult(job.task_ids[0], app=self.app, job_id=job.id)
 
     def __repr__(self) -> str:
         return f"<@task {self.name}>"
@@ -470,14 +470,11 @@ class AsyncResult:
 
     parent: AsyncResult | GroupResult | None = None
 
-    def __init__(self, id: str, app: Brigade, job_id: str | None = None, solo: bool = False):
+    def __init__(self, id: str, app: Brigade, job_id: str | None = None):
         self.id = id
         self.task_id = id
         self.app = app
         self.job_id = job_id
-        # Waiting for its job is waiting for it: the only task of its job, or
-        # the last step of a canvas (which waits for every other task).
-        self._solo = solo
         self._view: dict[str, Any] | None = None
         self._job: list[dict[str, Any]] | None = None
 
@@ -568,22 +565,11 @@ class AsyncResult:
         failed, :class:`brigade.TaskRevoked` if cancelled, and
         :class:`brigade.TimeoutError` after ``timeout`` seconds. A canvas
         step that did not run because an earlier one failed raises that
-        earlier failure."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        earlier failure. ``interval`` is accepted for Celery's sake: the
+        wait is a long-poll that the task's finish answers, not a poll."""
         if not self._final():
-            if self._solo and self.job_id:
-                self.app.wait_job(self.job_id, timeout)
-                self._view = self.app.get_task(self.id)
-            else:
-                pause = 0.01
-                while True:
-                    self._view = self.app.get_task(self.id)
-                    if self._final():
-                        break
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise WaitTimeout(f"task {self.id} is still {self._view.get('state')} after {timeout} s")
-                    time.sleep(pause if deadline is None else max(0, min(pause, deadline - time.monotonic())))
-                    pause = min(interval, pause * 2)
+            # One long-poll on the task: its finish answers it at once.
+            self._view = self.app.wait_task(self.id, timeout)
         assert self._view is not None
         if not propagate:
             return self.result
@@ -591,22 +577,8 @@ class AsyncResult:
 
     async def get_async(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
         """:meth:`get` for asyncio code."""
-        aio = self.app.aio
-        deadline = None if timeout is None else time.monotonic() + timeout
         if not self._final():
-            if self._solo and self.job_id:
-                await aio.wait_job(self.job_id, timeout)
-                self._view = await aio.get_task(self.id)
-            else:
-                pause = 0.01
-                while True:
-                    self._view = await aio.get_task(self.id)
-                    if self._final():
-                        break
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise WaitTimeout(f"task {self.id} is still {self._view.get('state')} after {timeout} s")
-                    await asyncio.sleep(pause)
-                    pause = min(interval, pause * 2)
+            self._view = await self.app.aio.wait_task(self.id, timeout)
         assert self._view is not None
         job = await self._job_views_async()
         if not propagate:
@@ -787,8 +759,6 @@ class _Graph:
             return GroupResult(rapp, job_id, items)
 
         out = build(ref)
-        if isinstance(out, AsyncResult):
-            out._solo = True  # the last step: every other task is upstream of it
         node, r = out, ref
         while (prev := self.before.get(json.dumps(r, sort_keys=True))) is not None:
             node.parent = build(prev)

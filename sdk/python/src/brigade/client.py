@@ -25,6 +25,12 @@ MAX_WAIT_MS = 60_000
 MAX_TASKS = 10_000
 
 
+def _wait_ms(deadline: float | None) -> int:
+    """The next long-poll's ``wait_ms``: the time left, at most the server's cap."""
+    left = MAX_WAIT_MS if deadline is None else int((deadline - time.monotonic()) * 1000)
+    return max(0, min(MAX_WAIT_MS, left))
+
+
 def _q(s: str) -> str:
     return quote(s, safe="")
 
@@ -229,17 +235,21 @@ class Client:
 
     def wait_job(self, id: str, timeout: float | None = None) -> dict[str, Any]:
         """The job once finished (long-polls ``GET /v1/jobs/{id}?wait_ms=``)."""
+        return self._wait(f"/v1/jobs/{_q(id)}", f"job {id}", timeout)
+
+    def wait_task(self, id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The task once finished (long-polls ``GET /v1/tasks/{id}?wait_ms=``)."""
+        return self._wait(f"/v1/tasks/{_q(id)}", f"task {id}", timeout)
+
+    def _wait(self, path: str, what: str, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = MAX_WAIT_MS if deadline is None else int((deadline - time.monotonic()) * 1000)
-            wait = max(0, min(MAX_WAIT_MS, left))
-            view = self.conn.call(
-                "GET", f"/v1/jobs/{_q(id)}", params={"wait_ms": wait}, read_timeout=wait / 1000 + 30
-            )
+            wait = _wait_ms(deadline)
+            view = self.conn.call("GET", path, params={"wait_ms": wait}, read_timeout=wait / 1000 + 30)
             if view.get("state") in FINISHED:
                 return view
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {id} is still {view.get('state')} after {timeout} s")
+                raise WaitTimeout(f"{what} is still {view.get('state')} after {timeout} s")
 
     def jobs(
         self, state: str | None = None, name: str | None = None, label: str | None = None, limit: int | None = None
@@ -418,17 +428,22 @@ class AsyncClient:
         return await self.conn.call("GET", f"/v1/jobs/{_q(id)}")
 
     async def wait_job(self, id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The job once finished (long-polls ``GET /v1/jobs/{id}?wait_ms=``)."""
+        return await self._wait(f"/v1/jobs/{_q(id)}", f"job {id}", timeout)
+
+    async def wait_task(self, id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The task once finished (long-polls ``GET /v1/tasks/{id}?wait_ms=``)."""
+        return await self._wait(f"/v1/tasks/{_q(id)}", f"task {id}", timeout)
+
+    async def _wait(self, path: str, what: str, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = MAX_WAIT_MS if deadline is None else int((deadline - time.monotonic()) * 1000)
-            wait = max(0, min(MAX_WAIT_MS, left))
-            view = await self.conn.call(
-                "GET", f"/v1/jobs/{_q(id)}", params={"wait_ms": wait}, read_timeout=wait / 1000 + 30
-            )
+            wait = _wait_ms(deadline)
+            view = await self.conn.call("GET", path, params={"wait_ms": wait}, read_timeout=wait / 1000 + 30)
             if view.get("state") in FINISHED:
                 return view
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {id} is still {view.get('state')} after {timeout} s")
+                raise WaitTimeout(f"{what} is still {view.get('state')} after {timeout} s")
 
     async def jobs(
         self, state: str | None = None, name: str | None = None, label: str | None = None, limit: int | None = None

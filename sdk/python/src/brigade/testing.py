@@ -53,7 +53,6 @@ class EagerResult(AsyncResult):
         self.job_id = view["job_id"]
         self._eview = view
         self._view = view
-        self._solo = True
         self._job: list[dict[str, Any]] | None = None
         self.app = None  # type: ignore[assignment]  # no server behind it
         self.logs = logs
