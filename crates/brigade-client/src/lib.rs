@@ -407,14 +407,19 @@ impl Client {
         self.get(&format!("/v1/jobs/{}", enc(id))).await
     }
 
-    /// A job, waiting up to `wait` for it to finish.
-    pub async fn wait_job(&self, id: &str, wait: Duration) -> Result<JobView> {
+    /// `GET path?wait_ms=`: a read the server holds until the thing is
+    /// finished or `wait` (at most 60 s) passes.
+    async fn long_poll<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        wait: Duration,
+    ) -> Result<T> {
         let ms = wait.as_millis().min(60_000) as u64;
         let q = [("wait_ms", ms.to_string())];
         let res = self
             .send::<()>(
                 Method::GET,
-                &format!("/v1/jobs/{}", enc(id)),
+                path,
                 Some(&q),
                 None,
                 wait + LONG_POLL_MARGIN,
@@ -422,6 +427,11 @@ impl Client {
             )
             .await?;
         Self::decode(res).await
+    }
+
+    /// A job, waiting up to `wait` for it to finish.
+    pub async fn wait_job(&self, id: &str, wait: Duration) -> Result<JobView> {
+        self.long_poll(&format!("/v1/jobs/{}", enc(id)), wait).await
     }
 
     /// Jobs, newest first.
@@ -622,19 +632,8 @@ impl Client {
     /// A task, waiting up to `wait` for it to finish (succeeded, failed or
     /// cancelled): one request that the task's finish answers.
     pub async fn wait_task(&self, id: &str, wait: Duration) -> Result<TaskView> {
-        let ms = wait.as_millis().min(60_000) as u64;
-        let q = [("wait_ms", ms.to_string())];
-        let res = self
-            .send::<()>(
-                Method::GET,
-                &format!("/v1/tasks/{}", enc(id)),
-                Some(&q),
-                None,
-                wait + LONG_POLL_MARGIN,
-                &[],
-            )
-            .await?;
-        Self::decode(res).await
+        self.long_poll(&format!("/v1/tasks/{}", enc(id)), wait)
+            .await
     }
 
     /// Cancel a task.
