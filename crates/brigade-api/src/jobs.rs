@@ -151,6 +151,15 @@ pub struct TaskSpec {
     /// or `failed`. Only with `after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_if: Option<crate::RunIf>,
+    /// Keys whose limits this task counts against (`PUT /v1/limits/{key}`):
+    /// it is leased only while every one has room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 8)]
+    pub limits: Vec<String>,
+    /// Among queued tasks of one queue and priority, leases go round-robin
+    /// across fair keys (a tenant, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_key: Option<String>,
 }
 
 impl TaskSpec {
@@ -170,6 +179,8 @@ impl TaskSpec {
             key: None,
             after: Vec::new(),
             run_if: None,
+            limits: Vec::new(),
+            fair_key: None,
         }
     }
 
@@ -186,6 +197,22 @@ impl TaskSpec {
         S: Into<String>,
     {
         self.after = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same task, counted against the limits of `keys`.
+    pub fn limited<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.limits = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same task, served fairly among the tasks of other `fair_key`s.
+    pub fn fair(mut self, fair_key: impl Into<String>) -> Self {
+        self.fair_key = Some(fair_key.into());
         self
     }
 

@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod code;
 pub mod events;
 pub mod jobs;
+pub mod limits;
 pub mod logs;
 pub mod page;
 pub mod problem;
@@ -20,6 +21,7 @@ pub use callbacks::{CALLBACK_EVENTS, Callback, CallbackAttempt, SIGNATURE_HEADER
 pub use code::{CodeInput, CodeOutput, LanguageView, MAX_RESULT_BYTES};
 pub use events::{Event, EventKind};
 pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec, Unique, UniqueWhile};
+pub use limits::{LimitSpec, LimitUsage, LimitView};
 pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};
 pub use page::Page;
 pub use problem::{FieldError, Problem};

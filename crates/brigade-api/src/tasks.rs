@@ -218,6 +218,12 @@ pub struct TaskView {
     /// Labels a worker must carry.
     #[serde(default)]
     pub requires: BTreeMap<String, String>,
+    /// Keys whose limits it counts against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
+    /// Its fairness key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_key: Option<String>,
     /// Input.
     #[schema(value_type = serde_json::Value)]
     pub input: serde_json::Value,

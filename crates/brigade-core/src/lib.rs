@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod graph;
 pub mod ids;
 pub mod lifecycle;
+pub mod limits;
 pub mod retention;
 pub mod schedule;
 pub mod transition;

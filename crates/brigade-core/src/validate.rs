@@ -84,6 +84,10 @@ pub struct NewTask {
     pub after: Vec<String>,
     /// When it runs once they are final (`None` without `after`).
     pub run_if: Option<RunIf>,
+    /// Keys whose limits it counts against, without repeats.
+    pub limits: Vec<String>,
+    /// Its fairness key.
+    pub fair_key: Option<String>,
 }
 
 /// Whether `s` is a valid task kind: `[a-z0-9][a-z0-9._-]{0,63}`.
@@ -247,6 +251,15 @@ pub(crate) fn task(
             "only a task with `after` has a condition to run",
         ));
     }
+    let task_limits = crate::limits::check_task_keys(&at("limits"), t.limits, errors);
+    if let Some(f) = &t.fair_key
+        && !crate::limits::is_valid_key(f)
+    {
+        errors.push(FieldError::new(
+            at("fair_key"),
+            "must be 1 to 128 bytes of [A-Za-z0-9:._/@-]",
+        ));
+    }
     NewTask {
         kind: t.kind,
         input,
@@ -265,6 +278,8 @@ pub(crate) fn task(
             Some(t.run_if.unwrap_or_default())
         },
         after,
+        limits: task_limits,
+        fair_key: t.fair_key,
     }
 }
 

@@ -248,6 +248,19 @@ pub trait Store: Send + Sync + 'static {
     /// Pause or resume a queue (created if unknown).
     async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView>;
 
+    /// Set (create or replace) the limit `key` (a key, or a pattern ending
+    /// in `*`): tasks parked under its old budget are looked at again.
+    async fn set_limit(
+        &self,
+        key: &str,
+        limit: brigade_core::limits::Limit,
+        now: i64,
+    ) -> Result<brigade_api::LimitView>;
+    /// Every limit with what its keys use now.
+    async fn limits(&self, now: i64) -> Result<Vec<brigade_api::LimitView>>;
+    /// Remove the limit `key`; whether it existed.
+    async fn delete_limit(&self, key: &str) -> Result<bool>;
+
     /// Move scheduled tasks whose time has come to `queued`; returns how many
     /// and when the next one is due.
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)>;

@@ -99,6 +99,8 @@ pub(crate) fn task_view(row: &impl Columns) -> Result<TaskView> {
         priority: row.int("priority")? as i32,
         timeout_ms: row.int("timeout_ms")? as u64,
         requires: json_or::<BTreeMap<String, String>>(row.text_opt("requires")?)?,
+        limits: json_or::<Vec<String>>(row.text_opt("limits")?)?,
+        fair_key: row.text_opt("fair_key")?,
         input: value(row.text_opt("input")?)?,
         output: value(row.text_opt("output")?)?,
         error: error(row.text_opt("error")?)?,

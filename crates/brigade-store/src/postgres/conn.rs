@@ -156,12 +156,12 @@ impl Conn for Pg<'_> {
         let sql = format!(
             "WITH picked AS ( \
                  SELECT seq FROM tasks \
-                 WHERE state = {queued} AND queue = ANY($1::text[]) AND kind = ANY($2::text[]) \
+                 WHERE state = {queued} AND limits IS NULL AND queue = ANY($1::text[]) AND kind = ANY($2::text[]) \
                    AND queue NOT IN (SELECT name FROM queues WHERE paused) \
                    AND (requires IS NULL OR NOT EXISTS ( \
                         SELECT 1 FROM jsonb_each_text(tasks.requires) r \
                         WHERE r.key || '=' || r.value <> ALL($3::text[]))) \
-                 ORDER BY priority DESC, seq \
+                 ORDER BY priority DESC, coalesce(vt, seq) \
                  LIMIT $4 \
                  FOR UPDATE SKIP LOCKED \
              ), leased AS ( \
@@ -171,13 +171,14 @@ impl Conn for Pg<'_> {
                  RETURNING tasks.seq, tasks.priority, tasks.id, tasks.job_id, tasks.kind, \
                            tasks.input::text AS input, tasks.attempt, tasks.timeout_ms, \
                            coalesce(tasks.ready_at, tasks.created_at) AS ready_at, \
-                           tasks.after_keys::text AS after_keys \
+                           tasks.after_keys::text AS after_keys, \
+                           coalesce(tasks.vt, tasks.seq) AS ord \
              ), started AS ( \
                  UPDATE jobs SET started_at = $6, state = {job_running} \
                  WHERE id IN (SELECT job_id FROM leased) AND started_at IS NULL \
              ) \
-             SELECT id, job_id, kind, input, attempt, timeout_ms, ready_at, after_keys FROM leased \
-             ORDER BY priority DESC, seq",
+             SELECT seq, priority, id, job_id, kind, input, attempt, timeout_ms, ready_at, after_keys, ord \
+             FROM leased ORDER BY priority DESC, ord, seq",
             queued = lit(TaskState::Queued),
             running = lit(TaskState::Running),
             job_running = jlit(JobState::Running),

@@ -652,6 +652,38 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn set_limit(
+        &self,
+        key: &str,
+        limit: brigade_core::limits::Limit,
+        now: i64,
+    ) -> Result<brigade_api::LimitView> {
+        // Tasks it let go of are leasable on every server.
+        let ready = Changes {
+            ready: true,
+            ..Changes::default()
+        };
+        write_tx!(
+            self,
+            |c| crate::sql::limits::set(c, key, limit, now),
+            |_v| { Some(&ready) }
+        )
+    }
+
+    async fn limits(&self, now: i64) -> Result<Vec<brigade_api::LimitView>> {
+        crate::sql::limits::views(&mut Pg(&mut *self.pool.acquire().await?), now).await
+    }
+
+    async fn delete_limit(&self, key: &str) -> Result<bool> {
+        let ready = Changes {
+            ready: true,
+            ..Changes::default()
+        };
+        write_tx!(self, |c| crate::sql::limits::delete(c, key), |_v| {
+            Some(&ready)
+        })
+    }
+
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)> {
         let promoted = Changes {
             ready: true,

@@ -14,6 +14,7 @@
 pub(crate) mod callbacks;
 pub(crate) mod copy;
 pub(crate) mod graph;
+pub(crate) mod limits;
 pub(crate) mod read;
 pub(crate) mod schedules;
 pub(crate) mod write;
@@ -264,7 +265,7 @@ pub(crate) const ATTEMPT_UPSERT: &str = "ON CONFLICT (task_id, attempt) DO UPDAT
 
 /// Columns of a task row that results, the reaper and cancels work from.
 pub(crate) const RUNNING_COLUMNS: &str = "seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, \
-     backoff, kind, started_at, member_of, deaths";
+     backoff, kind, started_at, member_of, deaths, limits IS NOT NULL AS limited";
 
 /// Rewrite `?` placeholders (and `?::json`-style casts) for PostgreSQL: `$1`, `$2::json`, ….
 /// Placeholders inside quoted literals are left alone. Also says, for each

@@ -15,7 +15,7 @@ use crate::rows::{self, Columns};
 /// Columns [`rows::task_view`] reads.
 pub(crate) const TASK_COLUMNS: &str = "seq, id, job_id, kind, name, queue, state, attempt, max_attempts, priority, \
      timeout_ms, requires, input, output, error, worker_id, created_at, run_at, started_at, finished_at, \
-     task_key, after_keys, run_if, spawned_by, progress";
+     task_key, after_keys, run_if, spawned_by, progress, limits, fair_key";
 
 /// Columns [`rows::job_view`] reads.
 pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total, created_at, started_at, finished_at, cancel_requested, \
@@ -33,12 +33,16 @@ fn indexed_by<C: Conn>(index: &str) -> String {
     }
 }
 
-/// Whether any task is queued at all.
+/// Whether any task is queued at all (limited ones too, and keys whose
+/// parked tasks are to be looked at again).
 pub(crate) async fn has_queued<C: Conn>(c: &mut C) -> Result<bool> {
     let sql = format!(
-        "SELECT 1 AS one FROM tasks{} WHERE state = {} LIMIT 1",
+        "SELECT 1 AS one FROM tasks{} WHERE state = {q} AND limits IS NULL \
+         UNION ALL SELECT 1 AS one FROM tasks{} WHERE state = {q} AND limits IS NOT NULL AND parked_on IS NULL \
+         UNION ALL SELECT 1 AS one FROM limit_waits LIMIT 1",
         indexed_by::<C>("tasks_ready"),
-        lit(TaskState::Queued)
+        indexed_by::<C>("tasks_limited"),
+        q = lit(TaskState::Queued)
     );
     Ok(!c.rows(&sql, args![]).await?.is_empty())
 }
@@ -377,13 +381,24 @@ pub(crate) async fn queues<C: Conn>(c: &mut C) -> Result<Vec<QueueView>> {
             })
         })
         .collect::<Result<_>>()?;
-    for (state, index) in [
-        (TaskState::Queued, "tasks_ready"),
-        (TaskState::Scheduled, "tasks_due"),
-        (TaskState::Running, "tasks_running"),
+    // Queued tasks are in three indexes: unlimited, limited, and parked.
+    for (state, index, more) in [
+        (TaskState::Queued, "tasks_ready", " AND limits IS NULL"),
+        (
+            TaskState::Queued,
+            "tasks_limited",
+            " AND limits IS NOT NULL AND parked_on IS NULL",
+        ),
+        (
+            TaskState::Queued,
+            "tasks_parked",
+            " AND parked_on IS NOT NULL",
+        ),
+        (TaskState::Scheduled, "tasks_due", ""),
+        (TaskState::Running, "tasks_running", ""),
     ] {
         let sql = format!(
-            "SELECT queue, count(*) AS n FROM tasks{} WHERE state = {} GROUP BY queue",
+            "SELECT queue, count(*) AS n FROM tasks{} WHERE state = {}{more} GROUP BY queue",
             indexed_by::<C>(index),
             lit(state)
         );
@@ -392,7 +407,7 @@ pub(crate) async fn queues<C: Conn>(c: &mut C) -> Result<Vec<QueueView>> {
             let n = row.int("n")?.max(0) as u64;
             if let Some(q) = views.iter_mut().find(|q| q.name == name) {
                 match state {
-                    TaskState::Queued => q.queued = n,
+                    TaskState::Queued => q.queued += n,
                     TaskState::Scheduled => q.scheduled = n,
                     _ => q.running = n,
                 }

@@ -371,7 +371,16 @@ async fn insert_tasks<C: Conn>(
         spawned_by.is_some() || tasks.iter().any(|t| t.key.is_some() || !t.after.is_empty());
     let mut ids = Vec::with_capacity(tasks.len());
     let mut graph_rows: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
-    let width = if graph { 21 } else { 15 };
+    // Limits and fairness cost flat jobs nothing either.
+    let flow = tasks
+        .iter()
+        .any(|t| !t.limits.is_empty() || t.fair_key.is_some());
+    let places = if flow {
+        super::limits::fair_places(c, tasks).await?
+    } else {
+        Vec::new()
+    };
+    let width = if graph { 21 } else { 15 } + if flow { 3 } else { 0 };
     for chunk in tasks.chunks(INSERT_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, \
@@ -380,15 +389,22 @@ async fn insert_tasks<C: Conn>(
         if graph {
             sql.push_str(", task_key, after_keys, run_if, pending_keys, member_of, spawned_by");
         }
+        if flow {
+            sql.push_str(", limits, fair_key, vt");
+        }
         sql.push_str(") VALUES ");
         let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * width);
         for (i, t) in chunk.iter().enumerate() {
+            let place = places.get(ids.len()).copied().flatten();
             if i > 0 {
                 sql.push(',');
             }
             sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?::jsonb, ?::jsonb, ?, ?, ?");
             if graph {
                 sql.push_str(", ?, ?::jsonb, ?, ?, ?::jsonb, ?");
+            }
+            if flow {
+                sql.push_str(", ?, ?, ?");
             }
             sql.push(')');
             let waits = !t.after.is_empty();
@@ -452,6 +468,17 @@ async fn insert_tasks<C: Conn>(
                 if !groups.is_empty() || waits {
                     graph_rows.push((id.clone(), groups, t.after.clone()));
                 }
+            }
+            if flow {
+                args.extend(args![
+                    if t.limits.is_empty() {
+                        None
+                    } else {
+                        Some(json(&t.limits)?)
+                    },
+                    t.fair_key.as_deref(),
+                    place,
+                ]);
             }
             ids.push(id);
         }
@@ -712,17 +739,22 @@ pub(crate) async fn lease<C: Conn>(
     }
     let offered = brigade_core::dispatch::offered_labels(&labels);
     let expires = now + ttl;
-    let picked = c
-        .pick(&super::Pick {
-            worker_id,
-            queues: &queues,
-            kinds: &kinds,
-            offered: &offered,
-            max,
-            now,
-            expires,
-        })
-        .await?;
+    let mut pick = super::Pick {
+        worker_id,
+        queues: &queues,
+        kinds: &kinds,
+        offered: &offered,
+        max,
+        now,
+        expires,
+    };
+    // Limited tasks first: they are out of the main index, and a flood of
+    // unlimited work must not starve them.
+    let mut picked = super::limits::pick(c, &pick).await?;
+    pick.max = max.saturating_sub(picked.len() as u32);
+    if pick.max > 0 {
+        picked.extend(c.pick(&pick).await?);
+    }
     let mut leased = Vec::with_capacity(picked.len());
     let mut changes = Changes::default();
     for row in picked {
@@ -810,6 +842,8 @@ pub(crate) struct Running {
     pub(crate) member_of: Option<String>,
     /// Attempts in a row that ended lost or crash.
     pub(crate) deaths: u32,
+    /// It names limits: its end may give a parked task room.
+    pub(crate) limited: bool,
 }
 
 impl Running {
@@ -828,6 +862,7 @@ impl Running {
             started_at: row.int_opt("started_at")?,
             member_of: row.text_opt("member_of")?,
             deaths: row.int("deaths")?.max(0) as u32,
+            limited: row.flag("limited")?,
         })
     }
 
@@ -1079,6 +1114,8 @@ pub(crate) async fn report<C: Conn>(
         }
         reply.accepted.push(r.task_id.clone());
         jobs.insert(task.job_id.clone());
+        // A slot of its keys is free: waiting workers may lease what it held back.
+        changes.ready |= task.limited;
     }
     if !succeeded.is_empty() {
         c.succeed(now, &succeeded).await?;
@@ -1338,7 +1375,12 @@ pub(crate) async fn promote_due<C: Conn>(c: &mut C, now: i64) -> Result<(u64, Op
         .map(|r| r.int_opt("t"))
         .transpose()?
         .flatten();
-    Ok((moved, next))
+    let (woken, wake_next) = super::limits::due_waits(c, now).await?;
+    let next = match (next, wake_next) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok((moved + woken, next))
 }
 
 /// Which tasks a cancel is for.

@@ -74,13 +74,13 @@ impl Lite<'_> {
             "UPDATE tasks SET state = {running}, attempt = attempt + 1, worker_id = ?1, started_at = ?2, \
              lease_expires_at = ?3, run_at = NULL, finished_at = NULL \
              WHERE seq IN (SELECT seq FROM tasks INDEXED BY tasks_ready WHERE state = {queued} \
-               AND queue IN (SELECT value FROM json_each(?4)) AND kind IN (SELECT value FROM json_each(?5)) \
+               AND limits IS NULL AND queue IN (SELECT value FROM json_each(?4)) AND kind IN (SELECT value FROM json_each(?5)) \
                AND queue NOT IN (SELECT name FROM queues WHERE paused) \
                AND (requires IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(tasks.requires) r \
                     WHERE r.key || '=' || r.value NOT IN (SELECT value FROM json_each(?6)))) \
-               ORDER BY priority DESC, seq LIMIT ?7) \
+               ORDER BY priority DESC, coalesce(vt, seq) LIMIT ?7) \
              RETURNING seq, priority, id, job_id, kind, input, attempt, timeout_ms, \
-               coalesce(ready_at, created_at) AS ready_at, after_keys",
+               coalesce(ready_at, created_at) AS ready_at, after_keys, coalesce(vt, seq) AS ord",
             running = lit(TaskState::Running),
             queued = lit(TaskState::Queued),
         );
@@ -101,11 +101,7 @@ impl Lite<'_> {
             return Ok(rows);
         }
         // RETURNING has no order: hand them out in dispatch order.
-        let key = |r: &Row| -> (i64, i64) {
-            use crate::rows::Columns;
-            (-r.int("priority").unwrap_or(0), r.int("seq").unwrap_or(0))
-        };
-        rows.sort_by_cached_key(key);
+        crate::sql::limits::sort_leased(&mut rows);
         let mut start = conn.prepare_cached(&format!(
             "UPDATE jobs SET started_at = ?1, state = {} WHERE id = ?2 AND started_at IS NULL",
             jlit(JobState::Running)

@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "callbacks",
         include_str!("../../migrations/sqlite/0009_callbacks.sql"),
     ),
+    (
+        10,
+        "limits",
+        include_str!("../../migrations/sqlite/0010_limits.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -622,6 +622,29 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn set_limit(
+        &self,
+        key: &str,
+        limit: brigade_core::limits::Limit,
+        now: i64,
+    ) -> Result<brigade_api::LimitView> {
+        let key = key.to_owned();
+        self.write(move |c| at_once(crate::sql::limits::set(c, &key, limit, now)))
+            .await
+    }
+
+    async fn limits(&self, now: i64) -> Result<Vec<brigade_api::LimitView>> {
+        self.readers
+            .read(move |c| at_once(crate::sql::limits::views(c, now)))
+            .await
+    }
+
+    async fn delete_limit(&self, key: &str) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |c| at_once(crate::sql::limits::delete(c, &key)))
+            .await
+    }
+
     async fn promote_due(&self, now: i64) -> Result<(u64, Option<i64>)> {
         self.write(move |c| at_once(write::promote_due(c, now)))
             .await

@@ -128,6 +128,12 @@ macro_rules! conformance_tests {
                 bulk_retry_and_cancel_follow_the_filters,
                 a_schedule_fire_respects_the_jobs_unique_key,
             }
+            limits {
+                concurrency_holds_and_blocks_nobody,
+                patterns_give_each_key_its_own_budget,
+                a_rate_spaces_starts_on_the_clock,
+                fair_keys_take_turns,
+            }
             tasks {
                 cancel_task,
                 cancel_job_cancels_running_tasks,
@@ -189,6 +195,8 @@ pub fn task(max_attempts: u32) -> NewTask {
         key: None,
         after: Vec::new(),
         run_if: None,
+        limits: Vec::new(),
+        fair_key: None,
     }
 }
 

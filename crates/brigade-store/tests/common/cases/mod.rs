@@ -15,6 +15,7 @@ pub mod flow;
 pub mod graphs;
 pub mod jobs;
 pub mod lifecycle;
+pub mod limits;
 pub mod logs;
 pub mod queues;
 pub mod results;
