@@ -9,6 +9,7 @@ mod faults;
 mod flow;
 mod input;
 mod judge;
+mod limits;
 mod maintenance;
 mod observability;
 mod operations;

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use brigade_api::{
     CancelledReply, Heartbeat, HeartbeatReply, JobSubmit, JobView, LeaseRequest, LeaseResponse,
-    LogBatch, LogLine, LogsReply, LogsRequest, Page, Problem, QueueView, ResultsReply,
-    ResultsRequest, RetriedReply, ScheduleCreate, SchedulePatch, ScheduleView, TaskFilterSpec,
-    TaskResult, TaskView, WorkerJoin, WorkerJoined, WorkerView,
+    LimitSpec, LimitView, LogBatch, LogLine, LogsReply, LogsRequest, Page, Problem, QueueView,
+    ResultsReply, ResultsRequest, RetriedReply, ScheduleCreate, SchedulePatch, ScheduleView,
+    TaskFilterSpec, TaskResult, TaskView, WorkerJoin, WorkerJoined, WorkerView,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -756,6 +756,48 @@ impl Client {
     /// Every queue.
     pub async fn queues(&self) -> Result<Vec<QueueView>> {
         self.get("/v1/queues").await
+    }
+
+    // ---- limits ----
+
+    /// Every limit with what its keys use now.
+    pub async fn limits(&self) -> Result<Vec<LimitView>> {
+        self.get("/v1/limits").await
+    }
+
+    /// One limit (`key`, or a pattern like `tenant:*`).
+    pub async fn limit(&self, key: &str) -> Result<LimitView> {
+        self.get(&format!("/v1/limits/{}", enc(key))).await
+    }
+
+    /// Set the limit of a key or pattern (admin).
+    pub async fn set_limit(&self, key: &str, spec: &LimitSpec) -> Result<LimitView> {
+        let res = self
+            .send(
+                Method::PUT,
+                &format!("/v1/limits/{}", enc(key)),
+                None,
+                Some(spec),
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::decode(res).await
+    }
+
+    /// Remove a limit (admin).
+    pub async fn delete_limit(&self, key: &str) -> Result<()> {
+        let res = self
+            .send::<()>(
+                Method::DELETE,
+                &format!("/v1/limits/{}", enc(key)),
+                None,
+                None,
+                DEFAULT_TIMEOUT,
+                &[],
+            )
+            .await?;
+        Self::no_content(res).await
     }
 
     /// Pause a queue.

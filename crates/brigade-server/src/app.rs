@@ -27,7 +27,9 @@ use crate::error::ApiError;
 use crate::heartbeats::Heartbeats;
 use crate::metrics::{Metrics, track_http};
 use crate::openapi::ApiDoc;
-use crate::routes::{events, jobs, languages, ops, queues, schedules, tasks, token, workers};
+use crate::routes::{
+    events, jobs, languages, limits, ops, queues, schedules, tasks, token, workers,
+};
 use crate::state::{AppState, Publisher};
 
 /// Errors starting a server.
@@ -89,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workers::parents))
         .routes(routes!(workers::drain))
         .routes(routes!(languages::list))
+        .routes(routes!(limits::list))
+        .routes(routes!(limits::get, limits::set, limits::delete))
         .routes(routes!(queues::list))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
@@ -207,6 +211,7 @@ pub async fn start_with(
         return Err(StartError::Insecure(config.listen));
     }
     store.set_poison_after(config.poison_after);
+    store.set_clock(clock.clone());
     let tls = match &config.tls {
         Some(files) => Some(crate::serve::tls_acceptor(&files.cert, &files.key)?),
         None => None,

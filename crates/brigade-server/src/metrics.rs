@@ -46,6 +46,10 @@ pub mod names {
     pub const PRUNED: &str = "brigade_pruned_rows_total";
     /// Callback delivery attempts, by outcome (`ok`: a 2xx came back; `failed`).
     pub const CALLBACK_DELIVERIES: &str = "brigade_callback_deliveries_total";
+    /// Use of each limited key (scrape time), by `limit` (the key or pattern
+    /// set), `key` (the concrete key) and `use`: `running`, `started` (in the
+    /// current window) or `waiting` (queued tasks it holds back).
+    pub const LIMIT_USE: &str = "brigade_limit_use";
 }
 
 /// Count the rows a pruning pass deleted.
@@ -129,7 +133,21 @@ impl Metrics {
     }
 
     /// Render the text exposition, refreshing the gauges from the store.
-    pub async fn render(&self, store: &dyn brigade_store::Store) -> String {
+    pub async fn render(&self, store: &dyn brigade_store::Store, now: i64) -> String {
+        if let Ok(limits) = store.limits(now).await {
+            for l in limits {
+                for k in l.keys {
+                    for (u, n) in [
+                        ("running", k.running),
+                        ("started", k.started),
+                        ("waiting", k.waiting),
+                    ] {
+                        gauge!(names::LIMIT_USE, "limit" => l.key.clone(), "key" => k.key.clone(), "use" => u)
+                            .set(n as f64);
+                    }
+                }
+            }
+        }
         if let Ok(queues) = store.queues().await {
             for q in queues {
                 for (st, n) in [

@@ -15,6 +15,7 @@ use utoipa::OpenApi;
         (name = "tasks", description = "Single tasks"),
         (name = "workers", description = "The worker protocol"),
         (name = "queues", description = "Queues"),
+        (name = "limits", description = "Concurrency and rate limits per key"),
         (name = "schedules", description = "Jobs created on a clock"),
         (name = "events", description = "Live events"),
         (name = "operations", description = "Health, readiness, metrics"),

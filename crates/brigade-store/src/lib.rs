@@ -51,6 +51,13 @@ pub trait Store: Send + Sync + 'static {
     /// [`brigade_core::transition::DEFAULT_POISON_AFTER`] until set).
     fn set_poison_after(&self, after: u32);
 
+    /// The server's clock. Times are still passed in; an engine whose
+    /// transactions wait on each other (PostgreSQL) reads it again after a
+    /// wait, so that a task leased once another's end freed its slot never
+    /// seems to start before that end. Without it, the times passed in
+    /// are used as they are.
+    fn set_clock(&self, _clock: Arc<dyn brigade_core::Clock>) {}
+
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
 

@@ -39,7 +39,7 @@ pub async fn copy_database(from: &str, to: &str) -> Result<CopyReport> {
             let mut tx = dst.begin().await?;
             let rows = copy_all(
                 &mut crate::sqlite::Lite(&mut src),
-                &mut crate::postgres::Pg(&mut tx),
+                &mut crate::postgres::Pg(&mut tx, None),
             )
             .await?;
             tx.commit().await?;
@@ -51,7 +51,7 @@ pub async fn copy_database(from: &str, to: &str) -> Result<CopyReport> {
             let mut snap = pg_snapshot(&mut src).await?;
             dst.execute_batch("BEGIN IMMEDIATE")?;
             let rows = copy_all(
-                &mut crate::postgres::Pg(&mut snap),
+                &mut crate::postgres::Pg(&mut snap, None),
                 &mut crate::sqlite::Lite(&mut dst),
             )
             .await;
@@ -75,8 +75,8 @@ pub async fn copy_database(from: &str, to: &str) -> Result<CopyReport> {
             let mut snap = pg_snapshot(&mut src).await?;
             let mut tx = dst.begin().await?;
             let rows = copy_all(
-                &mut crate::postgres::Pg(&mut snap),
-                &mut crate::postgres::Pg(&mut tx),
+                &mut crate::postgres::Pg(&mut snap, None),
+                &mut crate::postgres::Pg(&mut tx, None),
             )
             .await?;
             tx.commit().await?;

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod jobs;
 pub mod languages;
+pub mod limits;
 pub mod ops;
 pub mod queues;
 pub mod schedules;

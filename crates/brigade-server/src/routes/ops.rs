@@ -37,7 +37,11 @@ pub async fn metrics(State(state): State<AppState>, parts: Parts) -> ApiResult<i
     if !state.config.public_metrics {
         auth::authenticate(&parts, &auth::AuthState::from_ref(&state))?.require(&[])?;
     }
-    let text = state.publisher.metrics.render(&*state.store).await;
+    let text = state
+        .publisher
+        .metrics
+        .render(&*state.store, state.now())
+        .await;
     Ok((
         [(
             header::CONTENT_TYPE,

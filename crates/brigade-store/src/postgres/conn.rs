@@ -14,8 +14,12 @@ use crate::sql::{
 };
 use crate::{Result, StoreError};
 
-/// A connection inside a PostgreSQL transaction, seen by the shared layer.
-pub(crate) struct Pg<'a>(pub(crate) &'a mut PgConnection);
+/// A connection inside a PostgreSQL transaction, seen by the shared layer,
+/// with the server's clock when it has one (see [`Conn::now_after_wait`]).
+pub(crate) struct Pg<'a>(
+    pub(crate) &'a mut PgConnection,
+    pub(crate) Option<&'a dyn brigade_core::Clock>,
+);
 
 /// A NULL whose type PostgreSQL infers from where it stands (parameter type 0),
 /// so one NULL serves a bigint, text or jsonb column alike.
@@ -132,6 +136,10 @@ fn decode_all(rows: &[PgRow]) -> Result<Vec<Row>> {
 
 impl Conn for Pg<'_> {
     const ENGINE: Engine = Engine::Postgres;
+
+    fn now_after_wait(&self, now: i64) -> i64 {
+        self.1.map_or(now, |c| c.now_ms().max(now))
+    }
 
     async fn exec(&mut self, sql: &str, args: Vec<Value>) -> Result<u64> {
         let (sql, casts) = numbered(sql);

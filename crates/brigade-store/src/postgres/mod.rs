@@ -82,6 +82,8 @@ pub struct PostgresStore {
     last_sweep: AtomicI64,
     /// `--poison-after` (see [`Store::set_poison_after`]).
     poison_after: std::sync::atomic::AtomicU32,
+    /// The server's clock (see [`Store::set_clock`]).
+    clock: std::sync::OnceLock<std::sync::Arc<dyn brigade_core::Clock>>,
 }
 
 impl Drop for PostgresStore {
@@ -111,7 +113,7 @@ macro_rules! write_tx {
             let result = async {
                 let mut tx = store.pool.begin().await?;
                 let value = {
-                    let mut pg = conn::Pg(&mut *tx);
+                    let mut pg = conn::Pg(&mut *tx, store.clock.get().map(|c| &**c));
                     let $conn = &mut pg;
                     $body.await?
                 };
@@ -273,6 +275,7 @@ impl PostgresStore {
             remote,
             listener,
             last_sweep: AtomicI64::new(i64::MIN),
+            clock: std::sync::OnceLock::new(),
             poison_after: std::sync::atomic::AtomicU32::new(
                 brigade_core::transition::DEFAULT_POISON_AFTER,
             ),
@@ -292,7 +295,7 @@ impl PostgresStore {
         let settled: Result<Changes> = async {
             let ended = {
                 let mut conn = self.pool.acquire().await?;
-                write::ended_jobs(&mut Pg(&mut conn), &jobs).await?
+                write::ended_jobs(&mut Pg(&mut conn, None), &jobs).await?
             };
             if ended.is_empty() {
                 return Ok(Changes::default());
@@ -322,6 +325,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn set_clock(&self, clock: std::sync::Arc<dyn brigade_core::Clock>) {
+        let _ = self.clock.set(clock);
+    }
+
     fn set_poison_after(&self, after: u32) {
         self.poison_after
             .store(after, std::sync::atomic::Ordering::Relaxed);
@@ -334,7 +341,7 @@ impl Store for PostgresStore {
     }
 
     async fn has_queued(&self) -> Result<bool> {
-        read::has_queued(&mut Pg(&mut *self.pool.acquire().await?)).await
+        read::has_queued(&mut Pg(&mut *self.pool.acquire().await?, None)).await
     }
 
     async fn submit(
@@ -368,7 +375,7 @@ impl Store for PostgresStore {
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobView>> {
-        read::job(&mut Pg(&mut *self.pool.acquire().await?), id).await
+        read::job(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
     }
 
     async fn jobs(
@@ -378,7 +385,7 @@ impl Store for PostgresStore {
         cursor: Option<&str>,
     ) -> Result<Page<JobView>> {
         read::jobs(
-            &mut Pg(&mut *self.pool.acquire().await?),
+            &mut Pg(&mut *self.pool.acquire().await?, None),
             filter,
             limit,
             cursor,
@@ -394,7 +401,7 @@ impl Store for PostgresStore {
         cursor: Option<&str>,
     ) -> Result<Option<Page<TaskView>>> {
         read::job_tasks(
-            &mut Pg(&mut *self.pool.acquire().await?),
+            &mut Pg(&mut *self.pool.acquire().await?, None),
             job_id,
             state,
             limit,
@@ -404,7 +411,7 @@ impl Store for PostgresStore {
     }
 
     async fn job_owner(&self, id: &str) -> Result<Option<String>> {
-        read::job_owner(&mut Pg(&mut *self.pool.acquire().await?), id).await
+        read::job_owner(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
     }
 
     async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
@@ -420,7 +427,7 @@ impl Store for PostgresStore {
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskView>> {
-        read::task(&mut Pg(&mut *self.pool.acquire().await?), id).await
+        read::task(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
     }
 
     async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
@@ -445,7 +452,7 @@ impl Store for PostgresStore {
         cursor: Option<&str>,
     ) -> Result<Page<TaskView>> {
         read::tasks(
-            &mut Pg(&mut *self.pool.acquire().await?),
+            &mut Pg(&mut *self.pool.acquire().await?, None),
             filter,
             limit,
             cursor,
@@ -497,15 +504,15 @@ impl Store for PostgresStore {
     }
 
     async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
-        read::worker(&mut Pg(&mut *self.pool.acquire().await?), id).await
+        read::worker(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerView>> {
-        read::workers(&mut Pg(&mut *self.pool.acquire().await?)).await
+        read::workers(&mut Pg(&mut *self.pool.acquire().await?, None)).await
     }
 
     async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
-        read::worker_owner(&mut Pg(&mut *self.pool.acquire().await?), id).await
+        read::worker_owner(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
     }
 
     async fn lease(
@@ -591,7 +598,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<(i64, LogLine)>> {
         read::task_logs(
-            &mut Pg(&mut *self.pool.acquire().await?),
+            &mut Pg(&mut *self.pool.acquire().await?, None),
             task_id,
             after,
             limit,
@@ -620,7 +627,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<Page<brigade_api::ParentResult>>> {
         let after = crate::rows::parse_cursor(cursor)?;
         Ok(crate::sql::graph::parents_page(
-            &mut Pg(&mut *self.pool.acquire().await?),
+            &mut Pg(&mut *self.pool.acquire().await?, None),
             task_id,
             after,
             limit,
@@ -638,7 +645,7 @@ impl Store for PostgresStore {
     }
 
     async fn queues(&self) -> Result<Vec<QueueView>> {
-        read::queues(&mut Pg(&mut *self.pool.acquire().await?)).await
+        read::queues(&mut Pg(&mut *self.pool.acquire().await?, None)).await
     }
 
     async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {
@@ -671,7 +678,7 @@ impl Store for PostgresStore {
     }
 
     async fn limits(&self, now: i64) -> Result<Vec<brigade_api::LimitView>> {
-        crate::sql::limits::views(&mut Pg(&mut *self.pool.acquire().await?), now).await
+        crate::sql::limits::views(&mut Pg(&mut *self.pool.acquire().await?, None), now).await
     }
 
     async fn delete_limit(&self, key: &str) -> Result<bool> {
@@ -704,7 +711,7 @@ impl Store for PostgresStore {
             self.last_sweep.store(now, Ordering::Relaxed);
             let stranded = {
                 let mut conn = self.pool.acquire().await?;
-                write::stranded_jobs(&mut Pg(&mut conn), 1000).await?
+                write::stranded_jobs(&mut Pg(&mut conn, None), 1000).await?
             };
             changes.unsettled = stranded;
             self.settle(&mut changes, now).await;
@@ -744,7 +751,7 @@ impl Store for PostgresStore {
     }
 
     async fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>> {
-        schedules::get(&mut Pg(&mut *self.pool.acquire().await?), id).await
+        schedules::get(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
     }
 
     async fn schedules(
@@ -754,7 +761,7 @@ impl Store for PostgresStore {
         cursor: Option<&str>,
     ) -> Result<Page<ScheduleView>> {
         schedules::list(
-            &mut Pg(&mut *self.pool.acquire().await?),
+            &mut Pg(&mut *self.pool.acquire().await?, None),
             owner,
             limit,
             cursor,
@@ -821,7 +828,8 @@ impl Store for PostgresStore {
         &self,
         job_id: &str,
     ) -> Result<Option<Vec<brigade_api::CallbackAttempt>>> {
-        crate::sql::callbacks::attempts(&mut Pg(&mut *self.pool.acquire().await?), job_id).await
+        crate::sql::callbacks::attempts(&mut Pg(&mut *self.pool.acquire().await?, None), job_id)
+            .await
     }
 
     async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)> {

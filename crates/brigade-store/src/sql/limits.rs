@@ -140,18 +140,42 @@ async fn unpark<C: Conn>(c: &mut C, key: &str, n: u32) -> Result<u64> {
     c.exec(&sql, args![key, n]).await
 }
 
+/// What the limited part of a lease did.
+#[derive(Default)]
+pub(crate) struct Picked {
+    /// Rows as [`Conn::pick`] returns them.
+    pub(crate) rows: Vec<Row>,
+    /// Some key now waits for a token at a time: the promoter should
+    /// recompute its next wake-up.
+    pub(crate) timed: bool,
+}
+
 /// Lease limited tasks for a worker: up to `p.max` whose every key has room,
-/// in dispatch order; rows as [`Conn::pick`] returns them.
-pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Vec<Row>> {
+/// in dispatch order.
+pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Picked> {
     if !anything(c, p.now).await? {
-        return Ok(Vec::new());
+        return Ok(Picked::default());
     }
+    let mut timed = false;
+    let fresh;
+    let mut p = p;
     if C::ENGINE == Engine::Postgres {
         c.rows(
             "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(?)) AS l",
             args![LIMITS_LOCK],
         )
         .await?;
+        // Leases and results that read the clock before this one may have
+        // committed while it waited: what it starts starts after them.
+        let now = c.now_after_wait(p.now);
+        if now != p.now {
+            fresh = Pick {
+                now,
+                expires: p.expires + (now - p.now),
+                ..p.clone()
+            };
+            p = &fresh;
+        }
     }
     let defs = defs(c).await?;
     let running = running_keys(c).await?;
@@ -185,6 +209,7 @@ pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Vec<Row>> {
                     args![at, key.as_str()],
                 )
                 .await?;
+                timed = true;
             }
             Err(Blocked::Full(_)) if wake_at.is_some() => {
                 c.exec(
@@ -263,6 +288,7 @@ pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Vec<Row>> {
         a.extend(seqs.iter().map(|s| Value::Int(*s)));
         c.exec(&sql, a).await?;
         let wake = if *full { None } else { *at };
+        timed |= wake.is_some();
         c.exec(
             "INSERT INTO limit_waits (key, wake_at) VALUES (?, ?) \
              ON CONFLICT (key) DO UPDATE SET wake_at = excluded.wake_at",
@@ -286,10 +312,12 @@ pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Vec<Row>> {
         )
         .await?;
     }
-    if take.is_empty() {
-        return Ok(Vec::new());
-    }
-    lease_seqs(c, p, &take).await
+    let rows = if take.is_empty() {
+        Vec::new()
+    } else {
+        lease_seqs(c, p, &take).await?
+    };
+    Ok(Picked { rows, timed })
 }
 
 /// Mark the tasks `seqs` (queued) running on `p.worker_id` and start their jobs.
@@ -531,16 +559,15 @@ pub(crate) async fn views<C: Conn>(c: &mut C, now: i64) -> Result<Vec<LimitView>
         let Some((_, limit)) = resolve(&k, &defs) else {
             continue;
         };
-        if now - u.window_at >= limit.window_ms() as i64 {
-            continue;
-        }
+        // Listed even when idle, so its gauges fall back to zero.
+        let current = now - u.window_at < limit.window_ms() as i64;
         per_key
             .entry(k.clone())
             .or_insert_with(|| LimitUsage {
                 key: k,
                 ..LimitUsage::default()
             })
-            .started = u64::from(u.started);
+            .started = if current { u64::from(u.started) } else { 0 };
     }
     let mut views: Vec<LimitView> = defs
         .iter()

@@ -175,6 +175,16 @@ pub(crate) trait Conn: Send {
     const ENGINE: Engine;
 
     /// Run a statement; how many rows it changed.
+    /// The time after waiting for a lock another transaction held: on
+    /// PostgreSQL, transactions that read the clock before this one may
+    /// have committed meanwhile, and what this one records must not seem to
+    /// come before what they did. `now` where no clock is known, and on
+    /// SQLite, whose single writer applies requests in the order they read
+    /// the clock.
+    fn now_after_wait(&self, now: i64) -> i64 {
+        now
+    }
+
     fn exec(&mut self, sql: &str, args: Vec<Value>) -> impl Future<Output = Result<u64>> + Send;
 
     /// Run a query; its rows.

@@ -750,13 +750,17 @@ pub(crate) async fn lease<C: Conn>(
     };
     // Limited tasks first: they are out of the main index, and a flood of
     // unlimited work must not starve them.
-    let mut picked = super::limits::pick(c, &pick).await?;
+    let limited = super::limits::pick(c, &pick).await?;
+    let mut changes = Changes {
+        scheduled: limited.timed,
+        ..Changes::default()
+    };
+    let mut picked = limited.rows;
     pick.max = max.saturating_sub(picked.len() as u32);
     if pick.max > 0 {
         picked.extend(c.pick(&pick).await?);
     }
     let mut leased = Vec::with_capacity(picked.len());
-    let mut changes = Changes::default();
     for row in picked {
         let id = row.text("id")?;
         let job_id = row.text("job_id")?;
