@@ -90,6 +90,12 @@ pub enum Command {
         /// Job id.
         job: String,
     },
+    /// Concurrency and rate limits per key: list, set, rm.
+    #[command(subcommand_required = false)]
+    Limits {
+        #[command(subcommand)]
+        cmd: Option<crate::cli::limits::LimitsCommand>,
+    },
     /// Jobs on a clock: add, list, pause, resume, trigger, rm.
     #[command(subcommand)]
     Schedule(crate::cli::schedule::ScheduleCommand),

@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queues => cli::status::queues(&cli.global).await,
         Command::Cancel { job } => cli::status::cancel(&job, &cli.global).await,
         Command::Schedule(cmd) => cli::schedule::run(cmd, &cli.global).await,
+        Command::Limits { cmd } => cli::limits::run(cmd, &cli.global).await,
         Command::Demo(demo) => demo::run(demo, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => cli::ops::migrate(args, cli.global.output).await,

@@ -2,6 +2,7 @@
 //! error advice, output. The command line as a whole (`Cli`) is `crate::command`'s;
 //! nothing here depends on it, on `up` or on `bench`.
 
+pub mod limits;
 pub mod logs;
 pub mod ops;
 pub mod run;
