@@ -7,6 +7,7 @@
 
 mod cluster;
 mod deep_queue;
+mod flow;
 mod idle_workers;
 mod latency;
 mod procfs;
@@ -47,6 +48,9 @@ pub enum Scenario {
     /// Graphs: a chord against a flat job of as many tasks, the reduce's start
     /// after the last map, and a chain's links/s. Not in `all`.
     Workflow,
+    /// Limits and fairness: unlimited work beside a limited backlog, a rate
+    /// limit's accuracy, a late tenant's wait. Not in `all`.
+    Flow,
 }
 
 /// Options of `brigade bench`.
@@ -113,6 +117,13 @@ pub struct BenchArgs {
     /// Links of the workflow run's chain.
     #[arg(long, default_value_t = 1000)]
     pub chain_links: u32,
+    /// Tasks of the flow run: 90 % unlimited beside 10 % limited, and the
+    /// backlog of the first tenant of the fairness run.
+    #[arg(long, default_value_t = 100_000)]
+    pub flow_tasks: u32,
+    /// Seconds over which the flow run measures its rate limit.
+    #[arg(long, default_value_t = 30)]
+    pub flow_rate_s: u32,
 }
 
 impl BenchArgs {
@@ -264,6 +275,13 @@ async fn run_one(args: &BenchArgs, scenario: Scenario, alone: bool) -> anyhow::R
             let cap = args.capacity_or(64);
             on_cluster(args, scenario, &[], workers, cap, async |c| {
                 workflow::run(c, args, workers, cap).await
+            })
+            .await
+        }
+        Scenario::Flow => {
+            let cap = args.capacity_or(64);
+            on_cluster(args, scenario, &[], workers, cap, async |c| {
+                flow::run(c, args, workers, cap).await
             })
             .await
         }
