@@ -102,3 +102,32 @@ def test_the_httpx_paths_work_too(server, tmp_session, monkeypatch):
         assert job.tasks()[0]["worker_id"] == w.id
     finally:
         w.stop()
+
+
+def test_limits_hold_tasks_to_their_budget(worker, app):
+    from tasks_app import sleepy
+
+    view = app.set_limit("py:slow", concurrency=1)
+    assert view["key"] == "py:slow" and view["concurrency"] == 1
+    rs = [sleepy.apply_async((0.2,), limits=["py:slow"]) for _ in range(3)]
+    for r in rs:
+        r.get(timeout=30)
+    spans = sorted((t["started_at"], t["finished_at"]) for t in (app.get_task(r.id) for r in rs))
+    # One at a time: each started once the one before had finished.
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end, spans
+    assert app.get_task(rs[0].id)["limits"] == ["py:slow"]
+    assert any(lim["key"] == "py:slow" for lim in app.limits())
+    app.delete_limit("py:slow")
+    with pytest.raises(brigade.NotFound):
+        app.limit("py:slow")
+    with pytest.raises(brigade.ApiError) as info:
+        app.set_limit("py:bad", burst=2)
+    assert info.value.status == 422 and "burst" in str(info.value)
+
+
+def test_fair_key_goes_on_the_task(app):
+    from tasks_app import add
+
+    spec = add.spec((1, 2), fair_key="tenant:7", limits=["k"])
+    assert spec["fair_key"] == "tenant:7" and spec["limits"] == ["k"]

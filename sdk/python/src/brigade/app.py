@@ -270,6 +270,8 @@ class Task:
         queue: str | None = None,
         priority: int | None = None,
         requires: dict[str, str] | None = None,
+        limits: Iterable[str] | None = None,
+        fair_key: str | None = None,
         retry_delay: float | None = None,
         default_retry_delay: float | None = None,
         time_limit: float | None = None,
@@ -302,6 +304,8 @@ class Task:
         self.queue = queue
         self.priority = priority
         self.requires = dict(requires or {})
+        self.limits = list(limits or [])
+        self.fair_key = fair_key
         self.retry_delay = retry_delay if retry_delay is not None else default_retry_delay
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
@@ -336,6 +340,8 @@ class Task:
         priority: int | None = None,
         queue: str | None = None,
         requires: dict[str, str] | None = None,
+        limits: Iterable[str] | None = None,
+        fair_key: str | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
         name: str | None = None,
@@ -361,6 +367,12 @@ class Task:
         req = {**self.requires, **(requires or {})}
         if req:
             t["requires"] = req
+        keys = list(limits) if limits is not None else self.limits
+        if keys:
+            t["limits"] = keys
+        fk = fair_key if fair_key is not None else self.fair_key
+        if fk:
+            t["fair_key"] = fk
         if self.retry_delay is not None:
             ms = max(0, int(self.retry_delay * 1000))
             t["backoff"] = {"initial_ms": ms, "factor": 1.0, "max_ms": ms, "jitter": False}
@@ -381,7 +393,9 @@ class Task:
     ) -> AsyncResult:
         """Send the task: ``apply_async(args=(4, 5), countdown=10, priority=5,
         queue="q", requires={"gpu": "a100"})``; also ``eta``, ``max_attempts``,
-        ``timeout`` (seconds) and ``name``."""
+        ``timeout`` (seconds), ``name``, ``limits`` (keys whose cluster-wide
+        limits the task counts against, see :meth:`Client.set_limit`) and
+        ``fair_key`` (round-robin across tenants)."""
         spec = self.spec(args or (), kwargs, **options)
         if self.app._eager:
             from .testing import run_eager
@@ -926,7 +940,8 @@ class Brigade(Client):
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a task: ``@app.task`` or ``@app.task(max_attempts=3,
         timeout=30, queue="default", name=None, bind=False, priority=None,
-        requires=None, retry_delay=None)``; Celery's ``max_retries`` and
+        requires=None, limits=None, fair_key=None, retry_delay=None)``;
+        Celery's ``max_retries`` and
         ``default_retry_delay`` are understood too. ``timeout`` and the delays
         are in seconds."""
 

@@ -35,6 +35,19 @@ def _q(s: str) -> str:
     return quote(s, safe="")
 
 
+def _limit_body(concurrency: int | None, rate: int | None, per: float | None, burst: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if concurrency is not None:
+        body["concurrency"] = int(concurrency)
+    if rate is not None:
+        body["rate"] = int(rate)
+    if per is not None:
+        body["per_ms"] = max(1, int(per * 1000))
+    if burst is not None:
+        body["burst"] = int(burst)
+    return body
+
+
 class JobBuilder:
     """Build a job's JSON: ``JobBuilder(name="x").add("sleep", {"ms": 5}).add(...)``.
 
@@ -290,6 +303,35 @@ class Client:
     def queues(self) -> list[dict[str, Any]]:
         return self.conn.call("GET", "/v1/queues")
 
+    # limits
+    def limits(self) -> list[dict[str, Any]]:
+        """Every limit with what its keys use now (``running``, ``started``,
+        ``waiting``, and per concrete key under ``keys``)."""
+        return self.conn.call("GET", "/v1/limits")
+
+    def limit(self, key: str) -> dict[str, Any]:
+        """One limit; :class:`NotFound` when none is set on ``key``."""
+        return self.conn.call("GET", f"/v1/limits/{_q(key)}")
+
+    def set_limit(
+        self,
+        key: str,
+        *,
+        concurrency: int | None = None,
+        rate: int | None = None,
+        per: float | None = None,
+        burst: int | None = None,
+    ) -> dict[str, Any]:
+        """Set the cluster-wide limit of ``key``, or of each key a pattern
+        (``"tenant:*"``) matches (admin): at most ``concurrency`` tasks naming
+        it at once, at most ``rate`` starts per ``per`` seconds (default 1)
+        with ``burst`` at once. Tasks name keys with ``limits=[...]``."""
+        return self.conn.call("PUT", f"/v1/limits/{_q(key)}", json=_limit_body(concurrency, rate, per, burst))
+
+    def delete_limit(self, key: str) -> None:
+        """Remove a limit (admin)."""
+        self.conn.call("DELETE", f"/v1/limits/{_q(key)}")
+
     def ready(self) -> bool:
         try:
             return self.conn.request("GET", "/readyz").status_code == 200
@@ -477,6 +519,27 @@ class AsyncClient:
 
     async def queues(self) -> list[dict[str, Any]]:
         return await self.conn.call("GET", "/v1/queues")
+
+    async def limits(self) -> list[dict[str, Any]]:
+        return await self.conn.call("GET", "/v1/limits")
+
+    async def limit(self, key: str) -> dict[str, Any]:
+        return await self.conn.call("GET", f"/v1/limits/{_q(key)}")
+
+    async def set_limit(
+        self,
+        key: str,
+        *,
+        concurrency: int | None = None,
+        rate: int | None = None,
+        per: float | None = None,
+        burst: int | None = None,
+    ) -> dict[str, Any]:
+        """See :meth:`Client.set_limit`."""
+        return await self.conn.call("PUT", f"/v1/limits/{_q(key)}", json=_limit_body(concurrency, rate, per, burst))
+
+    async def delete_limit(self, key: str) -> None:
+        await self.conn.call("DELETE", f"/v1/limits/{_q(key)}")
 
     async def events(self, job: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Live events as an async iterator (see :meth:`Client.events`)."""
