@@ -87,7 +87,10 @@ pub async fn run(
     .await?;
     wait_all(&client, &submit(&client, "bench-free", free, |_| {}).await?).await?;
     let beside = f64::from(free) / start.elapsed().as_secs_f64();
-    kv("flow_unlimited_beside_limited_per_s", format!("{beside:.0}"));
+    kv(
+        "flow_unlimited_beside_limited_per_s",
+        format!("{beside:.0}"),
+    );
     kv(
         "flow_unlimited_kept",
         format!("{:.3}", beside / alone.max(1e-9)),

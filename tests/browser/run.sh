@@ -27,6 +27,7 @@ if [ -n "${BRIGADE_URL:-}" ]; then
   node "$here/dashboard.mjs"
   node "$here/run-page.mjs"
   node "$here/schedules-page.mjs"
+  node "$here/limits-card.mjs"
   exec node "$here/failed-page.mjs"
 fi
 
@@ -77,6 +78,9 @@ if [ "$status" -eq 0 ]; then
 fi
 if [ "$status" -eq 0 ]; then
   BRIGADE_URL="$url" node "$here/schedules-page.mjs" || status=$?
+fi
+if [ "$status" -eq 0 ]; then
+  BRIGADE_URL="$url" node "$here/limits-card.mjs" || status=$?
 fi
 if [ "$status" -eq 0 ]; then
   BRIGADE_URL="$url" node "$here/failed-page.mjs" || status=$?

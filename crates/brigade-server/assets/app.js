@@ -276,8 +276,11 @@ async function loadWorkers() {
 }
 
 async function loadQueues() {
-  S.queues = await api('/v1/queues');
+  const [queues, limits] = await Promise.all([api('/v1/queues'), api('/v1/limits')]);
+  S.queues = queues;
+  S.limits = limits;
   renderQueues();
+  renderLimits();
   renderStats();
 }
 
@@ -477,6 +480,11 @@ function renderOverview() {
         <div class="table-wrap" id="queues" data-testid="queues"></div>
       </section>
     </div>
+    <section class="card" id="limits-card" data-testid="limits-card" hidden>
+      <div class="card-head"><h2>Limits</h2><span class="count" id="limits-count"></span>
+        <div class="tools legend"><span class="faint">running · started this window · held back</span></div></div>
+      <div class="table-wrap" id="limits" data-testid="limits"></div>
+    </section>
     <section class="card">
       <div class="card-head"><h2>Workers</h2><span class="count" id="workers-count"></span></div>
       <div class="table-wrap" id="workers" data-testid="workers"></div>
@@ -495,6 +503,7 @@ function renderOverview() {
   renderStats();
   renderWorkers();
   renderQueues();
+  renderLimits();
   renderJobs();
   renderThroughput();
 }
@@ -600,6 +609,38 @@ function renderQueues() {
           : `<button class="btn sm" data-act="pause" data-id="${esc(q.name)}" data-testid="pause-queue">Pause</button>`
       }</td></tr>`,
       )
+      .join('')}</tbody></table>`;
+}
+
+/** What a limit allows, in words: "2 at once; 100 per 1000 ms". */
+function limitText(l) {
+  const parts = [];
+  if (l.concurrency != null) parts.push(`${l.concurrency} at once`);
+  if (l.rate != null) parts.push(`${l.rate} per ${l.per_ms} ms${l.burst != null && l.burst !== l.rate ? `, burst ${l.burst}` : ''}`);
+  return parts.join('; ');
+}
+
+function renderLimits() {
+  const card = $('#limits-card');
+  const el = $('#limits');
+  if (!card || !el) return;
+  const ls = S.limits || [];
+  // Only clusters that use limits see the card.
+  card.hidden = !ls.length;
+  $('#limits-count').textContent = ls.length ? String(ls.length) : '';
+  if (!ls.length) return;
+  const row = (key, text, u, sub) => `<tr data-testid="limit-row" data-key="${esc(key)}"${sub ? ' class="sub-row"' : ''}>
+      <td>${sub ? '<span class="faint">↳</span> ' : ''}<b class="mono">${esc(key)}</b></td><td>${esc(text)}</td>
+      <td class="num" data-testid="limit-running">${u.running}</td><td class="num">${u.started}</td><td class="num" data-testid="limit-waiting">${u.waiting}</td></tr>`;
+  el.innerHTML = `<table data-testid="limits-table"><thead><tr>
+      <th>Key</th><th>Limit</th><th class="num">Running</th><th class="num">Started</th><th class="num">Waiting</th>
+    </tr></thead><tbody>${ls
+      .map((l) => {
+        const keys = l.key.endsWith('*')
+          ? [...l.keys].sort((a, b) => b.running + b.waiting - (a.running + a.waiting)).slice(0, 8)
+          : [];
+        return row(l.key, limitText(l), l, false) + keys.map((k) => row(k.key, '', k, true)).join('');
+      })
       .join('')}</tbody></table>`;
 }
 
