@@ -3,12 +3,13 @@
 mod bench;
 mod cli;
 mod command;
+mod config;
 mod demo;
 mod up;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use command::{Cli, Command};
 
@@ -17,7 +18,24 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("sandbox-exec") {
         return sandbox_exec();
     }
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (args, loaded) = match config::expand(args, &Cli::command()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(&args);
+    let print = match &cli.command {
+        Command::Server(a) if a.print_config => Some("server"),
+        Command::Worker(a) if a.print_config => Some("worker"),
+        _ => None,
+    };
+    if let Some(name) = print {
+        print!("{}", config::render(&Cli::command(), &args, name, &loaded));
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -29,6 +29,13 @@ pub struct Endpoint {
 pub struct ServerArgs {
     #[command(flatten)]
     pub endpoint: Endpoint,
+    /// A `brigade.toml` whose `[server]` section sets any of these options (default:
+    /// ./brigade.toml when present); the command line and the environment win.
+    #[arg(long, env = "BRIGADE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the configuration in effect, each value with where it came from, and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// A task whose lease is not extended within this is requeued; a silent worker is lost.
     #[arg(long, default_value_t = 15_000)]
     pub lease_ttl_ms: u64,

@@ -11,6 +11,13 @@ use crate::cli::server::shutdown_signal;
 /// Options of `brigade worker`.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
+    /// A `brigade.toml` whose `[worker]` section sets any of these options (default:
+    /// ./brigade.toml when present); the command line and the environment win.
+    #[arg(long, env = "BRIGADE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the configuration in effect, each value with where it came from, and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Server URL; several, comma-separated, for failover.
     #[arg(long, env = "BRIGADE_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,

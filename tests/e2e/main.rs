@@ -5,6 +5,7 @@
 
 mod bench;
 mod callbacks;
+mod config;
 mod faults;
 mod flow;
 mod input;
