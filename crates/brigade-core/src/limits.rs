@@ -298,6 +298,11 @@ impl Budget {
         }
     }
 
+    /// Whether the stored use of `key` was read (or the key has none).
+    pub fn knows(&self, key: &str) -> bool {
+        self.usage.contains_key(key)
+    }
+
     /// Add the stored use of keys not known yet.
     pub fn learn(&mut self, usage: HashMap<String, Usage>) {
         for (k, u) in usage {

@@ -20,6 +20,9 @@ CREATE INDEX tasks_limited ON tasks (priority DESC, coalesce(vt, seq))
     WHERE state = 'queued' AND limits IS NOT NULL AND parked_on IS NULL;
 CREATE INDEX tasks_parked ON tasks (parked_on, priority DESC, coalesce(vt, seq))
     WHERE state = 'queued' AND parked_on IS NOT NULL;
+-- What runs of limited tasks: the budgets count it at every limited lease.
+CREATE INDEX tasks_running_limited ON tasks (seq)
+    WHERE state = 'running' AND limits IS NOT NULL;
 -- The head of each queue's fair tasks, and each fair key's last place.
 CREATE INDEX tasks_fair ON tasks (queue, priority, vt)
     WHERE state = 'queued' AND fair_key IS NOT NULL;

@@ -6,13 +6,19 @@
 //! may start is [`brigade_core::limits::Budget`]'s decision: what runs is
 //! counted from the running tasks (at most the workers' slots), rates from a
 //! bucket per concrete key. A task over budget is parked on the key that
-//! stopped it, and that key is recorded in `limit_waits`; a lease looks at
-//! those keys first and lets go of as many parked tasks as each has room
-//! for. On PostgreSQL one advisory lock serializes the limited part of every
-//! lease, so N servers share each budget exactly; leases that find nothing
-//! limited to do never take it.
+//! stopped it, and that key is recorded in `limit_waits`. A wait is *due*
+//! (`wake_at <= now`) when a task of its key ended ([`ended`], from results
+//! and the reaper), at a rate's next token, and at least once a second (the
+//! promoter, a net under ends no hook saw: a cancel, a worker leaving). A
+//! lease looks at due keys first and lets go of as many parked tasks as
+//! each has room for; a full key costs leases nothing until then. On
+//! PostgreSQL each concrete key has an advisory lock: a lease decides only
+//! for the keys whose lock it gets at once (another lease holding one is
+//! deciding for it, so nobody waits), and an end that marks a wait due
+//! waits for the key's lock, so N servers share each budget exactly and no
+//! end is missed. Leases that find nothing limited to do take no lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use brigade_api::{JobState, LimitUsage, LimitView, TaskState};
 use brigade_core::limits::{Blocked, Bucket, Budget, Limit, Rate, Usage, covers, resolve};
@@ -22,8 +28,10 @@ use super::{Conn, Engine, Pick, Row, Value, args, jlit, lit};
 use crate::Result;
 use crate::rows::{self, Columns};
 
-/// The advisory lock (PostgreSQL) held by the limited part of a lease.
-const LIMITS_LOCK: i64 = 0x0062_7269_676c_696d;
+/// The class of the advisory locks (PostgreSQL) of concrete keys: a key's
+/// lock is `(KEY_LOCK_CLASS, hashtext(key))`. Two keys of one hash share a
+/// lock, which only makes them wait on each other.
+const KEY_LOCK_CLASS: i32 = 0x6272_6c6b;
 
 /// Candidates looked at per lease beyond what it asks for: those over budget
 /// are parked, so each is looked at about once.
@@ -74,7 +82,7 @@ async fn defs<C: Conn>(c: &mut C) -> Result<Vec<(String, Limit)>> {
 async fn running_keys<C: Conn>(c: &mut C) -> Result<Vec<String>> {
     let sql = format!(
         "SELECT limits FROM tasks{} WHERE state = {} AND limits IS NOT NULL",
-        indexed_by::<C>("tasks_running"),
+        indexed_by::<C>("tasks_running_limited"),
         lit(TaskState::Running)
     );
     let mut keys = Vec::new();
@@ -118,11 +126,11 @@ async fn usage<C: Conn>(c: &mut C, keys: &[&str]) -> Result<HashMap<String, Usag
 }
 
 /// Whether a lease has anything limited to do: queued limited tasks not
-/// parked, or a parked key to look at again.
+/// parked, or a parked key due to be looked at again.
 async fn anything<C: Conn>(c: &mut C, now: i64) -> Result<bool> {
     let sql = format!(
         "SELECT 1 AS one FROM tasks{} WHERE state = {} AND limits IS NOT NULL AND parked_on IS NULL \
-         UNION ALL SELECT 1 AS one FROM limit_waits WHERE wake_at IS NULL OR wake_at <= ? LIMIT 1",
+         UNION ALL SELECT 1 AS one FROM limit_waits WHERE wake_at <= ? LIMIT 1",
         indexed_by::<C>("tasks_limited"),
         lit(TaskState::Queued)
     );
@@ -150,6 +158,100 @@ pub(crate) struct Picked {
     pub(crate) timed: bool,
 }
 
+/// The keys among `keys` this transaction holds the lock of: on
+/// PostgreSQL each concrete key has an advisory lock, taken without waiting
+/// (a key another lease holds is that lease's to decide, and is skipped
+/// here); SQLite's one writer holds them all.
+async fn try_lock<C: Conn>(c: &mut C, keys: &[&str], held: &mut HashSet<String>) -> Result<()> {
+    let fresh: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !held.contains(*k))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    if C::ENGINE == Engine::Sqlite {
+        held.extend(fresh.iter().map(|k| (*k).to_owned()));
+        return Ok(());
+    }
+    for chunk in fresh.chunks(500) {
+        let sql = format!(
+            "SELECT k AS key, pg_try_advisory_xact_lock({KEY_LOCK_CLASS}, hashtext(k)) AS got \
+             FROM (VALUES {}) AS v(k)",
+            vec!["(?)"; chunk.len()].join(", ")
+        );
+        for r in c
+            .rows(&sql, chunk.iter().map(|k| Value::from(*k)).collect())
+            .await?
+        {
+            if r.flag("got")? {
+                held.insert(r.text("key")?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Wait for the locks of `keys` (PostgreSQL), in one order so that two
+/// waiters cannot deadlock.
+async fn lock_keys<C: Conn>(c: &mut C, keys: &[&str]) -> Result<()> {
+    if C::ENGINE == Engine::Sqlite || keys.is_empty() {
+        return Ok(());
+    }
+    let sorted: BTreeSet<&str> = keys.iter().copied().collect();
+    for chunk in sorted.into_iter().collect::<Vec<_>>().chunks(500) {
+        let sql = format!(
+            "SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock({KEY_LOCK_CLASS}, hashtext(k)) \
+             FROM (VALUES {}) AS v(k)) AS l",
+            vec!["(?)"; chunk.len()].join(", ")
+        );
+        c.rows(&sql, chunk.iter().map(|k| Value::from(*k)).collect())
+            .await?;
+    }
+    Ok(())
+}
+
+/// The budget of `keys` as of now: the limits, what runs, their buckets.
+/// Read after their locks are held, so what earlier holders leased is seen.
+async fn budget_of<C: Conn>(c: &mut C, keys: &[&str], now: i64) -> Result<Budget> {
+    let defs = defs(c).await?;
+    let running = running_keys(c).await?;
+    let known = usage(c, keys).await?;
+    Ok(Budget::new(defs, running, known, now))
+}
+
+/// Limited candidates a worker may run, in dispatch order, with their keys.
+async fn candidates<C: Conn>(c: &mut C, p: &Pick<'_>, cap: u32) -> Result<Vec<(i64, Vec<String>)>> {
+    let sql = format!(
+        "SELECT seq, limits, requires FROM tasks{} WHERE state = {} AND limits IS NOT NULL \
+         AND parked_on IS NULL AND queue IN ({}) AND kind IN ({}) \
+         AND queue NOT IN (SELECT name FROM queues WHERE paused) \
+         ORDER BY priority DESC, coalesce(vt, seq) LIMIT ?{}",
+        indexed_by::<C>("tasks_limited"),
+        lit(TaskState::Queued),
+        placeholders(p.queues.len()),
+        placeholders(p.kinds.len()),
+        super::skip_locked::<C>(),
+    );
+    let mut a: Vec<Value> = p.queues.iter().map(Value::from).collect();
+    a.extend(p.kinds.iter().map(Value::from));
+    a.push(Value::from(cap));
+    let mut out = Vec::new();
+    for r in c.rows(&sql, a).await? {
+        let requires: BTreeMap<String, String> = rows::json_or(r.text_opt("requires")?)?;
+        let offered = requires
+            .iter()
+            .all(|(k, v)| p.offered.iter().any(|o| *o == format!("{k}={v}")));
+        if offered {
+            out.push((r.int("seq")?, rows::json_or(r.text_opt("limits")?)?));
+        }
+    }
+    Ok(out)
+}
+
 /// Lease limited tasks for a worker: up to `p.max` whose every key has room,
 /// in dispatch order.
 pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Picked> {
@@ -157,111 +259,125 @@ pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Picked> {
         return Ok(Picked::default());
     }
     let mut timed = false;
-    let fresh;
-    let mut p = p;
-    if C::ENGINE == Engine::Postgres {
-        c.rows(
-            "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(?)) AS l",
-            args![LIMITS_LOCK],
-        )
-        .await?;
-        // Leases and results that read the clock before this one may have
-        // committed while it waited: what it starts starts after them.
-        let now = c.now_after_wait(p.now);
-        if now != p.now {
-            fresh = Pick {
-                now,
-                expires: p.expires + (now - p.now),
-                ..p.clone()
-            };
-            p = &fresh;
-        }
-    }
-    let defs = defs(c).await?;
-    let running = running_keys(c).await?;
-    let waits = c
+    let mut held: HashSet<String> = HashSet::new();
+    let cap = p.max.saturating_mul(2).saturating_add(SLACK);
+
+    // Due keys first: those with room again let go of as many parked tasks
+    // as they have room for.
+    let waits: Vec<String> = c
         .rows(
-            "SELECT key, wake_at FROM limit_waits WHERE wake_at IS NULL OR wake_at <= ?",
+            "SELECT key FROM limit_waits WHERE wake_at <= ? ORDER BY key",
             args![p.now],
         )
         .await?
         .iter()
-        .map(|r| Ok((r.text("key")?, r.int_opt("wake_at")?)))
-        .collect::<Result<Vec<_>>>()?;
-    let wait_keys: Vec<&str> = waits.iter().map(|(k, _)| k.as_str()).collect();
-    let known = usage(c, &wait_keys).await?;
-    let mut budget = Budget::new(defs, running, known, p.now);
-
-    // Keys with room again let go of as many parked tasks as they have room for.
-    let cap = p.max.saturating_mul(2).saturating_add(SLACK);
-    for (key, wake_at) in &waits {
-        match budget.room(key) {
-            Ok(room) => {
-                let want = room.min(cap);
-                if unpark(c, key, want).await? < u64::from(want) {
-                    c.exec("DELETE FROM limit_waits WHERE key = ?", args![key.as_str()])
+        .map(|r| r.text("key"))
+        .collect::<Result<_>>()?;
+    let wait_refs: Vec<&str> = waits.iter().map(String::as_str).collect();
+    try_lock(c, &wait_refs, &mut held).await?;
+    let mine: Vec<&str> = wait_refs
+        .iter()
+        .copied()
+        .filter(|k| held.contains(*k))
+        .collect();
+    // The budget read once the locks were held, and the keys held then.
+    let mut known: Option<(Budget, usize)> = None;
+    if !mine.is_empty() {
+        let mut budget = budget_of(c, &mine, c.now_after_wait(p.now)).await?;
+        for key in &mine {
+            match budget.room(key) {
+                Ok(room) => {
+                    let want = room.min(cap);
+                    if unpark(c, key, want).await? < u64::from(want) {
+                        c.exec("DELETE FROM limit_waits WHERE key = ?", args![*key])
+                            .await?;
+                    } else {
+                        // More wait: look again when the ones let go of end.
+                        c.exec(
+                            "UPDATE limit_waits SET wake_at = NULL WHERE key = ?",
+                            args![*key],
+                        )
                         .await?;
+                    }
+                }
+                Err(Blocked::Rate(_, at)) => {
+                    c.exec(
+                        "UPDATE limit_waits SET wake_at = ? WHERE key = ?",
+                        args![at, *key],
+                    )
+                    .await?;
+                    timed = true;
+                }
+                Err(Blocked::Full(_)) => {
+                    c.exec(
+                        "UPDATE limit_waits SET wake_at = NULL WHERE key = ?",
+                        args![*key],
+                    )
+                    .await?;
                 }
             }
-            Err(Blocked::Rate(_, at)) => {
-                c.exec(
-                    "UPDATE limit_waits SET wake_at = ? WHERE key = ?",
-                    args![at, key.as_str()],
-                )
-                .await?;
-                timed = true;
-            }
-            Err(Blocked::Full(_)) if wake_at.is_some() => {
-                c.exec(
-                    "UPDATE limit_waits SET wake_at = NULL WHERE key = ?",
-                    args![key.as_str()],
-                )
-                .await?;
-            }
-            Err(Blocked::Full(_)) => {}
         }
+        known = Some((budget, held.len()));
     }
 
-    let mut sql = format!(
-        "SELECT seq, limits, requires FROM tasks{} WHERE state = {} AND limits IS NOT NULL \
-         AND parked_on IS NULL AND queue IN ({}) AND kind IN ({}) \
-         AND queue NOT IN (SELECT name FROM queues WHERE paused) \
-         ORDER BY priority DESC, coalesce(vt, seq) LIMIT ?",
-        indexed_by::<C>("tasks_limited"),
-        lit(TaskState::Queued),
-        placeholders(p.queues.len()),
-        placeholders(p.kinds.len()),
-    );
-    let mut a: Vec<Value> = p.queues.iter().map(Value::from).collect();
-    a.extend(p.kinds.iter().map(Value::from));
-    a.push(Value::from(cap));
-    let candidates = c.rows(&sql, a).await?;
-    let mut keyed = Vec::with_capacity(candidates.len());
-    let mut new_keys: Vec<String> = Vec::new();
-    for r in &candidates {
-        let requires: BTreeMap<String, String> = rows::json_or(r.text_opt("requires")?)?;
-        let offered = requires
-            .iter()
-            .all(|(k, v)| p.offered.iter().any(|o| *o == format!("{k}={v}")));
-        if !offered {
-            continue;
-        }
-        let keys: Vec<String> = rows::json_or(r.text_opt("limits")?)?;
-        for k in &keys {
-            if !wait_keys.contains(&k.as_str()) && !new_keys.contains(k) {
-                new_keys.push(k.clone());
-            }
-        }
-        keyed.push((r.int("seq")?, keys));
+    let keyed = candidates(c, p, cap).await?;
+    if keyed.is_empty() {
+        return Ok(Picked {
+            rows: Vec::new(),
+            timed,
+        });
     }
-    let refs: Vec<&str> = new_keys.iter().map(String::as_str).collect();
-    budget.learn(usage(c, &refs).await?);
+    let keys: Vec<&str> = keyed
+        .iter()
+        .flat_map(|(_, ks)| ks.iter().map(String::as_str))
+        .collect();
+    try_lock(c, &keys, &mut held).await?;
+    let mine: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| held.contains(*k))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if mine.is_empty() {
+        return Ok(Picked {
+            rows: Vec::new(),
+            timed,
+        });
+    }
+    // Leases and results that read the clock before this one may have
+    // committed since: what it starts starts after them.
+    let fresh;
+    let mut p = p;
+    let now = c.now_after_wait(p.now);
+    if now != p.now {
+        fresh = Pick {
+            now,
+            expires: p.expires + (now - p.now),
+            ..p.clone()
+        };
+        p = &fresh;
+    }
+    // No key locked since the budget was read: what runs is as it was read
+    // (only this transaction leases for the keys it holds).
+    let mut budget = match known {
+        Some((mut b, n)) if n == held.len() => {
+            let missing: Vec<&str> = mine.iter().copied().filter(|k| !b.knows(k)).collect();
+            b.learn(usage(c, &missing).await?);
+            b
+        }
+        _ => budget_of(c, &mine, p.now).await?,
+    };
 
     let mut take: Vec<i64> = Vec::new();
     let mut parked: BTreeMap<String, (Vec<i64>, Option<i64>, bool)> = BTreeMap::new();
     for (seq, keys) in keyed {
         if take.len() as u32 >= p.max {
             break;
+        }
+        // A key another lease holds is its to decide.
+        if !keys.iter().all(|k| held.contains(k)) {
+            continue;
         }
         match budget.take(&keys) {
             Ok(()) => take.push(seq),
@@ -270,8 +386,8 @@ pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Picked> {
                     .entry(blocked.key().to_owned())
                     .or_insert((Vec::new(), None, false));
                 e.0.push(seq);
-                // A key some task waits on for a slot is looked at on every
-                // lease; else at its first token.
+                // A key some task waits on for a slot is looked at when one
+                // of its tasks ends; else at its first token.
                 match blocked.wake_at() {
                     None => e.2 = true,
                     Some(at) => e.1 = Some(e.1.map_or(at, |t: i64| t.min(at))),
@@ -280,7 +396,7 @@ pub(crate) async fn pick<C: Conn>(c: &mut C, p: &Pick<'_>) -> Result<Picked> {
         }
     }
     for (key, (seqs, at, full)) in &parked {
-        sql = format!(
+        let sql = format!(
             "UPDATE tasks SET parked_on = ? WHERE seq IN ({})",
             placeholders(seqs.len())
         );
@@ -599,17 +715,42 @@ pub(crate) async fn views<C: Conn>(c: &mut C, now: i64) -> Result<Vec<LimitView>
     Ok(views)
 }
 
-/// Parked keys whose rate comes back by `now` are to be looked at by the
-/// next lease; how many, and when the next such key is due.
+/// Tasks of `keys` ended: the waits on them are due, so the next lease
+/// lets go of what they held back. On PostgreSQL under the limits lock: a
+/// lease that parked a task on one of them either committed first (its
+/// wait is seen here) or comes after and sees the end.
+pub(crate) async fn ended<C: Conn>(c: &mut C, keys: &[String]) -> Result<()> {
+    let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    lock_keys(c, &keys).await?;
+    for chunk in keys.chunks(500) {
+        let sql = format!(
+            "UPDATE limit_waits SET wake_at = 0 WHERE wake_at IS NULL AND key IN ({})",
+            placeholders(chunk.len())
+        );
+        c.exec(&sql, chunk.iter().map(|k| Value::from(*k)).collect())
+            .await?;
+    }
+    Ok(())
+}
+
+/// The promoter's part: keys whose rate comes back by `now` are due, and so,
+/// as a net under ends no hook saw, is every key waiting for a slot. How
+/// many became due, and when the next key's token comes.
 pub(crate) async fn due_waits<C: Conn>(c: &mut C, now: i64) -> Result<(u64, Option<i64>)> {
+    // 0: due and announced, so the next call does not count it again.
     let n = c
         .exec(
-            "UPDATE limit_waits SET wake_at = NULL WHERE wake_at <= ?",
+            "UPDATE limit_waits SET wake_at = 0 WHERE wake_at IS NULL OR (wake_at > 0 AND wake_at <= ?)",
             args![now],
         )
         .await?;
     let next = c
-        .rows("SELECT min(wake_at) AS t FROM limit_waits", args![])
+        .rows(
+            "SELECT min(wake_at) AS t FROM limit_waits WHERE wake_at > 0",
+            args![],
+        )
         .await?
         .pop()
         .map(|r| r.int_opt("t"))

@@ -846,8 +846,9 @@ pub(crate) struct Running {
     pub(crate) member_of: Option<String>,
     /// Attempts in a row that ended lost or crash.
     pub(crate) deaths: u32,
-    /// It names limits: its end may give a parked task room.
-    pub(crate) limited: bool,
+    /// The keys whose limits it counts against, JSON (`None`: none): its
+    /// end may give a task parked on one of them room.
+    pub(crate) limits: Option<String>,
 }
 
 impl Running {
@@ -866,7 +867,7 @@ impl Running {
             started_at: row.int_opt("started_at")?,
             member_of: row.text_opt("member_of")?,
             deaths: row.int("deaths")?.max(0) as u32,
-            limited: row.flag("limited")?,
+            limits: row.text_opt("limits")?,
         })
     }
 
@@ -1025,6 +1026,7 @@ pub(crate) async fn report<C: Conn>(
     let mut seen: HashSet<&str> = HashSet::with_capacity(results.len());
     let mut succeeded: Vec<Success> = Vec::with_capacity(results.len());
     let mut finals: Vec<graph::Final> = Vec::new();
+    let mut freed: Vec<String> = Vec::new();
     for r in results {
         let Some(task) = tasks.get(&r.task_id) else {
             reply
@@ -1118,11 +1120,17 @@ pub(crate) async fn report<C: Conn>(
         }
         reply.accepted.push(r.task_id.clone());
         jobs.insert(task.job_id.clone());
-        // A slot of its keys is free: waiting workers may lease what it held back.
-        changes.ready |= task.limited;
+        if let Some(keys) = &task.limits {
+            freed.extend(rows::json_or::<Vec<String>>(Some(keys.clone()))?);
+        }
     }
     if !succeeded.is_empty() {
         c.succeed(now, &succeeded).await?;
+    }
+    if !freed.is_empty() {
+        // A slot of these keys is free: waiting workers may lease what they held back.
+        super::limits::ended(c, &freed).await?;
+        changes.ready = true;
     }
     if !finals.is_empty() {
         graph::settle(c, finals, now, &mut changes, &mut jobs).await?;
@@ -1342,6 +1350,7 @@ pub(crate) async fn reap<C: Conn>(
     let error = transition::lost_error();
     let mut jobs = BTreeSet::new();
     let mut finals = Vec::new();
+    let mut freed: Vec<String> = Vec::new();
     for row in &expired {
         let task = Running::from_row(row)?;
         let how = Failed {
@@ -1352,7 +1361,13 @@ pub(crate) async fn reap<C: Conn>(
             poison_after,
         };
         finals.extend(fail_attempt(c, &task, how, now, &mut changes).await?);
+        if let Some(keys) = &task.limits {
+            freed.extend(rows::json_or::<Vec<String>>(Some(keys.clone()))?);
+        }
         jobs.insert(task.job_id);
+    }
+    if !freed.is_empty() {
+        super::limits::ended(c, &freed).await?;
     }
     if !finals.is_empty() {
         graph::settle(c, finals, now, &mut changes, &mut jobs).await?;
