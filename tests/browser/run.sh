@@ -28,6 +28,7 @@ if [ -n "${BRIGADE_URL:-}" ]; then
   node "$here/run-page.mjs"
   node "$here/schedules-page.mjs"
   node "$here/limits-card.mjs"
+  node "$here/graph-page.mjs"
   exec node "$here/failed-page.mjs"
 fi
 
@@ -81,6 +82,9 @@ if [ "$status" -eq 0 ]; then
 fi
 if [ "$status" -eq 0 ]; then
   BRIGADE_URL="$url" node "$here/limits-card.mjs" || status=$?
+fi
+if [ "$status" -eq 0 ]; then
+  BRIGADE_URL="$url" node "$here/graph-page.mjs" || status=$?
 fi
 if [ "$status" -eq 0 ]; then
   BRIGADE_URL="$url" node "$here/failed-page.mjs" || status=$?

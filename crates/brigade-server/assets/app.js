@@ -751,6 +751,11 @@ function renderJobShell() {
   <div class="crumbs"><a href="#/">Overview</a> / job <span class="mono">${esc(S.route.id)}</span></div>
   <div class="grid" data-testid="job-page" data-job-id="${esc(S.route.id)}">
     <section class="card" id="job-head"><div class="empty">Loading…</div></section>
+    <section class="card" id="graph-card" data-testid="graph-card" hidden>
+      <div class="card-head"><h2>Graph</h2><span class="count" id="graph-summary"></span>
+        <div class="tools legend"><span class="faint">one node per key · arrows point to what waits · dashed: spawned</span></div></div>
+      <div class="card-body graph-wrap"><svg id="graph" class="chart graph" data-testid="graph" height="60"></svg></div>
+    </section>
     <section class="card">
       <div class="card-head"><h2>Timeline</h2><span class="count" id="gantt-summary"></span>
         <div class="tools legend"><span class="s-succeeded">succeeded</span><span class="s-failed">failed</span><span class="s-running">running</span><span class="s-cancelled">cancelled</span><span class="faint">one row per task · click a bar for details</span></div></div>
@@ -792,8 +797,133 @@ function renderJob() {
       <div class="legend">${SEGMENTS.map((s) => `<span class="s-${s}" data-seg="${s}">${p[s] || 0} ${s}</span>`).join('')}<span>${p.total} total</span></div>
     </div>`;
   applyWidths(head);
+  renderGraph();
   renderGantt();
   renderTasks();
+}
+
+/**
+ * The job's graph: tasks grouped into one node per key (the unit `after`
+ * names), spawned tasks under their spawner's key, laid out in layers by
+ * the longest path from a root. Each node shows its tasks' states.
+ */
+function jobGraph(ts) {
+  const byId = new Map(ts.map((t) => [t.id, t]));
+  const nodes = new Map();
+  const nodeOf = (t) => {
+    if (t.key) return `k:${t.key}`;
+    if (t.spawned_by) {
+      const parent = byId.get(t.spawned_by);
+      return `s:${parent && parent.key ? parent.key : t.spawned_by}`;
+    }
+    return 'k:';
+  };
+  for (const t of ts) {
+    const id = nodeOf(t);
+    if (!nodes.has(id)) {
+      const spawner = t.spawned_by ? byId.get(t.spawned_by) : null;
+      nodes.set(id, {
+        id,
+        label: t.key || (t.spawned_by ? `spawned by ${spawner && spawner.key ? spawner.key : shortId(t.spawned_by)}` : '(no key)'),
+        tasks: [],
+        after: new Set(),
+        spawnedFrom: spawner ? nodeOf(spawner) : null,
+      });
+    }
+    const n = nodes.get(id);
+    n.tasks.push(t);
+    for (const a of t.after || []) n.after.add(`k:${a}`);
+  }
+  const edges = [];
+  for (const n of nodes.values()) {
+    for (const a of n.after) if (nodes.has(a)) edges.push({ from: a, to: n.id, spawn: false });
+    if (n.spawnedFrom && nodes.has(n.spawnedFrom) && n.spawnedFrom !== n.id) edges.push({ from: n.spawnedFrom, to: n.id, spawn: true });
+  }
+  // Layers: the longest path from a root (the graph is acyclic; the guard is for safety).
+  const layer = new Map();
+  const into = new Map([...nodes.keys()].map((k) => [k, []]));
+  for (const e of edges) into.get(e.to).push(e.from);
+  const depth = (k, seen = new Set()) => {
+    if (layer.has(k)) return layer.get(k);
+    if (seen.has(k)) return 0;
+    seen.add(k);
+    const d = Math.max(-1, ...into.get(k).map((f) => depth(f, seen))) + 1;
+    layer.set(k, d);
+    return d;
+  };
+  for (const k of nodes.keys()) depth(k);
+  return { nodes: [...nodes.values()], edges, layer };
+}
+
+function renderGraph() {
+  const card = $('#graph-card');
+  const svg = $('#graph');
+  const ts = S.tasks;
+  if (!card || !svg || !ts) return;
+  const graphy = ts.some((t) => t.key || (t.after && t.after.length) || t.spawned_by);
+  card.hidden = !graphy;
+  if (!graphy) return;
+  const { nodes, edges, layer } = jobGraph(ts);
+  const layers = [];
+  for (const n of nodes) (layers[layer.get(n.id)] ||= []).push(n);
+  const many = nodes.length > 60;
+  const nodeW = many ? 70 : 132;
+  const nodeH = many ? 26 : 40;
+  const gapX = many ? 28 : 56;
+  const gapY = many ? 10 : 18;
+  const tallest = Math.max(...layers.map((l) => (l ? l.length : 0)));
+  const W = Math.max(400, 16 + layers.length * (nodeW + gapX));
+  const H = Math.max(nodeH + 24, 16 + tallest * (nodeH + gapY));
+  const pos = new Map();
+  layers.forEach((l, i) => {
+    if (!l) return;
+    const top = (H - l.length * (nodeH + gapY) + gapY) / 2;
+    l.forEach((n, j) => pos.set(n.id, { x: 8 + i * (nodeW + gapX), y: top + j * (nodeH + gapY) }));
+  });
+  let out = '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" class="g-arrow"/></marker></defs>';
+  for (const e of edges) {
+    const a = pos.get(e.from);
+    const b = pos.get(e.to);
+    if (!a || !b) continue;
+    const x1 = a.x + nodeW;
+    const y1 = a.y + nodeH / 2;
+    const x2 = b.x;
+    const y2 = b.y + nodeH / 2;
+    const mx = (x1 + x2) / 2;
+    out += `<path class="g-edge${e.spawn ? ' g-spawn' : ''}" data-testid="graph-edge" data-from="${esc(e.from)}" data-to="${esc(e.to)}" d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>`;
+  }
+  const order = ['failed', 'running', 'queued', 'scheduled', 'waiting', 'cancelled', 'succeeded'];
+  for (const n of nodes) {
+    const p = pos.get(n.id);
+    const counts = {};
+    for (const t of n.tasks) counts[t.state] = (counts[t.state] || 0) + 1;
+    // The node takes the colour of its most pressing state.
+    const state = order.find((st) => counts[st]) || 'queued';
+    const total = n.tasks.length;
+    let x = p.x;
+    const segs = SEGMENTS.filter((st) => counts[st])
+      .map((st) => {
+        const w = (nodeW * counts[st]) / total;
+        const r = `<rect class="p-${st}" x="${x.toFixed(1)}" y="${(p.y + nodeH - 4).toFixed(1)}" width="${w.toFixed(1)}" height="4"/>`;
+        x += w;
+        return r;
+      })
+      .join('');
+    const tip = `${n.label}: ${SEGMENTS.filter((st) => counts[st]).map((st) => `${counts[st]} ${st}`).join(', ')}`;
+    const first = n.tasks[0];
+    const label = n.label.length > (many ? 9 : 18) ? n.label.slice(0, many ? 8 : 17) + '…' : n.label;
+    out += `<g class="g-node g-${esc(state)}" data-testid="graph-node" data-key="${esc(n.label)}" data-state="${esc(state)}" data-tasks="${total}" data-task="${total === 1 ? esc(first.id) : ''}">
+      <title>${esc(tip)}</title>
+      <rect class="g-box" x="${p.x}" y="${p.y}" width="${nodeW}" height="${nodeH}" rx="6"/>
+      <text class="g-label" x="${p.x + 8}" y="${p.y + (many ? 15 : 17)}">${esc(label)}</text>
+      ${many ? '' : `<text class="g-sub" x="${p.x + 8}" y="${p.y + 31}">${total > 1 ? `${counts.succeeded || 0}/${total} done` : esc(first.state)}</text>`}
+      ${segs}</g>`;
+  }
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('width', String(W));
+  svg.setAttribute('height', String(H));
+  svg.innerHTML = out;
+  $('#graph-summary').textContent = `${nodes.length} node${nodes.length === 1 ? '' : 's'} · ${edges.length} edge${edges.length === 1 ? '' : 's'} · ${layers.length} layer${layers.length === 1 ? '' : 's'}`;
 }
 
 function renderGantt() {
@@ -847,6 +977,17 @@ function niceStep(v) {
   return 10 * p;
 }
 
+/** A task's own progress report as a small bar (done of total), with its message. */
+function taskProgress(t) {
+  const p = t.progress;
+  if (!p) return '';
+  const pct = p.total ? Math.min(100, (100 * p.done) / p.total) : null;
+  const text = `${p.done}${p.total ? `/${p.total}` : ''}${p.message ? ` · ${p.message}` : ''}`;
+  return `<div class="task-progress" data-testid="task-progress" title="${esc(text)}">${
+    pct === null ? '' : `<span class="bar"><i style="width:${pct.toFixed(1)}%"></i></span>`
+  }<span class="sub">${esc(text)}</span></div>`;
+}
+
 function renderTasks() {
   const el = $('#tasks');
   const ts = S.tasks;
@@ -864,7 +1005,7 @@ function renderTasks() {
       const res = t.error ? `<span class="s-failed">${esc(t.error.kind)}: ${esc(json(t.error.message, 160))}</span>` : `<span class="mono muted">${esc(json(t.output, 160))}</span>`;
       return `<tr class="click${t.id === S.taskId ? ' sel' : ''}" data-task="${esc(t.id)}" data-testid="task-row" data-task-id="${esc(t.id)}" data-state="${esc(t.state)}">
       <td class="num faint">${i + 1}</td>
-      <td><b>${esc(t.name || t.kind)}</b>${t.name ? ` <span class="sub">${esc(t.kind)}</span>` : ''}</td>
+      <td><b>${esc(t.name || t.kind)}</b>${t.name ? ` <span class="sub">${esc(t.kind)}</span>` : ''}${t.key ? ` <span class="sub mono">${esc(t.key)}</span>` : ''}${taskProgress(t)}</td>
       <td>${badge(t.state, 'task-state')}</td>
       <td>${esc(workerName(t.worker_id))}</td>
       <td class="num">${t.attempt}/${t.max_attempts}</td>
