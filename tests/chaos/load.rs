@@ -117,6 +117,47 @@ pub async fn submit_echo(
     }
 }
 
+/// Submit a graph job of `layers` × `width` echo tasks with distinct inputs:
+/// the tasks of layer `i` are keyed `l<i>` and wait for every task of layer
+/// `i - 1`. Tracked when acknowledged, with each task's layer.
+pub async fn submit_graph(
+    client: &Client,
+    tracker: &Tracker,
+    layers: usize,
+    width: usize,
+) -> Result<JobView, ClientError> {
+    let inputs = tracker.inputs(layers * width, 0);
+    let tasks = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let layer = i / width;
+            let mut t = TaskSpec::new("echo", input.clone()).keyed(format!("l{layer}"));
+            if layer > 0 {
+                t = t.after([format!("l{}", layer - 1)]);
+            }
+            t.max_attempts = Some(MAX_ATTEMPTS);
+            t
+        })
+        .collect();
+    let job = JobSubmit::new(tasks).named("chaos-graph");
+    match client.submit(&job, None).await {
+        Ok(view) => {
+            let ids = view.task_ids.clone().unwrap_or_default();
+            assert_eq!(ids.len(), layers * width, "a 201 names every task");
+            tracker.acked.lock().unwrap().push(Acked {
+                job_id: view.id.clone(),
+                tasks: ids.into_iter().zip(inputs).collect(),
+            });
+            Ok(view)
+        }
+        Err(e) => {
+            tracker.refused.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
+}
+
 /// A cluster under load.
 pub struct Load {
     pub c: Cluster,

@@ -11,6 +11,7 @@ mod proxy;
 
 mod database;
 mod disk;
+mod graphs;
 mod network;
 mod server;
 mod workers;

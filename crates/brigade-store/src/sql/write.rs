@@ -738,6 +738,11 @@ pub(crate) async fn lease<C: Conn>(
         return Ok(Some((Vec::new(), Changes::default())));
     }
     let offered = brigade_core::dispatch::offered_labels(&labels);
+    // The clock as the transaction runs (PostgreSQL): the request may have
+    // waited for a connection or a lock since it read it, while the results
+    // that released what it leases committed; a start is never recorded
+    // before the end of what it waited for.
+    let now = c.now_after_wait(now);
     let expires = now + ttl;
     let mut pick = super::Pick {
         worker_id,
