@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// Seconds between worker kills (SIGKILL, then a new worker) during the soak; 0 = none.
     #[arg(long, default_value_t = 30)]
     pub churn_s: u64,
+    /// The soak server's `--retention` (`60s`, say): the database file must
+    /// then level off (verdict `db_growing` if it grows over the second half).
+    #[arg(long)]
+    pub soak_retention: Option<String>,
     /// Seconds between the soak's progress lines.
     #[arg(long, default_value_t = 60)]
     pub report_every_s: u64,
@@ -266,7 +270,8 @@ async fn run_one(args: &BenchArgs, scenario: Scenario, alone: bool) -> anyhow::R
         }
         Scenario::Soak => {
             let cap = args.capacity_or(8);
-            on_cluster(args, scenario, &[], workers, cap, async |c| {
+            let extra = soak::server_args(args);
+            on_cluster(args, scenario, &extra, workers, cap, async |c| {
                 soak::run(c, args, cap).await
             })
             .await

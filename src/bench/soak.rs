@@ -36,6 +36,35 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(180);
 const GROWTH_FRACTION: f64 = 0.10;
 /// See [`GROWTH_FRACTION`].
 const GROWTH_MIB: f64 = 4.0;
+/// Growth of the database file (with its WAL) over the second half that
+/// counts as growing, with `--soak-retention`: both this fraction and
+/// [`DB_GROWTH_MIB`]. With retention the file must level off once the
+/// first jobs expire.
+const DB_GROWTH_FRACTION: f64 = 0.10;
+/// See [`DB_GROWTH_FRACTION`].
+const DB_GROWTH_MIB: f64 = 1.0;
+
+/// The size of an SQLite database (the file, its WAL and shared memory) in
+/// MiB; `None` for other engines.
+fn db_mib(url: &str) -> Option<f64> {
+    let path = url.strip_prefix("sqlite://")?;
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let bytes = size(path) + size(&format!("{path}-wal")) + size(&format!("{path}-shm"));
+    Some(bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The server arguments of a soak: `--retention` when one is asked for.
+pub fn server_args(args: &BenchArgs) -> Vec<String> {
+    match &args.soak_retention {
+        Some(r) => vec![
+            "--retention".into(),
+            r.clone(),
+            "--prune-every-ms".into(),
+            "2000".into(),
+        ],
+        None => Vec::new(),
+    }
+}
 
 /// Counts shared by the load and its waiters.
 #[derive(Default)]
@@ -149,6 +178,10 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs, capacity: u32) -> anyhow::Re
     kv("soak_workers", workers);
     kv("soak_capacity", capacity);
     kv("soak_churn_s", args.churn_s);
+    kv(
+        "soak_retention",
+        args.soak_retention.as_deref().unwrap_or("default"),
+    );
 
     let tally = Arc::new(Tally::default());
     let waiters = Arc::new(Mutex::new(Vec::new()));
@@ -166,6 +199,7 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs, capacity: u32) -> anyhow::Re
     let mut next_report = start + every;
     let mut next_kill = churn.map(|d| start + d);
     let mut reports: Vec<(f64, usize)> = Vec::new();
+    let mut db_sizes: Vec<f64> = Vec::new();
     let mut killed = 0u32;
     while start.elapsed() < total {
         let now = Instant::now();
@@ -193,13 +227,16 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs, capacity: u32) -> anyhow::Re
                 }
                 Err(_) => (0.0, 0.0, 0),
             };
+            let db = db_mib(&c.db.url);
             println!(
                 "minute={:.1} server_rss_mib={rss:.1} server_fds={fds} tasks_done={} tasks_submitted={} \
-                 latency_p50_ms={p50:.3} latency_p99_ms={p99:.3} latency_samples={n} workers_killed={killed}",
+                 latency_p50_ms={p50:.3} latency_p99_ms={p99:.3} latency_samples={n} workers_killed={killed}{}",
                 start.elapsed().as_secs_f64() / 60.0,
                 tally.succeeded.load(Ordering::Relaxed),
                 tally.submitted.load(Ordering::Relaxed),
+                db.map(|m| format!(" db_mib={m:.2}")).unwrap_or_default(),
             );
+            db_sizes.extend(db);
             reports.push((rss, fds));
             next_report += every;
         }
@@ -229,6 +266,15 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs, capacity: u32) -> anyhow::Re
         .unwrap_or_default();
     let late_growth = last_rss - half_rss;
     let growing = late_growth > GROWTH_MIB && late_growth > half_rss * GROWTH_FRACTION;
+    let db_half = db_sizes
+        .get(db_sizes.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or_default();
+    let db_last = db_sizes.last().copied().unwrap_or_default();
+    let db_growth = db_last - db_half;
+    let db_growing = args.soak_retention.is_some()
+        && db_growth > DB_GROWTH_MIB
+        && db_growth > db_half * DB_GROWTH_FRACTION;
 
     kv("soak_tasks_submitted", submitted);
     kv("soak_tasks_succeeded", succeeded);
@@ -252,12 +298,19 @@ pub async fn run(c: &mut Cluster, args: &BenchArgs, capacity: u32) -> anyhow::Re
         "soak_rss_growth_second_half_mib",
         format!("{late_growth:.1}"),
     );
+    if !db_sizes.is_empty() {
+        kv("soak_db_half_mib", format!("{db_half:.2}"));
+        kv("soak_db_last_mib", format!("{db_last:.2}"));
+        kv("soak_db_growth_second_half_mib", format!("{db_growth:.2}"));
+    }
     kv("soak_fds_first", first_fds);
     kv("soak_fds_last", last_fds);
     let verdict = if lost > 0 || !drained {
         "lost_tasks"
     } else if growing {
         "rss_growing"
+    } else if db_growing {
+        "db_growing"
     } else {
         "stable"
     };

@@ -571,3 +571,27 @@ async fn an_exec_tasks_stderr_lines_are_its_log_and_can_be_followed() {
         .unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+#[tokio::test]
+async fn the_throughput_history_counts_what_finished() {
+    let c = Cluster::start().await.with_workers(&["w"], 8, &[]).await;
+    let mut tasks = vec![task("noop", Value::Null); 25];
+    tasks.push(task("fail", json!({"retryable": false})));
+    let job = c.submit(tasks).await;
+    c.finished(&job.id).await;
+    let h: brigade_api::ThroughputView = c
+        .http()
+        .get(format!("{}/v1/stats/throughput", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (h.interval_ms, h.succeeded.len(), h.failed.len()),
+        (1000, 300, 300)
+    );
+    assert_eq!(h.succeeded.iter().sum::<u64>(), 25, "{h:?}");
+    assert_eq!(h.failed.iter().sum::<u64>(), 1);
+}

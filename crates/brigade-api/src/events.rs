@@ -137,3 +137,17 @@ impl Event {
         }
     }
 }
+
+/// Tasks finished per second over the last minutes (`GET /v1/stats/throughput`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ThroughputView {
+    /// Width of each count, in ms (1000).
+    pub interval_ms: u64,
+    /// Start of the last interval counted (the current second).
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: time::OffsetDateTime,
+    /// Tasks that succeeded in each interval, oldest first (300 of them).
+    pub succeeded: Vec<u64>,
+    /// Tasks that failed for good in each interval, oldest first.
+    pub failed: Vec<u64>,
+}

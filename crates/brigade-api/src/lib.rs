@@ -19,7 +19,7 @@ pub mod workers;
 
 pub use callbacks::{CALLBACK_EVENTS, Callback, CallbackAttempt, SIGNATURE_HEADER};
 pub use code::{CodeInput, CodeOutput, LanguageView, MAX_RESULT_BYTES};
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, ThroughputView};
 pub use jobs::{Backoff, JobState, JobSubmit, JobView, Progress, TaskSpec, Unique, UniqueWhile};
 pub use limits::{LimitSpec, LimitUsage, LimitView};
 pub use logs::{LogBatch, LogLine, LogsReply, LogsRequest};

@@ -393,6 +393,7 @@ async function runEvents(signal) {
       S.connectedAt = Date.now();
       retryMs = 1000;
       refreshAll(); // anything missed while disconnected
+      loadHistory();
       await readSse(res.body, signal, onEvent);
     } catch (e) {
       if (signal.aborted) return;
@@ -436,6 +437,27 @@ async function readSse(body, signal, handle) {
         console.warn('bad event', e);
       }
     }
+  }
+}
+
+/** Fill the throughput chart's seconds before the page connected from the server's own counts. */
+async function loadHistory() {
+  try {
+    const h = await api('/v1/stats/throughput');
+    const until = Math.floor(ms(h.until) / 1000);
+    const first = until - h.succeeded.length + 1;
+    // From the connection on, the page counts the events itself.
+    const upTo = Math.floor((S.connectedAt || Date.now()) / 1000);
+    h.succeeded.forEach((ok, i) => {
+      const sec = first + i;
+      const bad = h.failed[i] || 0;
+      if (sec < upTo && (ok || bad) && !S.tp.has(sec)) S.tp.set(sec, [ok, bad]);
+    });
+    S.seeded = true;
+    renderThroughput();
+    renderStats();
+  } catch (e) {
+    console.warn('throughput history', e);
   }
 }
 
@@ -735,7 +757,7 @@ function renderThroughput() {
   svg.setAttribute('data-total', String(tot));
   svg.innerHTML = out;
   const since = S.connectedAt ? Math.min(WINDOW_S, Math.floor((Date.now() - S.connectedAt) / 1000)) : 0;
-  $('#tp-summary').textContent = `${tot} finished · peak ${max}/s${since < WINDOW_S ? ` · counted since the page connected` : ''}`;
+  $('#tp-summary').textContent = `${tot} finished · peak ${max}/s${since < WINDOW_S && !S.seeded ? ` · counted since the page connected` : ''}`;
 }
 
 function niceMax(v) {

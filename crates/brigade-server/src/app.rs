@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(schedules::trigger))
         .routes(routes!(schedules::jobs))
         .routes(routes!(events::sse))
+        .routes(routes!(events::throughput))
         .routes(routes!(events::ws))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -235,6 +236,7 @@ pub async fn start_with(
         schedules: Arc::new(Notify::new()),
         metrics: Metrics::install(),
         worker_owners: Default::default(),
+        history: Default::default(),
     };
     let limits = Limits {
         max_tasks_per_job: config.max_tasks_per_job,
@@ -310,6 +312,7 @@ async fn forward_remote(
             Ok(Remote::Event(event)) => {
                 publisher.follow(&event, true);
                 publisher.metrics.event(&event);
+                publisher.history.record(&event);
                 publisher.bus.publish(event);
             }
             Ok(Remote::Ready) => publisher.dispatcher.wake(),

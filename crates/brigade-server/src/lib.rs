@@ -12,6 +12,7 @@ pub mod duties;
 pub mod error;
 pub mod extract;
 pub mod heartbeats;
+pub mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

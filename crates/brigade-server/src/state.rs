@@ -31,6 +31,8 @@ pub struct Publisher {
     pub metrics: Metrics,
     /// Owners of workers seen so far (a worker's owner never changes).
     pub worker_owners: WorkerOwners,
+    /// Tasks finished per second, for the dashboard's chart.
+    pub history: Arc<crate::history::Throughput>,
 }
 
 /// Owners of workers, cached for authorization.
@@ -54,6 +56,7 @@ impl Publisher {
         for event in changes.events {
             self.follow(&event, false);
             self.metrics.event(&event);
+            self.history.record(&event);
             self.bus.publish(event);
         }
     }

@@ -169,3 +169,16 @@ async fn pump(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Event>>, jo
         }
     }
 }
+
+/// Tasks finished per second over the last five minutes, as this server saw
+/// their events (on PostgreSQL, other servers' too): what the dashboard's
+/// throughput chart starts from.
+#[utoipa::path(get, path = "/v1/stats/throughput", operation_id = "throughput", tag = "events",
+    responses((status = 200, body = brigade_api::ThroughputView)))]
+pub async fn throughput(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<brigade_api::ThroughputView>> {
+    caller.require(&[Role::Client])?;
+    Ok(axum::Json(state.publisher.history.view(state.now())))
+}
