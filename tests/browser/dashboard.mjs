@@ -96,6 +96,11 @@ try {
     () => [...document.querySelectorAll('[data-testid=worker-row][data-state=active] [data-testid=worker-load-chart]')]
       .filter((c) => Number(c.dataset.samples) >= 2).length >= 1,
   );
+  // The activity feed lists the job's events as they happened.
+  await page.waitForSelector('[data-testid=activity-row][data-type="job.finished"]');
+  const fed = await page.locator('[data-testid=activity-row][data-type="task.succeeded"]').count();
+  if (fed < 1) throw new Error('the activity feed shows no task.succeeded');
+  log(`activity feed: ${fed} task.succeeded rows, job.finished shown`);
   await page.waitForTimeout(600); // let the 1 s tick redraw the stat tiles
   await page.screenshot({ path: join(shots, 'dashboard.png'), fullPage: true });
   log(`screenshot ${join(shots, 'dashboard.png')}`);

@@ -461,8 +461,47 @@ async function loadHistory() {
   }
 }
 
+/** Most recent events kept for the Activity card. */
+const ACTIVITY_MAX = 60;
+
+/** The state an event's type stands for, for its badge colour. */
+function eventTone(t) {
+  if (t.endsWith('succeeded') || t === 'job.finished') return 'succeeded';
+  if (t.endsWith('failed') || t === 'worker.lost') return 'failed';
+  if (t.endsWith('started') || t === 'worker.joined') return 'running';
+  if (t.endsWith('cancelled') || t === 'worker.left' || t.endsWith('skipped')) return 'cancelled';
+  if (t.endsWith('retrying') || t.startsWith('schedule.')) return 'scheduled';
+  return 'queued';
+}
+
+function renderActivity() {
+  const el = $('#activity');
+  if (!el) return;
+  const evs = S.activity || [];
+  $('#activity-count').textContent = evs.length ? String(evs.length) : '';
+  if (!evs.length) {
+    el.innerHTML = '<div class="empty">No events since the page connected.</div>';
+    return;
+  }
+  el.innerHTML = `<table data-testid="activity-table"><tbody>${evs
+    .map((e) => {
+      const job = e.job_id ? `<a href="#/jobs/${esc(encodeURIComponent(e.job_id))}" class="mono">job ${esc(shortId(e.job_id))}</a>` : '';
+      const task = e.task_id ? `<span class="mono faint">task ${esc(shortId(e.task_id))}</span>` : '';
+      const worker = e.worker_id ? `<span>${esc(workerName(e.worker_id))}</span>` : '';
+      const err = e.error && e.error.kind ? `<span class="s-failed">${esc(e.error.kind)}</span>` : '';
+      return `<tr data-testid="activity-row" data-type="${esc(e.type)}"><td class="muted mono">${clock(e.at)}</td>
+        <td><span class="badge s-${eventTone(e.type)}">${esc(e.type)}</span></td><td>${job} ${task}</td><td>${worker} ${err}</td></tr>`;
+    })
+    .join('')}</tbody></table>`;
+}
+
 function onEvent(ev) {
   const t = ev.type || '';
+  if (t && t !== 'stream.lagged') {
+    (S.activity ||= []).unshift(ev);
+    if (S.activity.length > ACTIVITY_MAX) S.activity.length = ACTIVITY_MAX;
+    if (S.route.name === 'overview') soon('activity', async () => renderActivity());
+  }
   if (t === 'task.succeeded' || t === 'task.failed') {
     const sec = Math.floor(Date.now() / 1000);
     const b = S.tp.get(sec) || [0, 0];
@@ -511,6 +550,11 @@ function renderOverview() {
       <div class="card-head"><h2>Workers</h2><span class="count" id="workers-count"></span></div>
       <div class="table-wrap" id="workers" data-testid="workers"></div>
     </section>
+    <section class="card" data-testid="activity-card">
+      <div class="card-head"><h2>Activity</h2><span class="count" id="activity-count"></span>
+        <div class="tools legend"><span class="faint">the cluster's events as they happen · newest first</span></div></div>
+      <div class="table-wrap short" id="activity" data-testid="activity"></div>
+    </section>
     <section class="card">
       <div class="card-head"><h2>Jobs</h2><span class="count" id="jobs-count"></span>
         <div class="tools">
@@ -527,6 +571,7 @@ function renderOverview() {
   renderQueues();
   renderLimits();
   renderJobs();
+  renderActivity();
   renderThroughput();
 }
 
