@@ -143,11 +143,17 @@ pub(crate) fn job_view(row: &impl Columns, progress: Progress) -> Result<JobView
     let stored = JobState::parse(&state)
         .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
     let cancel_requested = row.flag("cancel_requested")?;
-    // Finished jobs keep their recorded state; others are derived from live counts.
+    // Finished jobs keep their recorded state; others are derived from live
+    // counts. A job is over once its end is recorded (`finished_at`, the
+    // `job.finished` event): counts read apart from the row that already say
+    // over (the last task ended between the two reads) read as running.
     let state = if stored.is_finished() {
         stored
     } else {
-        brigade_core::job_state(&progress, cancel_requested)
+        match brigade_core::job_state(&progress, cancel_requested) {
+            live if live.is_finished() => JobState::Running,
+            live => live,
+        }
     };
     let created = row.int("created_at")?;
     let started = row.int_opt("started_at")?;
