@@ -360,6 +360,14 @@ impl Client {
         Self::decode(res).await
     }
 
+    /// `DELETE path`, expecting 204.
+    async fn delete(&self, path: &str) -> Result<()> {
+        let res = self
+            .send::<()>(Method::DELETE, path, None, None, DEFAULT_TIMEOUT, &[])
+            .await?;
+        Self::no_content(res).await
+    }
+
     // ---- jobs ----
 
     /// Submit a job; with `idempotency_key`, a repeat returns the first job.
@@ -485,17 +493,7 @@ impl Client {
 
     /// Delete a finished job.
     pub async fn delete_job(&self, id: &str) -> Result<()> {
-        let res = self
-            .send::<()>(
-                Method::DELETE,
-                &format!("/v1/jobs/{}", enc(id)),
-                None,
-                None,
-                DEFAULT_TIMEOUT,
-                &[],
-            )
-            .await?;
-        Self::no_content(res).await
+        self.delete(&format!("/v1/jobs/{}", enc(id))).await
     }
 
     // ---- schedules ----
@@ -559,17 +557,7 @@ impl Client {
 
     /// Delete a schedule (its jobs stay).
     pub async fn delete_schedule(&self, id: &str) -> Result<()> {
-        let res = self
-            .send::<()>(
-                Method::DELETE,
-                &format!("/v1/schedules/{}", enc(id)),
-                None,
-                None,
-                DEFAULT_TIMEOUT,
-                &[],
-            )
-            .await?;
-        Self::no_content(res).await
+        self.delete(&format!("/v1/schedules/{}", enc(id))).await
     }
 
     /// Pause a schedule.
@@ -787,17 +775,7 @@ impl Client {
 
     /// Remove a limit (admin).
     pub async fn delete_limit(&self, key: &str) -> Result<()> {
-        let res = self
-            .send::<()>(
-                Method::DELETE,
-                &format!("/v1/limits/{}", enc(key)),
-                None,
-                None,
-                DEFAULT_TIMEOUT,
-                &[],
-            )
-            .await?;
-        Self::no_content(res).await
+        self.delete(&format!("/v1/limits/{}", enc(key))).await
     }
 
     /// Pause a queue.
@@ -950,11 +928,8 @@ impl Client {
 
     /// Leave.
     pub async fn leave(&self, worker_id: &str) -> Result<()> {
-        let path = format!("/v1/workers/{}", enc(worker_id));
-        let res = self
-            .send::<()>(Method::DELETE, &path, None, None, DEFAULT_TIMEOUT, &[])
-            .await?;
-        Self::no_content(res).await
+        self.delete(&format!("/v1/workers/{}", enc(worker_id)))
+            .await
     }
 }
 

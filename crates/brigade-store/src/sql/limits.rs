@@ -24,7 +24,7 @@ use brigade_api::{JobState, LimitUsage, LimitView, TaskState};
 use brigade_core::limits::{Blocked, Bucket, Budget, Limit, Rate, Usage, covers, resolve};
 use brigade_core::{NewTask, from_ms};
 
-use super::{Conn, Engine, Pick, Row, Value, args, jlit, lit};
+use super::{Conn, Engine, Pick, Row, Value, args, indexed_by, jlit, lit};
 use crate::Result;
 use crate::rows::{self, Columns};
 
@@ -40,13 +40,6 @@ const SLACK: u32 = 16;
 /// What a lease returns of each task, as the engines' picks do.
 const LEASED: &str = "seq, priority, id, job_id, kind, input, attempt, timeout_ms, \
      coalesce(ready_at, created_at) AS ready_at, after_keys, coalesce(vt, seq) AS ord";
-
-fn indexed_by<C: Conn>(index: &str) -> String {
-    match C::ENGINE {
-        Engine::Sqlite => format!(" INDEXED BY {index}"),
-        Engine::Postgres => String::new(),
-    }
-}
 
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -624,6 +617,14 @@ pub(crate) async fn delete<C: Conn>(c: &mut C, key: &str) -> Result<bool> {
     Ok(gone)
 }
 
+/// The use of concrete key `k` among `per_key`, added empty if new.
+fn use_of(per_key: &mut BTreeMap<String, LimitUsage>, k: String) -> &mut LimitUsage {
+    per_key.entry(k.clone()).or_insert_with(|| LimitUsage {
+        key: k,
+        ..LimitUsage::default()
+    })
+}
+
 /// Every limit with what its keys use now.
 pub(crate) async fn views<C: Conn>(c: &mut C, now: i64) -> Result<Vec<LimitView>> {
     let rows = c
@@ -640,13 +641,7 @@ pub(crate) async fn views<C: Conn>(c: &mut C, now: i64) -> Result<Vec<LimitView>
     }
     let mut per_key: BTreeMap<String, LimitUsage> = BTreeMap::new();
     for k in running_keys(c).await? {
-        per_key
-            .entry(k.clone())
-            .or_insert_with(|| LimitUsage {
-                key: k,
-                ..LimitUsage::default()
-            })
-            .running += 1;
+        use_of(&mut per_key, k).running += 1;
     }
     let sql = format!(
         "SELECT parked_on, count(*) AS n FROM tasks{} WHERE state = {} AND parked_on IS NOT NULL \
@@ -656,13 +651,7 @@ pub(crate) async fn views<C: Conn>(c: &mut C, now: i64) -> Result<Vec<LimitView>
     );
     for r in c.rows(&sql, args![]).await? {
         let k = r.text("parked_on")?;
-        per_key
-            .entry(k.clone())
-            .or_insert_with(|| LimitUsage {
-                key: k,
-                ..LimitUsage::default()
-            })
-            .waiting = r.int("n")?.max(0) as u64;
+        use_of(&mut per_key, k).waiting = r.int("n")?.max(0) as u64;
     }
     for r in c
         .rows(
@@ -677,13 +666,7 @@ pub(crate) async fn views<C: Conn>(c: &mut C, now: i64) -> Result<Vec<LimitView>
         };
         // Listed even when idle, so its gauges fall back to zero.
         let current = now - u.window_at < limit.window_ms() as i64;
-        per_key
-            .entry(k.clone())
-            .or_insert_with(|| LimitUsage {
-                key: k,
-                ..LimitUsage::default()
-            })
-            .started = if current { u64::from(u.started) } else { 0 };
+        use_of(&mut per_key, k).started = if current { u64::from(u.started) } else { 0 };
     }
     let mut views: Vec<LimitView> = defs
         .iter()

@@ -234,6 +234,15 @@ pub(crate) fn for_update<C: Conn>() -> &'static str {
 
 /// ` FOR UPDATE SKIP LOCKED` on PostgreSQL: rows another server is working
 /// on are left to it. Nothing on SQLite.
+/// `INDEXED BY index` on SQLite, whose planner otherwise may not pick the
+/// partial index; nothing on PostgreSQL.
+pub(crate) fn indexed_by<C: Conn>(index: &str) -> String {
+    match C::ENGINE {
+        Engine::Sqlite => format!(" INDEXED BY {index}"),
+        Engine::Postgres => String::new(),
+    }
+}
+
 pub(crate) fn skip_locked<C: Conn>() -> &'static str {
     match C::ENGINE {
         Engine::Sqlite => "",

@@ -24,14 +24,7 @@ pub(crate) const JOB_COLUMNS: &str = "seq, id, name, queue, labels, state, total
 /// Columns [`rows::worker_view`] reads.
 pub(crate) const WORKER_COLUMNS: &str = "id, name, hostname, queues, kinds, labels, capacity, version, state, load, joined_at, last_seen_at";
 
-/// `INDEXED BY index` on SQLite, whose planner otherwise may not pick the
-/// partial index; nothing on PostgreSQL.
-fn indexed_by<C: Conn>(index: &str) -> String {
-    match C::ENGINE {
-        Engine::Sqlite => format!(" INDEXED BY {index}"),
-        Engine::Postgres => String::new(),
-    }
-}
+use super::indexed_by;
 
 /// Whether any task is queued at all (limited ones too, and keys whose
 /// parked tasks are to be looked at again).

@@ -876,6 +876,11 @@ impl Running {
         })
     }
 
+    /// The keys whose limits it counts against.
+    fn limit_keys(&self) -> Result<Vec<String>> {
+        rows::json_or(self.limits.clone())
+    }
+
     fn held(&self) -> Held<'_> {
         Held {
             state: self.state,
@@ -1125,9 +1130,7 @@ pub(crate) async fn report<C: Conn>(
         }
         reply.accepted.push(r.task_id.clone());
         jobs.insert(task.job_id.clone());
-        if let Some(keys) = &task.limits {
-            freed.extend(rows::json_or::<Vec<String>>(Some(keys.clone()))?);
-        }
+        freed.extend(task.limit_keys()?);
     }
     if !succeeded.is_empty() {
         c.succeed(now, &succeeded).await?;
@@ -1366,9 +1369,7 @@ pub(crate) async fn reap<C: Conn>(
             poison_after,
         };
         finals.extend(fail_attempt(c, &task, how, now, &mut changes).await?);
-        if let Some(keys) = &task.limits {
-            freed.extend(rows::json_or::<Vec<String>>(Some(keys.clone()))?);
-        }
+        freed.extend(task.limit_keys()?);
         jobs.insert(task.job_id);
     }
     if !freed.is_empty() {
