@@ -10,6 +10,7 @@
 //! change of a task checks the attempt it belongs to, so a result is recorded
 //! exactly once.
 
+mod delegate;
 pub(crate) mod error;
 mod events;
 mod logs;

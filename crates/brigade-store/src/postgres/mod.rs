@@ -17,26 +17,15 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use brigade_api::ScheduleView;
-use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
-    ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
-};
-use brigade_core::schedule::NewSchedule;
-use brigade_core::{Limits, NewJob};
+use brigade_api::QueueView;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::model::{
-    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, Remote, RetryOutcome,
-    Submitted, TaskFilter,
-};
-use crate::model::{StoredSchedule, TriggerOutcome};
-use crate::sql::{read, schedules, write};
-use crate::{Result, Store, StoreError};
+use crate::model::{Changes, Pruned, Remote};
+use crate::sql::write;
+use crate::{Result, StoreError};
 pub(crate) use conn::Pg;
 
 /// Migrations of the PostgreSQL engine, embedded in the binary.
@@ -323,8 +312,24 @@ impl PostgresStore {
     }
 }
 
-#[async_trait]
-impl Store for PostgresStore {
+/// Run `$body` on a pooled connection, outside a transaction.
+macro_rules! pg_read {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let mut conn = $store.pool.acquire().await?;
+        let $c = &mut Pg(&mut conn, None);
+        $body.await
+    }};
+}
+
+/// Run `$body` in a transaction that also notifies the other servers of
+/// what `$announce` returns (see `write_tx!`).
+macro_rules! pg_write {
+    ($store:expr, |$c:ident| $body:expr, |$v:ident| $announce:expr) => {
+        write_tx!($store, |$c| $body, |$v| $announce)
+    };
+}
+
+crate::delegate::store_impl! { PostgresStore, pg_read, pg_write;
     fn set_clock(&self, clock: std::sync::Arc<dyn brigade_core::Clock>) {
         let _ = self.clock.set(clock);
     }
@@ -338,314 +343,6 @@ impl Store for PostgresStore {
         let mut c = self.pool.acquire().await?;
         c.ping().await?;
         Ok(())
-    }
-
-    async fn has_queued(&self) -> Result<bool> {
-        read::has_queued(&mut Pg(&mut *self.pool.acquire().await?, None)).await
-    }
-
-    async fn submit(
-        &self,
-        owner: &str,
-        job: NewJob,
-        idem: Option<Idempotency>,
-        now: i64,
-    ) -> Result<Submitted> {
-        write_tx!(
-            self,
-            |c| write::submit(c, owner, &job, idem.as_ref(), now),
-            |s| Some(&s.changes)
-        )
-    }
-
-    async fn submit_and_lease(
-        &self,
-        owner: &str,
-        job: NewJob,
-        idem: Option<Idempotency>,
-        now: i64,
-        ttl: i64,
-        waiting: Vec<HandOff>,
-    ) -> Result<Submitted> {
-        write_tx!(
-            self,
-            |c| write::submit_and_lease(c, owner, &job, idem.as_ref(), now, ttl, &waiting),
-            |s| Some(&s.changes)
-        )
-    }
-
-    async fn job(&self, id: &str) -> Result<Option<JobView>> {
-        read::job(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
-    }
-
-    async fn jobs(
-        &self,
-        filter: &JobFilter,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<JobView>> {
-        read::jobs(
-            &mut Pg(&mut *self.pool.acquire().await?, None),
-            filter,
-            limit,
-            cursor,
-        )
-        .await
-    }
-
-    async fn job_tasks(
-        &self,
-        job_id: &str,
-        state: Option<TaskState>,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Option<Page<TaskView>>> {
-        read::job_tasks(
-            &mut Pg(&mut *self.pool.acquire().await?, None),
-            job_id,
-            state,
-            limit,
-            cursor,
-        )
-        .await
-    }
-
-    async fn job_owner(&self, id: &str) -> Result<Option<String>> {
-        read::job_owner(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
-    }
-
-    async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
-        let mut out = write_tx!(self, |c| write::cancel_job(c, id, now), |v| v.as_ref())?;
-        if let Some(changes) = &mut out {
-            self.settle(changes, now).await;
-        }
-        Ok(out)
-    }
-
-    async fn delete_job(&self, id: &str) -> Result<DeleteOutcome> {
-        write_tx!(self, |c| write::delete_job(c, id), |_v| None)
-    }
-
-    async fn task(&self, id: &str) -> Result<Option<TaskView>> {
-        read::task(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
-    }
-
-    async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
-        let mut out = write_tx!(self, |c| write::cancel_task(c, id, now), |v| v.as_ref())?;
-        if let Some(changes) = &mut out {
-            self.settle(changes, now).await;
-        }
-        Ok(out)
-    }
-
-    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
-        write_tx!(self, |c| write::retry_task(c, id, now), |v| match v {
-            RetryOutcome::Retried(_, changes) => Some(changes),
-            _ => None,
-        })
-    }
-
-    async fn tasks(
-        &self,
-        filter: &TaskFilter,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<TaskView>> {
-        read::tasks(
-            &mut Pg(&mut *self.pool.acquire().await?, None),
-            filter,
-            limit,
-            cursor,
-        )
-        .await
-    }
-
-    async fn retry_tasks(
-        &self,
-        filter: &TaskFilter,
-        after: Option<i64>,
-        max: u32,
-        now: i64,
-    ) -> Result<Bulk> {
-        write_tx!(
-            self,
-            |c| write::retry_tasks(c, filter, after, max, now),
-            |v| Some(&v.changes)
-        )
-    }
-
-    async fn cancel_tasks(
-        &self,
-        filter: &TaskFilter,
-        after: Option<i64>,
-        max: u32,
-        now: i64,
-    ) -> Result<Bulk> {
-        let mut bulk = write_tx!(
-            self,
-            |c| write::cancel_tasks(c, filter, after, max, now),
-            |v| Some(&v.changes)
-        )?;
-        self.settle(&mut bulk.changes, now).await;
-        Ok(bulk)
-    }
-
-    async fn join_worker(
-        &self,
-        owner: &str,
-        join: WorkerJoin,
-        now: i64,
-    ) -> Result<(WorkerView, Changes)> {
-        write_tx!(
-            self,
-            |c| write::join_worker(c, owner, &join, now),
-            |v| Some(&v.1)
-        )
-    }
-
-    async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
-        read::worker(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerView>> {
-        read::workers(&mut Pg(&mut *self.pool.acquire().await?, None)).await
-    }
-
-    async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
-        read::worker_owner(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
-    }
-
-    async fn lease(
-        &self,
-        worker_id: &str,
-        max: u32,
-        now: i64,
-        ttl: i64,
-    ) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
-        write_tx!(self, |c| write::lease(c, worker_id, max, now, ttl), |v| v
-            .as_ref()
-            .map(|(_, changes)| changes))
-    }
-
-    async fn heartbeats(
-        &self,
-        batch: Vec<(String, Heartbeat)>,
-        now: i64,
-        ttl: i64,
-    ) -> Result<Vec<Option<HeartbeatReply>>> {
-        write_tx!(
-            self,
-            |c| write::heartbeats(c, batch.clone(), now, ttl),
-            |_v| None
-        )
-    }
-
-    async fn report(
-        &self,
-        worker_id: &str,
-        results: Vec<TaskResult>,
-        now: i64,
-    ) -> Result<Option<(ResultsReply, Changes)>> {
-        let poison = self.poison_after();
-        let mut out = write_tx!(
-            self,
-            |c| write::report(c, worker_id, &results, now, poison),
-            |v| v.as_ref().map(|(_, changes)| changes)
-        )?;
-        if let Some((_, changes)) = &mut out {
-            self.settle(changes, now).await;
-        }
-        Ok(out)
-    }
-
-    async fn report_and_lease(
-        &self,
-        worker_id: &str,
-        results: Vec<TaskResult>,
-        max: u32,
-        now: i64,
-        ttl: i64,
-    ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
-        let poison = self.poison_after();
-        let mut out = write_tx!(
-            self,
-            |c| write::report_and_lease(c, worker_id, &results, max, now, ttl, poison),
-            |v| v.as_ref().map(|(_, _, changes)| changes)
-        )?;
-        if let Some((_, _, changes)) = &mut out {
-            self.settle(changes, now).await;
-        }
-        Ok(out)
-    }
-
-    async fn append_logs(
-        &self,
-        worker_id: &str,
-        logs: Vec<LogBatch>,
-        now: i64,
-    ) -> Result<Option<LogsReply>> {
-        write_tx!(
-            self,
-            |c| write::append_logs(c, worker_id, &logs, now),
-            |_v| None
-        )
-    }
-
-    async fn task_logs(
-        &self,
-        task_id: &str,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<(i64, LogLine)>> {
-        read::task_logs(
-            &mut Pg(&mut *self.pool.acquire().await?, None),
-            task_id,
-            after,
-            limit,
-        )
-        .await
-    }
-
-    async fn report_progress(
-        &self,
-        worker_id: &str,
-        reports: Vec<brigade_api::ProgressReport>,
-        now: i64,
-    ) -> Result<Option<(ResultsReply, Changes)>> {
-        write_tx!(
-            self,
-            |c| write::report_progress(c, worker_id, &reports, now),
-            |v| v.as_ref().map(|(_, changes)| changes)
-        )
-    }
-
-    async fn task_parents(
-        &self,
-        task_id: &str,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Option<Page<brigade_api::ParentResult>>> {
-        let after = crate::rows::parse_cursor(cursor)?;
-        Ok(crate::sql::graph::parents_page(
-            &mut Pg(&mut *self.pool.acquire().await?, None),
-            task_id,
-            after,
-            limit,
-        )
-        .await?
-        .map(|(items, next_cursor)| Page { items, next_cursor }))
-    }
-
-    async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
-        write_tx!(self, |c| write::leave(c, worker_id, now), |v| v.as_ref())
-    }
-
-    async fn drain_worker(&self, worker_id: &str) -> Result<Option<WorkerView>> {
-        write_tx!(self, |c| write::drain_worker(c, worker_id), |_v| None)
-    }
-
-    async fn queues(&self) -> Result<Vec<QueueView>> {
-        read::queues(&mut Pg(&mut *self.pool.acquire().await?, None)).await
     }
 
     async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {
@@ -675,10 +372,6 @@ impl Store for PostgresStore {
             |c| crate::sql::limits::set(c, key, limit, now),
             |_v| { Some(&ready) }
         )
-    }
-
-    async fn limits(&self, now: i64) -> Result<Vec<brigade_api::LimitView>> {
-        crate::sql::limits::views(&mut Pg(&mut *self.pool.acquire().await?, None), now).await
     }
 
     async fn delete_limit(&self, key: &str) -> Result<bool> {
@@ -735,108 +428,5 @@ impl Store for PostgresStore {
 
     fn remote(&self) -> Option<broadcast::Receiver<Remote>> {
         Some(self.remote.subscribe())
-    }
-
-    async fn create_schedule(
-        &self,
-        owner: &str,
-        schedule: NewSchedule,
-        now: i64,
-    ) -> Result<ScheduleView> {
-        write_tx!(
-            self,
-            |c| schedules::create(c, owner, &schedule, now),
-            |_v| None
-        )
-    }
-
-    async fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>> {
-        schedules::get(&mut Pg(&mut *self.pool.acquire().await?, None), id).await
-    }
-
-    async fn schedules(
-        &self,
-        owner: Option<&str>,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<ScheduleView>> {
-        schedules::list(
-            &mut Pg(&mut *self.pool.acquire().await?, None),
-            owner,
-            limit,
-            cursor,
-        )
-        .await
-    }
-
-    async fn replace_schedule(
-        &self,
-        id: &str,
-        schedule: NewSchedule,
-        read_next: Option<i64>,
-    ) -> Result<Option<ScheduleView>> {
-        write_tx!(
-            self,
-            |c| schedules::replace(c, id, &schedule, read_next),
-            |_v| None
-        )
-    }
-
-    async fn delete_schedule(&self, id: &str) -> Result<bool> {
-        write_tx!(self, |c| schedules::delete(c, id), |_v| None)
-    }
-
-    async fn trigger_schedule(&self, id: &str, limits: Limits, now: i64) -> Result<TriggerOutcome> {
-        let mut out = write_tx!(
-            self,
-            |c| schedules::trigger(c, id, &limits, now),
-            |v| match v {
-                TriggerOutcome::Fired(_, changes) | TriggerOutcome::Duplicate(_, changes) => {
-                    Some(changes)
-                }
-                _ => None,
-            }
-        )?;
-        // `overlap: cancel_previous` cancels a job, which may leave it unsettled.
-        if let TriggerOutcome::Fired(_, changes) = &mut out {
-            self.settle(changes, now).await;
-        }
-        Ok(out)
-    }
-
-    async fn claim_callbacks(
-        &self,
-        claimer: &str,
-        now: i64,
-        claim_ms: i64,
-        max: u32,
-    ) -> Result<Vec<crate::DueCallback>> {
-        write_tx!(
-            self,
-            |c| crate::sql::callbacks::claim(c, claimer, now, claim_ms, max),
-            |_v| None
-        )
-    }
-
-    async fn record_callback(&self, outcome: crate::CallbackOutcome) -> Result<()> {
-        write_tx!(self, |c| crate::sql::callbacks::record(c, &outcome), |_v| {
-            None
-        })
-    }
-
-    async fn callback_attempts(
-        &self,
-        job_id: &str,
-    ) -> Result<Option<Vec<brigade_api::CallbackAttempt>>> {
-        crate::sql::callbacks::attempts(&mut Pg(&mut *self.pool.acquire().await?, None), job_id)
-            .await
-    }
-
-    async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)> {
-        let mut out = write_tx!(self, |c| schedules::fire_due(c, &limits, now), |v| Some(
-            &v.0
-        ))?;
-        self.settle(&mut out.0, now).await;
-        Ok(out)
     }
 }

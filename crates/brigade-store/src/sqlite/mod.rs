@@ -12,23 +12,13 @@ mod writer;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use brigade_api::ScheduleView;
-use brigade_api::{
-    Heartbeat, HeartbeatReply, JobView, LeasedTask, LogBatch, LogLine, LogsReply, Page, QueueView,
-    ResultsReply, TaskResult, TaskState, TaskView, WorkerJoin, WorkerView,
-};
-use brigade_core::schedule::NewSchedule;
-use brigade_core::{Limits, NewJob};
+use brigade_api::QueueView;
 use futures::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::model::{
-    Bulk, Changes, DeleteOutcome, HandOff, Idempotency, JobFilter, Pruned, RetryOutcome,
-    StoredSchedule, Submitted, TaskFilter, TriggerOutcome,
-};
-use crate::sql::{read, schedules, write};
-use crate::{Result, Store, StoreError};
+use crate::model::{Changes, Pruned};
+use crate::sql::write;
+use crate::{Result, StoreError};
 pub(crate) use conn::Lite;
 use writer::Writer;
 
@@ -302,10 +292,33 @@ impl SqliteStore {
     {
         self.writer.write(move |conn| f(&mut Lite(conn))).await
     }
+
+    fn poison_after(&self) -> u32 {
+        self.poison_after.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Nothing to do: SQLite has one writer, and a result's transaction
+    /// locks its job before it looks at the job's tasks, so no job is left
+    /// for a second look (see `sql::write::finish_jobs`).
+    async fn settle(&self, _changes: &mut Changes, _now: i64) {}
 }
 
-#[async_trait]
-impl Store for SqliteStore {
+/// Run `$body` on a read connection, on a blocking thread.
+macro_rules! lite_read {
+    ($store:expr, |$c:ident| $body:expr) => {
+        $store.readers.read(move |$c| at_once($body)).await
+    };
+}
+
+/// Run `$body` on the writer thread, committed with its group; there are no
+/// other servers to announce changes to.
+macro_rules! lite_write {
+    ($store:expr, |$c:ident| $body:expr, |$v:ident| $announce:expr) => {
+        $store.write(move |$c| at_once($body)).await
+    };
+}
+
+crate::delegate::store_impl! { SqliteStore, lite_read, lite_write;
     fn set_poison_after(&self, after: u32) {
         self.poison_after
             .store(after, std::sync::atomic::Ordering::Relaxed);
@@ -318,302 +331,6 @@ impl Store for SqliteStore {
                 Ok(())
             })
             .await
-    }
-
-    async fn has_queued(&self) -> Result<bool> {
-        self.readers.read(|c| at_once(read::has_queued(c))).await
-    }
-
-    async fn submit(
-        &self,
-        owner: &str,
-        job: NewJob,
-        idem: Option<Idempotency>,
-        now: i64,
-    ) -> Result<Submitted> {
-        let owner = owner.to_owned();
-        self.write(move |c| at_once(write::submit(c, &owner, &job, idem.as_ref(), now)))
-            .await
-    }
-
-    async fn submit_and_lease(
-        &self,
-        owner: &str,
-        job: NewJob,
-        idem: Option<Idempotency>,
-        now: i64,
-        ttl: i64,
-        waiting: Vec<HandOff>,
-    ) -> Result<Submitted> {
-        let owner = owner.to_owned();
-        self.write(move |c| {
-            at_once(write::submit_and_lease(
-                c,
-                &owner,
-                &job,
-                idem.as_ref(),
-                now,
-                ttl,
-                &waiting,
-            ))
-        })
-        .await
-    }
-
-    async fn job(&self, id: &str) -> Result<Option<JobView>> {
-        let id = id.to_owned();
-        self.readers.read(move |c| at_once(read::job(c, &id))).await
-    }
-
-    async fn jobs(
-        &self,
-        filter: &JobFilter,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<JobView>> {
-        let filter = filter.clone();
-        let cursor = cursor.map(str::to_owned);
-        self.readers
-            .read(move |c| at_once(read::jobs(c, &filter, limit, cursor.as_deref())))
-            .await
-    }
-
-    async fn job_tasks(
-        &self,
-        job_id: &str,
-        state: Option<TaskState>,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Option<Page<TaskView>>> {
-        let id = job_id.to_owned();
-        let cursor = cursor.map(str::to_owned);
-        self.readers
-            .read(move |c| at_once(read::job_tasks(c, &id, state, limit, cursor.as_deref())))
-            .await
-    }
-
-    async fn job_owner(&self, id: &str) -> Result<Option<String>> {
-        let id = id.to_owned();
-        self.readers
-            .read(move |c| at_once(read::job_owner(c, &id)))
-            .await
-    }
-
-    async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Changes>> {
-        let id = id.to_owned();
-        self.write(move |c| at_once(write::cancel_job(c, &id, now)))
-            .await
-    }
-
-    async fn delete_job(&self, id: &str) -> Result<DeleteOutcome> {
-        let id = id.to_owned();
-        self.write(move |c| at_once(write::delete_job(c, &id)))
-            .await
-    }
-
-    async fn task(&self, id: &str) -> Result<Option<TaskView>> {
-        let id = id.to_owned();
-        self.readers
-            .read(move |c| at_once(read::task(c, &id)))
-            .await
-    }
-
-    async fn cancel_task(&self, id: &str, now: i64) -> Result<Option<Changes>> {
-        let id = id.to_owned();
-        self.write(move |c| at_once(write::cancel_task(c, &id, now)))
-            .await
-    }
-
-    async fn retry_task(&self, id: &str, now: i64) -> Result<RetryOutcome> {
-        let id = id.to_owned();
-        self.write(move |c| at_once(write::retry_task(c, &id, now)))
-            .await
-    }
-
-    async fn tasks(
-        &self,
-        filter: &TaskFilter,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<TaskView>> {
-        let filter = filter.clone();
-        let cursor = cursor.map(str::to_owned);
-        self.readers
-            .read(move |c| at_once(read::tasks(c, &filter, limit, cursor.as_deref())))
-            .await
-    }
-
-    async fn retry_tasks(
-        &self,
-        filter: &TaskFilter,
-        after: Option<i64>,
-        max: u32,
-        now: i64,
-    ) -> Result<Bulk> {
-        let filter = filter.clone();
-        self.write(move |c| at_once(write::retry_tasks(c, &filter, after, max, now)))
-            .await
-    }
-
-    async fn cancel_tasks(
-        &self,
-        filter: &TaskFilter,
-        after: Option<i64>,
-        max: u32,
-        now: i64,
-    ) -> Result<Bulk> {
-        let filter = filter.clone();
-        self.write(move |c| at_once(write::cancel_tasks(c, &filter, after, max, now)))
-            .await
-    }
-
-    async fn join_worker(
-        &self,
-        owner: &str,
-        join: WorkerJoin,
-        now: i64,
-    ) -> Result<(WorkerView, Changes)> {
-        let owner = owner.to_owned();
-        self.write(move |c| at_once(write::join_worker(c, &owner, &join, now)))
-            .await
-    }
-
-    async fn worker(&self, id: &str) -> Result<Option<WorkerView>> {
-        let id = id.to_owned();
-        self.readers
-            .read(move |c| at_once(read::worker(c, &id)))
-            .await
-    }
-
-    async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
-        let id = id.to_owned();
-        self.readers
-            .read(move |c| at_once(read::worker_owner(c, &id)))
-            .await
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerView>> {
-        self.readers.read(|c| at_once(read::workers(c))).await
-    }
-
-    async fn lease(
-        &self,
-        worker_id: &str,
-        max: u32,
-        now: i64,
-        ttl: i64,
-    ) -> Result<Option<(Vec<LeasedTask>, Changes)>> {
-        let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::lease(c, &id, max, now, ttl)))
-            .await
-    }
-
-    async fn heartbeats(
-        &self,
-        batch: Vec<(String, Heartbeat)>,
-        now: i64,
-        ttl: i64,
-    ) -> Result<Vec<Option<HeartbeatReply>>> {
-        self.write(move |c| at_once(write::heartbeats(c, batch, now, ttl)))
-            .await
-    }
-
-    async fn report(
-        &self,
-        worker_id: &str,
-        results: Vec<TaskResult>,
-        now: i64,
-    ) -> Result<Option<(ResultsReply, Changes)>> {
-        let id = worker_id.to_owned();
-        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
-        self.write(move |c| at_once(write::report(c, &id, &results, now, poison)))
-            .await
-    }
-
-    async fn report_and_lease(
-        &self,
-        worker_id: &str,
-        results: Vec<TaskResult>,
-        max: u32,
-        now: i64,
-        ttl: i64,
-    ) -> Result<Option<(ResultsReply, Vec<LeasedTask>, Changes)>> {
-        let id = worker_id.to_owned();
-        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
-        self.write(move |c| {
-            at_once(write::report_and_lease(
-                c, &id, &results, max, now, ttl, poison,
-            ))
-        })
-        .await
-    }
-
-    async fn append_logs(
-        &self,
-        worker_id: &str,
-        logs: Vec<LogBatch>,
-        now: i64,
-    ) -> Result<Option<LogsReply>> {
-        let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::append_logs(c, &id, &logs, now)))
-            .await
-    }
-
-    async fn task_logs(
-        &self,
-        task_id: &str,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<(i64, LogLine)>> {
-        let id = task_id.to_owned();
-        self.readers
-            .read(move |c| at_once(read::task_logs(c, &id, after, limit)))
-            .await
-    }
-
-    async fn report_progress(
-        &self,
-        worker_id: &str,
-        reports: Vec<brigade_api::ProgressReport>,
-        now: i64,
-    ) -> Result<Option<(ResultsReply, Changes)>> {
-        let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::report_progress(c, &id, &reports, now)))
-            .await
-    }
-
-    async fn task_parents(
-        &self,
-        task_id: &str,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Option<Page<brigade_api::ParentResult>>> {
-        let id = task_id.to_owned();
-        let after = crate::rows::parse_cursor(cursor)?;
-        self.readers
-            .read(move |c| {
-                Ok(
-                    at_once(crate::sql::graph::parents_page(c, &id, after, limit))?
-                        .map(|(items, next_cursor)| Page { items, next_cursor }),
-                )
-            })
-            .await
-    }
-
-    async fn leave(&self, worker_id: &str, now: i64) -> Result<Option<Changes>> {
-        let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::leave(c, &id, now)))
-            .await
-    }
-
-    async fn drain_worker(&self, worker_id: &str) -> Result<Option<WorkerView>> {
-        let id = worker_id.to_owned();
-        self.write(move |c| at_once(write::drain_worker(c, &id)))
-            .await
-    }
-
-    async fn queues(&self) -> Result<Vec<QueueView>> {
-        self.readers.read(|c| at_once(read::queues(c))).await
     }
 
     async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<QueueView> {
@@ -633,12 +350,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn limits(&self, now: i64) -> Result<Vec<brigade_api::LimitView>> {
-        self.readers
-            .read(move |c| at_once(crate::sql::limits::views(c, now)))
-            .await
-    }
-
     async fn delete_limit(&self, key: &str) -> Result<bool> {
         let key = key.to_owned();
         self.write(move |c| at_once(crate::sql::limits::delete(c, &key)))
@@ -651,7 +362,7 @@ impl Store for SqliteStore {
     }
 
     async fn reap(&self, now: i64, ttl: i64) -> Result<Changes> {
-        let poison = self.poison_after.load(std::sync::atomic::Ordering::Relaxed);
+        let poison = self.poison_after();
         self.write(move |c| at_once(write::reap(c, now, ttl, poison)))
             .await
     }
@@ -670,102 +381,5 @@ impl Store for SqliteStore {
             self.writer.write(space::give_back).await?;
         }
         Ok(pruned)
-    }
-
-    async fn create_schedule(
-        &self,
-        owner: &str,
-        schedule: NewSchedule,
-        now: i64,
-    ) -> Result<ScheduleView> {
-        let owner = owner.to_owned();
-        self.write(move |c| at_once(schedules::create(c, &owner, &schedule, now)))
-            .await
-    }
-
-    async fn schedule(&self, id: &str) -> Result<Option<StoredSchedule>> {
-        let id = id.to_owned();
-        self.readers
-            .read(move |c| at_once(schedules::get(c, &id)))
-            .await
-    }
-
-    async fn schedules(
-        &self,
-        owner: Option<&str>,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Page<ScheduleView>> {
-        let owner = owner.map(str::to_owned);
-        let cursor = cursor.map(str::to_owned);
-        self.readers
-            .read(move |c| {
-                at_once(schedules::list(
-                    c,
-                    owner.as_deref(),
-                    limit,
-                    cursor.as_deref(),
-                ))
-            })
-            .await
-    }
-
-    async fn replace_schedule(
-        &self,
-        id: &str,
-        schedule: NewSchedule,
-        read_next: Option<i64>,
-    ) -> Result<Option<ScheduleView>> {
-        let id = id.to_owned();
-        self.write(move |c| at_once(schedules::replace(c, &id, &schedule, read_next)))
-            .await
-    }
-
-    async fn delete_schedule(&self, id: &str) -> Result<bool> {
-        let id = id.to_owned();
-        self.write(move |c| at_once(schedules::delete(c, &id)))
-            .await
-    }
-
-    async fn trigger_schedule(&self, id: &str, limits: Limits, now: i64) -> Result<TriggerOutcome> {
-        let id = id.to_owned();
-        self.write(move |c| at_once(schedules::trigger(c, &id, &limits, now)))
-            .await
-    }
-
-    async fn fire_schedules(&self, limits: Limits, now: i64) -> Result<(Changes, Option<i64>)> {
-        self.write(move |c| at_once(schedules::fire_due(c, &limits, now)))
-            .await
-    }
-
-    async fn claim_callbacks(
-        &self,
-        claimer: &str,
-        now: i64,
-        claim_ms: i64,
-        max: u32,
-    ) -> Result<Vec<crate::DueCallback>> {
-        let claimer = claimer.to_owned();
-        self.write(move |c| {
-            at_once(crate::sql::callbacks::claim(
-                c, &claimer, now, claim_ms, max,
-            ))
-        })
-        .await
-    }
-
-    async fn record_callback(&self, outcome: crate::CallbackOutcome) -> Result<()> {
-        self.write(move |c| at_once(crate::sql::callbacks::record(c, &outcome)))
-            .await
-    }
-
-    async fn callback_attempts(
-        &self,
-        job_id: &str,
-    ) -> Result<Option<Vec<brigade_api::CallbackAttempt>>> {
-        let id = job_id.to_owned();
-        self.readers
-            .read(move |c| at_once(crate::sql::callbacks::attempts(c, &id)))
-            .await
     }
 }
