@@ -46,6 +46,7 @@ macro_rules! conformance_tests {
                 stale_attempt,
                 matching_heartbeat_cancel_retry,
                 heartbeat_batch,
+                trace_context_rides_with_the_tasks,
             }
             submit {
                 idempotent_submit,
