@@ -64,7 +64,7 @@ pub fn layer<S>(
     endpoint: &str,
     service: &'static str,
     runtime: tokio::runtime::Handle,
-) -> anyhow::Result<(impl Layer<S> + Send + Sync + 'static, Otlp)>
+) -> anyhow::Result<(impl Layer<S>, Otlp)>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {

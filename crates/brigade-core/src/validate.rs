@@ -395,6 +395,7 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             keep_ms: job.keep_ms,
             unique,
             callback,
+            traceparent: None,
         })
     } else {
         Err(errors)

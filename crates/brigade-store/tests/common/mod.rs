@@ -211,6 +211,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         keep_ms: None,
         unique: None,
         callback: None,
+        traceparent: None,
     }
 }
 
@@ -539,6 +540,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         keep_ms: None,
         unique: None,
         callback: None,
+        traceparent: None,
     }
 }
 

@@ -271,6 +271,7 @@ pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResul
                 keep_ms: None,
                 unique: None,
                 callback: None,
+                traceparent: None,
             },
             None,
             T0,
