@@ -6,10 +6,10 @@
 //! another in one direction only.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tracing_subscriber::{EnvFilter, Layer};
 use tracing_subscriber::filter::Directive;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::bench::BenchArgs;
 use crate::cli::{Global, TokenCommand, run, server, submit, worker};

@@ -200,7 +200,10 @@ async fn otlp_one_trace_per_job_from_submit_to_run() {
             .iter()
             .find(|s| s.name == "task.run" && s.attributes.get("brigade.task_id") == Some(id))
             .unwrap();
-        assert_eq!(run.attributes.get("brigade.attempt").map(String::as_str), Some("1"));
+        assert_eq!(
+            run.attributes.get("brigade.attempt").map(String::as_str),
+            Some("1")
+        );
         assert_eq!(
             run.attributes.get("brigade.outcome").map(String::as_str),
             Some("succeeded")
@@ -223,10 +226,7 @@ async fn otlp_one_trace_per_job_from_submit_to_run() {
             .iter()
             .find(|s| s.name == "job.submit" && s.attributes.get("brigade.job_id") == Some(&job.id))
             .unwrap_or_else(|| panic!("job.submit of {}: {all:#?}", job.id));
-        assert!(
-            submit.parent_span_id.is_empty(),
-            "a root span: {submit:?}"
-        );
+        assert!(submit.parent_span_id.is_empty(), "a root span: {submit:?}");
         assert!(
             !seen_traces.contains(&submit.trace_id),
             "one trace per job: {submit:?}"
@@ -241,6 +241,7 @@ async fn otlp_one_trace_per_job_from_submit_to_run() {
             assert_eq!(run.parent_span_id, submit.span_id);
         }
     }
+    eprintln!("received {} spans", all.len());
     // Nothing but the spans of traces is exported.
     for s in &all {
         assert!(

@@ -10,9 +10,7 @@
 use brigade_api::{LeasedTask, Outcome};
 use brigade_core::trace::TraceParent;
 use brigade_store::TracedResult;
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The `tracing` target of the spans that make up jobs' traces.

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::handler::LogMsg;
-use crate::trace::RunOutcome;
 use crate::load::{LoadSampler, memory};
+use crate::trace::RunOutcome;
 use crate::{Registry, TaskContext, TaskFailure, TaskFlow, TaskLog};
 
 /// How a worker runs.

@@ -7,9 +7,7 @@
 
 use brigade_api::LeasedTask;
 use brigade_core::trace::TraceParent;
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The `tracing` target of the spans that make up jobs' traces.

@@ -544,7 +544,10 @@ pub async fn trace_context_rides_with_the_tasks(store: Arc<dyn Store>) -> TestRe
     named.sort_unstable();
     let mut want: Vec<&str> = traced_ids.iter().map(String::as_str).collect();
     want.sort_unstable();
-    ensure(named == want, format!("traced results {:?}", changes.traced))?;
+    ensure(
+        named == want,
+        format!("traced results {:?}", changes.traced),
+    )?;
     ensure(
         changes
             .traced
