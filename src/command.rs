@@ -6,7 +6,10 @@
 //! another in one direction only.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Directive;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::bench::BenchArgs;
 use crate::cli::{Global, TokenCommand, run, server, submit, worker};
@@ -127,7 +130,15 @@ pub fn completions(shell: clap_complete::Shell) {
 }
 
 /// Logging: info for long-running processes, warnings for client commands; `RUST_LOG` wins.
-pub fn init_tracing(command: &Command, verbose: u8) {
+///
+/// With `--otlp-endpoint` (server and worker), jobs' traces are exported
+/// too: the exporter returned is to be shut down at exit, while `runtime`
+/// still runs. The spans of traces never reach the log.
+pub fn init_tracing(
+    command: &Command,
+    verbose: u8,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<Option<crate::otlp::Otlp>> {
     let long_running = matches!(
         command,
         Command::Server(_) | Command::Worker(_) | Command::Up(_)
@@ -137,9 +148,30 @@ pub fn init_tracing(command: &Command, verbose: u8) {
         (true, _) | (false, 1) => "info,sqlx=warn,tower_http=warn",
         (false, 0) => "warn",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    if let Ok(off) = format!("{}=off", crate::otlp::TARGET).parse::<Directive>() {
+        filter = filter.add_directive(off);
+    }
+    let otlp = match command {
+        Command::Server(a) => a.otlp_endpoint.as_deref().map(|e| (e, "brigade-server")),
+        Command::Worker(a) => a.otlp_endpoint.as_deref().map(|e| (e, "brigade-worker")),
+        _ => None,
+    };
+    let Some((endpoint, service)) = otlp else {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        return Ok(None);
+    };
+    let (layer, exporter) = crate::otlp::layer(endpoint, service, runtime.clone())?;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(layer)
         .try_init();
+    Ok(Some(exporter))
 }

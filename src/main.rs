@@ -5,6 +5,7 @@ mod cli;
 mod command;
 mod config;
 mod demo;
+mod otlp;
 mod up;
 
 use std::process::ExitCode;
@@ -46,13 +47,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let otlp = match command::init_tracing(&cli.command, cli.global.verbose, runtime.handle()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // The last spans go out on the runtime, which still runs.
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
     }
+    code
 }
 
 /// `brigade sandbox-exec`: the single-threaded helper that sets up a sandbox
@@ -63,7 +76,6 @@ fn sandbox_exec() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    command::init_tracing(&cli.command, cli.global.verbose);
     match cli.command {
         Command::Server(args) => cli::server::run(args).await,
         Command::Worker(args) => cli::worker::run(args).await,

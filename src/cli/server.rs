@@ -116,6 +116,10 @@ pub struct ServerArgs {
     /// dies mid-delivery leaves it to others for this long); for tests.
     #[arg(long, default_value_t = 60_000, hide = true)]
     pub callback_claim_ms: u64,
+    /// Export traces (one per job: its submit, each task's lease and result) over
+    /// OTLP/HTTP to URL/v1/traces, e.g. `http://127.0.0.1:4318`. Off by default.
+    #[arg(long, env = "BRIGADE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A parsed `--retention`: milliseconds, `None` for keeping jobs forever.

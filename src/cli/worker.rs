@@ -54,6 +54,10 @@ pub struct WorkerArgs {
     /// Print which sandbox protections this host gives the `code` kind, and exit.
     #[arg(long)]
     pub sandbox_check: bool,
+    /// Export a span for each task run, in its job's trace, over OTLP/HTTP to
+    /// URL/v1/traces, e.g. `http://127.0.0.1:4318`. Off by default.
+    #[arg(long, env = "BRIGADE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

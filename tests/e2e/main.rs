@@ -14,6 +14,7 @@ mod limits;
 mod maintenance;
 mod observability;
 mod operations;
+mod otlp;
 mod running;
 mod schedules;
 mod security;

@@ -31,6 +31,7 @@ fn lease_response() -> LeaseResponse {
                 lease_expires_at: time::OffsetDateTime::UNIX_EPOCH,
                 parents: None,
                 parents_truncated: false,
+                traceparent: None,
             })
             .collect(),
         drain: false,

@@ -135,6 +135,11 @@ pub struct LeasedTask {
     /// `GET /v1/workers/{id}/tasks/{task_id}/parents`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parents_truncated: bool,
+    /// The W3C trace context (`00-<trace id>-<span id>-<flags>`) of the job
+    /// this task belongs to: the worker's span for running it is a child of
+    /// it. Absent when the job was submitted without tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Most bytes of parents' outputs and errors a lease carries inline.

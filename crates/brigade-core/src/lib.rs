@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod retention;
 pub mod schedule;
+pub mod trace;
 pub mod transition;
 pub mod unique;
 pub mod validate;

@@ -53,6 +53,10 @@ pub struct NewJob {
     /// Where to POST the job when it finishes (its shape checked; its
     /// host is checked against the server's list by [`crate::callback::check_allowed`]).
     pub callback: Option<brigade_api::Callback>,
+    /// The W3C `traceparent` of the job's trace (its submit's span), stored on
+    /// each task and handed to workers with the lease; `None` without tracing.
+    /// Set by the server, not by the submit body.
+    pub traceparent: Option<String>,
 }
 
 /// A task that passed validation.
@@ -391,6 +395,7 @@ pub fn validate_job(job: JobSubmit, limits: &Limits) -> Result<NewJob, Vec<Field
             keep_ms: job.keep_ms,
             unique,
             callback,
+            traceparent: None,
         })
     } else {
         Err(errors)

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod trace;
 
 pub use app::{RunningServer, StartError, start, start_with};
 pub use config::ServerConfig;

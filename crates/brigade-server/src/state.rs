@@ -41,6 +41,7 @@ pub type WorkerOwners = Arc<std::sync::Mutex<std::collections::HashMap<String, S
 impl Publisher {
     /// Publish what a committed change did.
     pub fn publish(&self, changes: Changes) {
+        crate::trace::recorded(&changes.traced);
         if changes.ready {
             self.dispatcher.wake();
         }

@@ -36,7 +36,7 @@ pub use error::StoreError;
 pub use model::{
     Bulk, CallbackOutcome, Changes, DeleteOutcome, DueCallback, HandOff, Idempotency, JobFilter,
     Phase, Pruned, Remote, RetryOutcome, StoredSchedule, Submitted, TaskFilter, Timing,
-    TriggerOutcome,
+    TracedResult, TriggerOutcome,
 };
 pub use transfer::{CopyReport, copy_database};
 

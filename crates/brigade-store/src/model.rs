@@ -57,6 +57,26 @@ pub struct Changes {
     /// transaction may have ended those others at the same moment, unseen:
     /// the engine looks again once this change is committed.
     pub(crate) unsettled: Vec<String>,
+    /// Results this change recorded of tasks whose job is traced, for their
+    /// `task.result` spans; empty for untraced jobs.
+    pub traced: Vec<TracedResult>,
+}
+
+/// A recorded result of a task whose job carries a trace context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracedResult {
+    /// The task.
+    pub task_id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// The attempt the result ended.
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: brigade_api::Outcome,
+    /// The job's W3C `traceparent`.
+    pub traceparent: String,
 }
 
 /// Which latency of a task a [`Timing`] measures.
@@ -99,6 +119,7 @@ impl Changes {
         self.timings.extend(other.timings);
         self.cancelled.extend(other.cancelled);
         self.unsettled.extend(other.unsettled);
+        self.traced.extend(other.traced);
     }
 }
 

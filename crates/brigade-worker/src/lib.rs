@@ -8,6 +8,7 @@ pub mod handler;
 pub mod load;
 pub mod runtime;
 pub mod sandbox;
+pub mod trace;
 
 pub use handler::{
     FnHandler, Handler, Registry, TaskContext, TaskFailure, TaskFlow, TaskLog, TaskOutcome,

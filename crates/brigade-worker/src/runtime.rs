@@ -13,9 +13,11 @@ use brigade_api::{
 use brigade_client::{Client, ClientError};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::handler::LogMsg;
 use crate::load::{LoadSampler, memory};
+use crate::trace::RunOutcome;
 use crate::{Registry, TaskContext, TaskFailure, TaskFlow, TaskLog};
 
 /// How a worker runs.
@@ -572,7 +574,10 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
         let started = Instant::now();
         let log = TaskLog::new(&task.id, task.attempt, shared.logs.clone());
         let flow = TaskFlow::new(shared.client.clone(), shared.id());
-        let outcome = run_one(&shared, &task, cancel, log.clone(), flow.clone()).await;
+        let span = crate::trace::run_span(&task);
+        let outcome = run_one(&shared, &task, cancel, log.clone(), flow.clone())
+            .instrument(span.clone())
+            .await;
         let abandoned = shared
             .running
             .lock()
@@ -580,6 +585,14 @@ fn start_task(shared: &Arc<Shared>, task: LeasedTask, permit: tokio::sync::Owned
             .and_then(|mut m| m.remove(&task.id))
             .is_some_and(|r| r.abandoned && r.attempt == task.attempt);
         drop(permit);
+        let ended = match &outcome {
+            None => RunOutcome::Cancelled,
+            Some(_) if abandoned => RunOutcome::Abandoned,
+            Some(Ok(_)) => RunOutcome::Succeeded,
+            Some(Err(_)) => RunOutcome::Failed,
+        };
+        crate::trace::record_outcome(&span, ended);
+        drop(span);
         let Some(outcome) = outcome else { return };
         if abandoned {
             return;

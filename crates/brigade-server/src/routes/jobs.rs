@@ -63,7 +63,9 @@ pub async fn submit(
     };
     let submit: JobSubmit = parse_json(&body)?;
     let limits: Limits = state.limits;
-    let job = validate_job(submit, &limits).map_err(ApiError::invalid)?;
+    let mut job = validate_job(submit, &limits).map_err(ApiError::invalid)?;
+    let (span, traceparent) = crate::trace::submit(crate::trace::client_parent(&headers));
+    job.traceparent = traceparent;
     brigade_core::callback::check_allowed(job.callback.as_ref(), &state.config.callback_allow)
         .map_err(|e| ApiError::invalid(vec![e]))?;
     let n = job.tasks.len() as u64;
@@ -96,6 +98,8 @@ pub async fn submit(
     if submitted.created {
         metrics::counter!(crate::metrics::names::TASKS_SUBMITTED).increment(n);
     }
+    span.record("brigade.job_id", submitted.job.id.as_str());
+    span.record("brigade.tasks", n);
     state.publish(submitted.changes);
     let status = if submitted.created {
         StatusCode::CREATED

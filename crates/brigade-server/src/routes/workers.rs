@@ -155,10 +155,16 @@ pub async fn lease(
     };
     let granted = state
         .dispatcher()
-        .lease(id, req.results, req.max, Duration::from_millis(wait))
+        .lease(
+            id.clone(),
+            req.results,
+            req.max,
+            Duration::from_millis(wait),
+        )
         .await?;
     if !granted.tasks.is_empty() {
         metrics::counter!(names::TASKS_LEASED).increment(granted.tasks.len() as u64);
+        crate::trace::leased(&id, &granted.tasks);
     }
     Ok(Json(LeaseResponse {
         tasks: granted.tasks,

@@ -180,12 +180,12 @@ impl Conn for Pg<'_> {
                            tasks.input::text AS input, tasks.attempt, tasks.timeout_ms, \
                            coalesce(tasks.ready_at, tasks.created_at) AS ready_at, \
                            tasks.after_keys::text AS after_keys, \
-                           coalesce(tasks.vt, tasks.seq) AS ord \
+                           coalesce(tasks.vt, tasks.seq) AS ord, tasks.traceparent \
              ), started AS ( \
                  UPDATE jobs SET started_at = $6, state = {job_running} \
                  WHERE id IN (SELECT job_id FROM leased) AND started_at IS NULL \
              ) \
-             SELECT seq, priority, id, job_id, kind, input, attempt, timeout_ms, ready_at, after_keys, ord \
+             SELECT seq, priority, id, job_id, kind, input, attempt, timeout_ms, ready_at, after_keys, ord, traceparent \
              FROM leased ORDER BY priority DESC, ord, seq",
             queued = lit(TaskState::Queued),
             running = lit(TaskState::Running),

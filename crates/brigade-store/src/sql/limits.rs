@@ -39,7 +39,7 @@ const SLACK: u32 = 16;
 
 /// What a lease returns of each task, as the engines' picks do.
 const LEASED: &str = "seq, priority, id, job_id, kind, input, attempt, timeout_ms, \
-     coalesce(ready_at, created_at) AS ready_at, after_keys, coalesce(vt, seq) AS ord";
+     coalesce(ready_at, created_at) AS ready_at, after_keys, coalesce(vt, seq) AS ord, traceparent";
 
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")

@@ -284,7 +284,7 @@ pub(crate) const ATTEMPT_UPSERT: &str = "ON CONFLICT (task_id, attempt) DO UPDAT
 
 /// Columns of a task row that results, the reaper and cancels work from.
 pub(crate) const RUNNING_COLUMNS: &str = "seq, id, job_id, state, attempt, attempt_base, max_attempts, worker_id, \
-     backoff, kind, started_at, member_of, deaths, limits";
+     backoff, kind, started_at, member_of, deaths, limits, traceparent";
 
 /// Rewrite `?` placeholders (and `?::json`-style casts) for PostgreSQL: `$1`, `$2::json`, ….
 /// Placeholders inside quoted literals are left alone. Also says, for each

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::model::{
     Bulk, Changes, DeleteOutcome, HandOff, Idempotency, Phase, Pruned, RetryOutcome, Submitted,
-    TaskFilter, Timing,
+    TaskFilter, Timing, TracedResult,
 };
 use crate::rows::{self, Columns};
 use crate::{Result, StoreError, events};
@@ -270,7 +270,12 @@ pub(crate) async fn submit<C: Conn>(
         total: total as u64,
         ..Progress::default()
     };
-    let ids = insert_tasks(c, &job_id, &job.tasks, None, &[], now, &mut progress).await?;
+    let origin = Origin {
+        spawned_by: None,
+        spawner_groups: &[],
+        traceparent: job.traceparent.as_deref(),
+    };
+    let ids = insert_tasks(c, &job_id, &job.tasks, origin, now, &mut progress).await?;
 
     let view = brigade_api::JobView {
         id: job_id.clone(),
@@ -358,15 +363,30 @@ pub(crate) async fn submit_and_lease<C: Conn>(
 /// groups. Tasks of a flat job (no key, no `after`, not spawned) are
 /// inserted by the statement flat jobs always used: they pay nothing for
 /// graphs.
+/// Where new tasks come from: a submit, or a running task's spawn.
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    /// The task that spawned them.
+    spawned_by: Option<&'a str>,
+    /// The spawner's groups, which they join.
+    spawner_groups: &'a [String],
+    /// The job's trace context, stored on each of them.
+    traceparent: Option<&'a str>,
+}
+
 async fn insert_tasks<C: Conn>(
     c: &mut C,
     job_id: &str,
     tasks: &[NewTask],
-    spawned_by: Option<&str>,
-    spawner_groups: &[String],
+    origin: Origin<'_>,
     now: i64,
     progress: &mut Progress,
 ) -> Result<Vec<String>> {
+    let Origin {
+        spawned_by,
+        spawner_groups,
+        traceparent,
+    } = origin;
     let graph =
         spawned_by.is_some() || tasks.iter().any(|t| t.key.is_some() || !t.after.is_empty());
     let mut ids = Vec::with_capacity(tasks.len());
@@ -380,7 +400,9 @@ async fn insert_tasks<C: Conn>(
     } else {
         Vec::new()
     };
-    let width = if graph { 21 } else { 15 } + if flow { 3 } else { 0 };
+    // Untraced jobs write the statement they always did.
+    let traced = traceparent.is_some();
+    let width = if graph { 21 } else { 15 } + if flow { 3 } else { 0 } + usize::from(traced);
     for chunk in tasks.chunks(INSERT_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO tasks (id, job_id, kind, name, queue, priority, state, input, max_attempts, \
@@ -391,6 +413,9 @@ async fn insert_tasks<C: Conn>(
         }
         if flow {
             sql.push_str(", limits, fair_key, vt");
+        }
+        if traced {
+            sql.push_str(", traceparent");
         }
         sql.push_str(") VALUES ");
         let mut args: Vec<Value> = Vec::with_capacity(chunk.len() * width);
@@ -405,6 +430,9 @@ async fn insert_tasks<C: Conn>(
             }
             if flow {
                 sql.push_str(", ?, ?, ?");
+            }
+            if traced {
+                sql.push_str(", ?");
             }
             sql.push(')');
             let waits = !t.after.is_empty();
@@ -480,6 +508,9 @@ async fn insert_tasks<C: Conn>(
                     place,
                 ]);
             }
+            if traced {
+                args.extend(args![traceparent]);
+            }
             ids.push(id);
         }
         c.exec(&sql, args).await?;
@@ -550,16 +581,13 @@ async fn spawn<C: Conn>(
     }
     ensure_queues(c, tasks.iter().map(|t| t.queue.as_str()).collect()).await?;
     let mut progress = Progress::default();
-    let ids = insert_tasks(
-        c,
-        &task.job_id,
-        &tasks,
-        Some(&task.id),
-        &spawner_groups,
-        now,
-        &mut progress,
-    )
-    .await?;
+    // Spawned tasks join the trace of the job they join.
+    let origin = Origin {
+        spawned_by: Some(&task.id),
+        spawner_groups: &spawner_groups,
+        traceparent: task.traceparent.as_deref(),
+    };
+    let ids = insert_tasks(c, &task.job_id, &tasks, origin, now, &mut progress).await?;
     c.exec(
         "UPDATE jobs SET total = total + ? WHERE id = ?",
         args![ids.len() as i64, &task.job_id],
@@ -803,6 +831,7 @@ pub(crate) async fn lease<C: Conn>(
             lease_expires_at: from_ms(expires),
             parents,
             parents_truncated,
+            traceparent: row.text_opt("traceparent")?,
         });
     }
     Ok(Some((leased, changes)))
@@ -854,6 +883,8 @@ pub(crate) struct Running {
     /// The keys whose limits it counts against, JSON (`None`: none): its
     /// end may give a task parked on one of them room.
     pub(crate) limits: Option<String>,
+    /// Its job's trace context (`None`: untraced).
+    pub(crate) traceparent: Option<String>,
 }
 
 impl Running {
@@ -873,6 +904,7 @@ impl Running {
             member_of: row.text_opt("member_of")?,
             deaths: row.int("deaths")?.max(0) as u32,
             limits: row.text_opt("limits")?,
+            traceparent: row.text_opt("traceparent")?,
         })
     }
 
@@ -1129,6 +1161,16 @@ pub(crate) async fn report<C: Conn>(
             }
         }
         reply.accepted.push(r.task_id.clone());
+        if let Some(traceparent) = &task.traceparent {
+            changes.traced.push(TracedResult {
+                task_id: task.id.clone(),
+                job_id: task.job_id.clone(),
+                kind: task.kind.clone(),
+                attempt: task.attempt,
+                outcome: r.outcome,
+                traceparent: traceparent.clone(),
+            });
+        }
         jobs.insert(task.job_id.clone());
         freed.extend(task.limit_keys()?);
     }

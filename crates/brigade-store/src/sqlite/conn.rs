@@ -80,7 +80,7 @@ impl Lite<'_> {
                     WHERE r.key || '=' || r.value NOT IN (SELECT value FROM json_each(?6)))) \
                ORDER BY priority DESC, coalesce(vt, seq) LIMIT ?7) \
              RETURNING seq, priority, id, job_id, kind, input, attempt, timeout_ms, \
-               coalesce(ready_at, created_at) AS ready_at, after_keys, coalesce(vt, seq) AS ord",
+               coalesce(ready_at, created_at) AS ready_at, after_keys, coalesce(vt, seq) AS ord, traceparent",
             running = lit(TaskState::Running),
             queued = lit(TaskState::Queued),
         );

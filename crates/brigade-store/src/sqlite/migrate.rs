@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "limits",
         include_str!("../../migrations/sqlite/0010_limits.sql"),
     ),
+    (
+        11,
+        "traceparent",
+        include_str!("../../migrations/sqlite/0011_traceparent.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

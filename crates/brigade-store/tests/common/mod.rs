@@ -46,6 +46,7 @@ macro_rules! conformance_tests {
                 stale_attempt,
                 matching_heartbeat_cancel_retry,
                 heartbeat_batch,
+                trace_context_rides_with_the_tasks,
             }
             submit {
                 idempotent_submit,
@@ -210,6 +211,7 @@ pub fn job(n: usize, max_attempts: u32) -> NewJob {
         keep_ms: None,
         unique: None,
         callback: None,
+        traceparent: None,
     }
 }
 
@@ -538,6 +540,7 @@ pub fn job_with(tasks: Vec<NewTask>) -> NewJob {
         keep_ms: None,
         unique: None,
         callback: None,
+        traceparent: None,
     }
 }
 

@@ -173,6 +173,7 @@ pub async fn values_round_trip(store: Arc<dyn Store>) -> TestResult {
                 keep_ms: None,
                 unique: None,
                 callback: None,
+                traceparent: None,
             },
             None,
             T0,

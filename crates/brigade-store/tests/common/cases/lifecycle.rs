@@ -271,6 +271,7 @@ pub async fn matching_heartbeat_cancel_retry(store: Arc<dyn Store>) -> TestResul
                 keep_ms: None,
                 unique: None,
                 callback: None,
+                traceparent: None,
             },
             None,
             T0,
@@ -493,6 +494,74 @@ pub async fn heartbeat_batch(store: Arc<dyn Store>) -> TestResult {
     ensure(
         task_state(store, a2).await? == TaskState::Running,
         "a's lease extended by the batch",
+    )?;
+    Ok(())
+}
+
+/// A traced job's context is stored on each of its tasks (spawned ones
+/// too), handed out with each lease, plain or limited, and named again by
+/// the results recorded; an untraced job carries none.
+pub async fn trace_context_rides_with_the_tasks(store: Arc<dyn Store>) -> TestResult {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let store = &*store;
+    let limited = brigade_core::NewTask {
+        limits: vec!["k".to_owned()],
+        ..crate::common::task(1)
+    };
+    let traced = NewJob {
+        traceparent: Some(TP.to_owned()),
+        ..crate::common::job_with(vec![crate::common::task(1), limited])
+    };
+    let sub = store.submit("owner", traced, None, T0).await?;
+    let traced_ids = sub.job.task_ids.clone().ok_or("task ids")?;
+    let plain = store.submit("owner", job(1, 1), None, T0).await?;
+    let plain_ids = plain.job.task_ids.clone().ok_or("task ids")?;
+    let worker = join(store, "w1", T0).await?;
+    let (leased, _) = store
+        .lease(&worker, 10, T0 + 1, TTL)
+        .await?
+        .ok_or("worker known")?;
+    ensure(leased.len() == 3, format!("leased {}", leased.len()))?;
+    for t in &leased {
+        let want = traced_ids.contains(&t.id).then_some(TP);
+        ensure(
+            t.traceparent.as_deref() == want,
+            format!("lease of {}: {:?}", t.id, t.traceparent),
+        )?;
+    }
+    // A spawn joins the spawner's trace.
+    let spawning = brigade_api::TaskResult {
+        spawn: vec![brigade_api::TaskSpec::new("echo", serde_json::json!(1))],
+        ..ok(&traced_ids[0], 1)
+    };
+    let results = vec![spawning, ok(&traced_ids[1], 1), ok(&plain_ids[0], 1)];
+    let (reply, changes) = store
+        .report(&worker, results, T0 + 2)
+        .await?
+        .ok_or("worker known")?;
+    ensure(reply.accepted.len() == 3, format!("{reply:?}"))?;
+    let mut named: Vec<&str> = changes.traced.iter().map(|t| t.task_id.as_str()).collect();
+    named.sort_unstable();
+    let mut want: Vec<&str> = traced_ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    ensure(
+        named == want,
+        format!("traced results {:?}", changes.traced),
+    )?;
+    ensure(
+        changes
+            .traced
+            .iter()
+            .all(|t| t.traceparent == TP && t.job_id == sub.job.id && t.attempt == 1),
+        format!("traced results {:?}", changes.traced),
+    )?;
+    let (spawned, _) = store
+        .lease(&worker, 10, T0 + 3, TTL)
+        .await?
+        .ok_or("worker known")?;
+    ensure(
+        spawned.len() == 1 && spawned[0].traceparent.as_deref() == Some(TP),
+        format!("spawned {spawned:?}"),
     )?;
     Ok(())
 }
