@@ -20,9 +20,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 
-/// The `tracing` target of the spans that make up jobs' traces (the same
-/// in `brigade_server::trace` and `brigade_worker::trace`).
-pub const TARGET: &str = "brigade_trace";
+pub use brigade_core::trace::TARGET;
 
 /// How long one export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,6 +7,11 @@
 
 use std::fmt;
 
+/// The `tracing` target of the spans that make up jobs' traces
+/// (`job.submit`, `task.lease`, `task.result`, `task.run`): only the
+/// OpenTelemetry layer of `--otlp-endpoint` listens to it.
+pub const TARGET: &str = "brigade_trace";
+
 /// A parsed `traceparent` (version 00).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceParent {
@@ -103,6 +108,24 @@ fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     s
+}
+
+#[cfg(feature = "otel")]
+impl TraceParent {
+    /// The OpenTelemetry context of this remote parent, to set as a span's parent.
+    pub fn otel_context(&self) -> opentelemetry::Context {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let sc = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(sc)
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@
 use brigade_api::{LeasedTask, Outcome};
 use brigade_core::trace::TraceParent;
 use brigade_store::TracedResult;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The `tracing` target of the spans that make up jobs' traces.
-pub const TARGET: &str = "brigade_trace";
+pub use brigade_core::trace::TARGET;
 
 /// The header a client names the trace of its submit with.
 pub const TRACEPARENT: &str = "traceparent";
@@ -25,18 +24,6 @@ pub fn client_parent(headers: &axum::http::HeaderMap) -> Option<TraceParent> {
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| TraceParent::parse(v.trim()))
-}
-
-/// The OpenTelemetry context of a remote parent.
-pub fn remote(tp: &TraceParent) -> opentelemetry::Context {
-    let sc = SpanContext::new(
-        TraceId::from_bytes(tp.trace_id),
-        SpanId::from_bytes(tp.span_id),
-        TraceFlags::new(tp.flags),
-        true,
-        TraceState::default(),
-    );
-    opentelemetry::Context::new().with_remote_span_context(sc)
 }
 
 /// The trace context of `span` as a `traceparent`, `None` when it is not
@@ -62,7 +49,7 @@ pub fn submit(client: Option<TraceParent>) -> (tracing::Span, Option<String>) {
         brigade.tasks = tracing::field::Empty,
     );
     if let Some(parent) = &client {
-        let _ = span.set_parent(remote(parent));
+        let _ = span.set_parent(parent.otel_context());
     }
     let context = traceparent_of(&span).or(client).map(|tp| tp.to_string());
     (span, context)
@@ -83,7 +70,7 @@ pub fn leased(worker_id: &str, tasks: &[LeasedTask]) {
             brigade.attempt = t.attempt,
             brigade.worker_id = %worker_id,
         );
-        let _ = span.set_parent(remote(&parent));
+        let _ = span.set_parent(parent.otel_context());
     }
 }
 
@@ -105,6 +92,6 @@ pub fn recorded(results: &[TracedResult]) {
                 Outcome::Failed => "failed",
             },
         );
-        let _ = span.set_parent(remote(&parent));
+        let _ = span.set_parent(parent.otel_context());
     }
 }

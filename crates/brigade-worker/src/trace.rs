@@ -7,11 +7,9 @@
 
 use brigade_api::LeasedTask;
 use brigade_core::trace::TraceParent;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The `tracing` target of the spans that make up jobs' traces.
-pub const TARGET: &str = "brigade_trace";
+pub use brigade_core::trace::TARGET;
 
 /// How an attempt ended, as the `brigade.outcome` attribute says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +48,7 @@ pub fn run_span(task: &LeasedTask) -> tracing::Span {
         brigade.outcome = tracing::field::Empty,
     );
     if let Some(parent) = task.traceparent.as_deref().and_then(TraceParent::parse) {
-        let _ = span.set_parent(remote(&parent));
+        let _ = span.set_parent(parent.otel_context());
     }
     span
 }
@@ -58,16 +56,4 @@ pub fn run_span(task: &LeasedTask) -> tracing::Span {
 /// Record how the attempt of `span` ended.
 pub fn record_outcome(span: &tracing::Span, outcome: RunOutcome) {
     span.record("brigade.outcome", outcome.as_str());
-}
-
-/// The OpenTelemetry context of a remote parent.
-fn remote(tp: &TraceParent) -> opentelemetry::Context {
-    let sc = SpanContext::new(
-        TraceId::from_bytes(tp.trace_id),
-        SpanId::from_bytes(tp.span_id),
-        TraceFlags::new(tp.flags),
-        true,
-        TraceState::default(),
-    );
-    opentelemetry::Context::new().with_remote_span_context(sc)
 }
