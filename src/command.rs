@@ -155,6 +155,8 @@ pub fn init_tracing(
     let otlp = match command {
         Command::Server(a) => a.otlp_endpoint.as_deref().map(|e| (e, "brigade-server")),
         Command::Worker(a) => a.otlp_endpoint.as_deref().map(|e| (e, "brigade-worker")),
+        // Its server runs in this process; its workers are given the flag.
+        Command::Up(a) => a.otlp_endpoint.as_deref().map(|e| (e, "brigade-server")),
         _ => None,
     };
     let Some((endpoint, service)) = otlp else {

@@ -22,6 +22,10 @@ pub struct UpArgs {
     /// Let the workers run `exec` tasks.
     #[arg(long)]
     pub allow_exec: bool,
+    /// Export traces over OTLP/HTTP to URL/v1/traces (the server's spans and
+    /// the workers'), as `brigade server --otlp-endpoint` does.
+    #[arg(long, env = "BRIGADE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Run it all until Ctrl-C.
@@ -39,18 +43,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("starting the server on {}", args.endpoint.listen))?;
     let url = format!("http://{}", server.addr);
-    let extra: &[&str] = if args.allow_exec {
-        &["--allow-exec"]
-    } else {
-        &[]
-    };
+    let mut extra: Vec<&str> = Vec::new();
+    if args.allow_exec {
+        extra.push("--allow-exec");
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        extra.extend(["--otlp-endpoint", endpoint.as_str()]);
+    }
     let mut workers = spawn_workers(
         &current_exe()?,
         &url,
         args.workers,
         args.capacity,
         "local",
-        extra,
+        &extra,
         false,
     )?;
     println!("brigade is up at {url}");
