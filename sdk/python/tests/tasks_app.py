@@ -154,3 +154,8 @@ def report_progress(ctx, path):
     while time.monotonic() < deadline and not os.path.exists(path):
         time.sleep(0.02)
     return "done"
+
+
+@app.task(bind=True)
+def trace_context(ctx):
+    return ctx.traceparent

@@ -131,3 +131,15 @@ def test_fair_key_goes_on_the_task(app):
 
     spec = add.spec((1, 2), fair_key="tenant:7", limits=["k"])
     assert spec["fair_key"] == "tenant:7" and spec["limits"] == ["k"]
+
+
+def test_traceparent_rides_from_submit_to_the_task_context(app, start_worker):
+    """A submit's ``traceparent`` is the job's trace context: the lease carries it
+    and the worker's ``ctx.traceparent`` is it; a job submitted without one has none."""
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    start_worker("py-traced", "traced")
+    task = {"kind": "tasks_app.trace_context", "queue": "traced", "input": {"args": [], "kwargs": {}}}
+    traced = app.submit({"tasks": [task]}, traceparent=tp)
+    plain = app.submit({"tasks": [task]})
+    assert traced.wait(timeout=30).results() == [tp]
+    assert plain.wait(timeout=30).results() == [None]

@@ -91,6 +91,29 @@ def new_idempotency_key() -> str:
     return f"py-{uuid.uuid4()}"
 
 
+def current_traceparent() -> str | None:
+    """The active OpenTelemetry span's ``traceparent``, when ``opentelemetry``
+    is installed and a span is active; ``None`` otherwise."""
+    try:
+        from opentelemetry import propagate  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def submit_headers(key: str, traceparent: str | None) -> dict[str, str]:
+    """The headers of ``POST /v1/jobs``: its idempotency key and the trace
+    context to make the job's trace a child of (the server ignores a
+    malformed one)."""
+    headers = {"idempotency-key": key}
+    tp = traceparent or current_traceparent()
+    if tp:
+        headers["traceparent"] = tp
+    return headers
+
+
 class Conn:
     """Synchronous connection to one or several servers."""
 

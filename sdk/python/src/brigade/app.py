@@ -74,8 +74,12 @@ class Context:
         timeout: float | None = None,
         log: Callable[[str], None] | None = None,
         task: Task | None = None,
+        traceparent: str | None = None,
     ):
         self.task_id = task_id
+        # The job's W3C trace context, as the lease carried it (``None``:
+        # the job is not traced): parent your own spans to it.
+        self.traceparent = traceparent
         self.job_id = job_id
         self.kind = kind
         self.attempt = attempt

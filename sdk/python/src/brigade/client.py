@@ -230,14 +230,23 @@ class Client:
 
     # jobs
     def submit(
-        self, job: dict[str, Any] | JobBuilder | Iterable[dict[str, Any]], *, idempotency_key: str | None = None
+        self,
+        job: dict[str, Any] | JobBuilder | Iterable[dict[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> Job:
         """Submit a job (a dict as ``POST /v1/jobs`` takes it, a :class:`JobBuilder`,
         or a list of task dicts). Every submit carries an ``Idempotency-Key``
         (one is made up when not given), so a retry after a lost reply does not
-        submit twice."""
+        submit twice.
+
+        ``traceparent`` (W3C Trace Context) makes the job's trace a child of
+        yours; when not given, the current OpenTelemetry span's is sent, if
+        ``opentelemetry`` is installed and a span is active."""
         key = idempotency_key or _http.new_idempotency_key()
-        view = self.conn.call("POST", "/v1/jobs", json=_job_body(job), headers={"idempotency-key": key})
+        headers = _http.submit_headers(key, traceparent)
+        view = self.conn.call("POST", "/v1/jobs", json=_job_body(job), headers=headers)
         return Job(self, view)
 
     def job(self, id: str) -> Job:
@@ -457,10 +466,16 @@ class AsyncClient:
         await self.aclose()
 
     async def submit(
-        self, job: dict[str, Any] | JobBuilder | Iterable[dict[str, Any]], *, idempotency_key: str | None = None
+        self,
+        job: dict[str, Any] | JobBuilder | Iterable[dict[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> AsyncJob:
+        """As :meth:`Client.submit`."""
         key = idempotency_key or _http.new_idempotency_key()
-        view = await self.conn.call("POST", "/v1/jobs", json=_job_body(job), headers={"idempotency-key": key})
+        headers = _http.submit_headers(key, traceparent)
+        view = await self.conn.call("POST", "/v1/jobs", json=_job_body(job), headers=headers)
         return AsyncJob(self, view)
 
     async def job(self, id: str) -> AsyncJob:

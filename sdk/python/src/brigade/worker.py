@@ -408,6 +408,7 @@ class Worker:
             kind=t["kind"],
             attempt=int(t.get("attempt", 1)),
             timeout=(t.get("timeout_ms") or 0) / 1000 or None,
+            traceparent=t.get("traceparent"),
         )
         run = _Run(t, ctx)
 
