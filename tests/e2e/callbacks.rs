@@ -75,12 +75,7 @@ async fn receiver_holding(refuse_first: usize, hold: Option<usize>) -> (u16, Rec
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
         .with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (port, r)
+    (brigade_testkit::serve_on_loopback(app).await, r)
 }
 
 async fn receiver(refuse_first: usize) -> (u16, Receiver) {

@@ -88,12 +88,7 @@ async fn receiver() -> (u16, Receiver) {
     let app = axum::Router::new()
         .route("/v1/traces", axum::routing::post(traces))
         .with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (port, r)
+    (brigade_testkit::serve_on_loopback(app).await, r)
 }
 
 /// Submit `n` tasks over plain HTTP, with `traceparent` when given.

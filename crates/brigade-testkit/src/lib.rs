@@ -47,6 +47,23 @@ pub async fn wait_ready(client: &brigade_client::Client) {
     }
 }
 
+/// Serve `app` on a free port of 127.0.0.1 for the rest of the test (a
+/// receiver of webhooks or traces that the real binary sends to); its port.
+pub async fn serve_on_loopback(app: axum::Router) -> u16 {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("binding a loopback port: {e}"),
+    };
+    let port = match listener.local_addr() {
+        Ok(a) => a.port(),
+        Err(e) => panic!("the loopback port: {e}"),
+    };
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
 /// Poll `f` until it yields a value; after [`DEADLINE`] the test fails with
 /// `what` and whatever `context` says then (a log, say).
 pub async fn until<T, F, Fut>(what: &str, context: impl Fn() -> String, mut f: F) -> T
