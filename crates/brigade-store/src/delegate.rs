@@ -244,7 +244,7 @@ macro_rules! store_impl {
             ) -> $crate::Result<Vec<Option<brigade_api::HeartbeatReply>>> {
                 $write!(
                     self,
-                    |c| $crate::sql::write::heartbeats(c, batch.clone(), now, ttl),
+                    |c| $crate::sql::write::heartbeats(c, &batch, now, ttl),
                     |_v| None
                 )
             }

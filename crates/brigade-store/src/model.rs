@@ -214,7 +214,7 @@ pub enum Remote {
 /// tasks whose lease was extended. A task a worker named that was not
 /// extended is no longer its to run: the reply says to cancel it.
 pub(crate) fn heartbeat_replies(
-    batch: Vec<(String, brigade_api::Heartbeat)>,
+    batch: &[(String, brigade_api::Heartbeat)],
     states: &[(String, String)],
     extended: &[String],
 ) -> Vec<Option<brigade_api::HeartbeatReply>> {
@@ -224,14 +224,15 @@ pub(crate) fn heartbeat_replies(
         .collect();
     let extended: std::collections::HashSet<&str> = extended.iter().map(String::as_str).collect();
     batch
-        .into_iter()
+        .iter()
         .map(|(worker, hb)| {
             let state = *states.get(worker.as_str())?;
             Some(brigade_api::HeartbeatReply {
                 cancel: hb
                     .running
-                    .into_iter()
+                    .iter()
                     .filter(|t| !extended.contains(t.as_str()))
+                    .cloned()
                     .collect(),
                 drain: state == brigade_api::WorkerState::Draining.as_str(),
             })
@@ -265,7 +266,7 @@ mod tests {
             ("w2".to_owned(), "draining".to_owned()),
             ("w1".to_owned(), "active".to_owned()),
         ];
-        let replies = heartbeat_replies(batch, &states, &["a".to_owned()]);
+        let replies = heartbeat_replies(&batch, &states, &["a".to_owned()]);
         assert_eq!(
             replies,
             vec![

@@ -358,11 +358,6 @@ pub(crate) async fn submit_and_lease<C: Conn>(
     Ok(submitted)
 }
 
-/// Insert tasks of a job, each with a new id (returned in order); count
-/// them in `progress`. Spawned tasks name their spawner and inherit its
-/// groups. Tasks of a flat job (no key, no `after`, not spawned) are
-/// inserted by the statement flat jobs always used: they pay nothing for
-/// graphs.
 /// Where new tasks come from: a submit, or a running task's spawn.
 #[derive(Clone, Copy)]
 struct Origin<'a> {
@@ -374,6 +369,11 @@ struct Origin<'a> {
     traceparent: Option<&'a str>,
 }
 
+/// Insert tasks of a job, each with a new id (returned in order); count
+/// them in `progress`. Spawned tasks name their spawner and inherit its
+/// groups. Tasks of a flat job (no key, no `after`, not spawned) are
+/// inserted by the statement flat jobs always used: they pay nothing for
+/// graphs.
 async fn insert_tasks<C: Conn>(
     c: &mut C,
     job_id: &str,
@@ -1193,7 +1193,7 @@ pub(crate) async fn report<C: Conn>(
 /// name are extended; replies in batch order, `None` for an unknown worker.
 pub(crate) async fn heartbeats<C: Conn>(
     c: &mut C,
-    batch: Vec<(String, Heartbeat)>,
+    batch: &[(String, Heartbeat)],
     now: i64,
     ttl: i64,
 ) -> Result<Vec<Option<HeartbeatReply>>> {
